@@ -1,0 +1,51 @@
+"""Random draws shared by the synthetic task families."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from amortized.validation import check_choice
+
+
+def normal(shape: tuple[int, ...], generator: torch.Generator | None) -> Tensor:
+    return torch.randn(shape, generator=generator)
+
+
+def uniform(shape: tuple[int, ...], low: float, high: float, generator: torch.Generator | None):
+    return low + (high - low) * torch.rand(shape, generator=generator)
+
+
+def inputs(kind: str, shape: tuple[int, ...], generator: torch.Generator | None) -> Tensor:
+    """Standard normal inputs, or uniform on [-1, 1]."""
+    check_choice("inputs", kind, ("normal", "uniform"))
+    return normal(shape, generator) if kind == "normal" else uniform(shape, -1.0, 1.0, generator)
+
+
+ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu}
+
+
+def random_mlp(
+    num_tasks: int,
+    widths: list[int],
+    activation: str,
+    generator: torch.Generator | None,
+) -> dict[str, Tensor]:
+    """Per-task weights of an MLP with ``widths`` (input first), scaled by 1/sqrt(fan_in)."""
+    check_choice("activation", activation, tuple(ACTIVATIONS))
+    params = {}
+    for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
+        params[f"weight{i}"] = normal((num_tasks, fan_in, fan_out), generator) / fan_in**0.5
+        params[f"bias{i}"] = normal((num_tasks, 1, fan_out), generator) * 0.1
+    return params
+
+
+def apply_mlp(params: dict[str, Tensor], x: Tensor, activation: str) -> Tensor:
+    """Evaluate per-task MLP weights from :func:`random_mlp` on ``x`` ``[tasks, points, in]``."""
+    num_layers = len(params) // 2
+    h = x
+    for i in range(num_layers):
+        h = torch.baddbmm(params[f"bias{i}"], h, params[f"weight{i}"])
+        if i < num_layers - 1:
+            h = ACTIVATIONS[activation](h)
+    return h

@@ -1,0 +1,93 @@
+"""Classification task families: labels drawn from ``softmax(g(x) / temperature)``."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from amortized.errors import ConfigError
+from amortized.tasks import _sampling as draw
+from amortized.tasks.base import TaskBatch, TaskFamily
+from amortized.validation import check_choice, check_positive_int
+
+
+def _check_temperature(temperature: float) -> float:
+    if (
+        not isinstance(temperature, int | float)
+        or not math.isfinite(temperature)
+        or temperature <= 0
+    ):
+        raise ConfigError(f"temperature must be a finite number > 0, got {temperature!r}")
+    return float(temperature)
+
+
+def _labelled(x, logits, num_train, generator) -> TaskBatch:
+    """Draw labels from the logits and cut train and query splits."""
+    num_tasks, num_points, num_classes = logits.shape
+    probs = torch.softmax(logits, dim=-1).reshape(-1, num_classes)
+    y = torch.multinomial(probs, 1, generator=generator).view(num_tasks, num_points)
+    return TaskBatch(
+        x_train=x[:, :num_train],
+        y_train=y[:, :num_train],
+        x_query=x[:, num_train:],
+        y_query=y[:, num_train:],
+        f_query=logits[:, num_train:],
+    )
+
+
+class LinearClassification(TaskFamily):
+    """Labels ~ ``softmax(W x / temperature)`` with ``W ~ N(0, 1)``, ``x ~ N(0, I)``.
+
+    ``params`` holds ``weights`` ``[tasks, dim, classes]``; ``f_query`` the true logits ``W x / τ``.
+    """
+
+    def __init__(
+        self, dim: int, num_classes: int = 2, temperature: float = 1.0, inputs: str = "normal"
+    ) -> None:
+        self.dim = check_positive_int("dim", dim)
+        self.num_classes = check_positive_int("num_classes", num_classes)
+        if num_classes < 2:
+            raise ConfigError(f"num_classes must be >= 2, got {num_classes}")
+        self.temperature = _check_temperature(temperature)
+        self.inputs = check_choice("inputs", inputs, ("normal", "uniform"))
+        self.input_dim, self.output_dim = dim, num_classes
+
+    def _sample(self, num_tasks, num_train, num_query, generator):
+        x = draw.inputs(self.inputs, (num_tasks, num_train + num_query, self.dim), generator)
+        weights = draw.normal((num_tasks, self.dim, self.num_classes), generator)
+        batch = _labelled(x, x @ weights / self.temperature, num_train, generator)
+        batch.params = {"weights": weights}
+        return batch
+
+
+class NonlinearClassification(TaskFamily):
+    """Labels ~ ``softmax(g(x) / temperature)`` with ``g`` a random MLP (weights ~ N(0, 1/fan_in))."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_classes: int = 2,
+        hidden: tuple[int, ...] = (32,),
+        activation: str = "tanh",
+        temperature: float = 0.3,
+        inputs: str = "normal",
+    ) -> None:
+        self.dim = check_positive_int("dim", dim)
+        self.num_classes = check_positive_int("num_classes", num_classes)
+        if num_classes < 2:
+            raise ConfigError(f"num_classes must be >= 2, got {num_classes}")
+        self.hidden = tuple(check_positive_int("hidden width", h) for h in hidden)
+        self.activation = check_choice("activation", activation, tuple(draw.ACTIVATIONS))
+        self.temperature = _check_temperature(temperature)
+        self.inputs = check_choice("inputs", inputs, ("normal", "uniform"))
+        self.input_dim, self.output_dim = dim, num_classes
+
+    def _sample(self, num_tasks, num_train, num_query, generator):
+        x = draw.inputs(self.inputs, (num_tasks, num_train + num_query, self.dim), generator)
+        widths = [self.dim, *self.hidden, self.num_classes]
+        params = draw.random_mlp(num_tasks, widths, self.activation, generator)
+        logits = draw.apply_mlp(params, x, self.activation) / self.temperature
+        batch = _labelled(x, logits, num_train, generator)
+        batch.params = params
+        return batch
