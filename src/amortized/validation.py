@@ -21,9 +21,7 @@ def check_positive_int(name: str, value: object, *, allow_zero: bool = False) ->
 def check_choice(name: str, value: object, choices: tuple[str, ...] | list[str]) -> str:
     """Return ``value`` if it is one of ``choices``; otherwise raise listing the valid ones."""
     if value not in choices:
-        raise ConfigError(
-            f"unknown {name} {value!r}; choose one of {', '.join(map(repr, choices))}"
-        )
+        raise ConfigError(f"unknown {name} {value!r}; choose one of {', '.join(map(repr, choices))}")
     return value  # type: ignore[return-value]
 
 
@@ -60,13 +58,9 @@ def check_targets(
                 f"{output_dim or 'out'}] to match the inputs, got {tuple(y.shape)}"
             )
         if output_dim is not None and y.shape[-1] != output_dim:
-            raise ShapeError(
-                f"{name} has {y.shape[-1]} outputs but the learner predicts {output_dim}"
-            )
+            raise ShapeError(f"{name} has {y.shape[-1]} outputs but the learner predicts {output_dim}")
         if not y.is_floating_point():
-            raise DTypeError(
-                f"{name} must be a floating-point tensor for regression, got {y.dtype}"
-            )
+            raise DTypeError(f"{name} must be a floating-point tensor for regression, got {y.dtype}")
         if not torch.isfinite(y).all():
             raise NonFiniteError(f"{name} contains NaN or infinity")
         return y

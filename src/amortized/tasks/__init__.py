@@ -2,6 +2,15 @@
 
 from amortized.tasks.base import TaskBatch, TaskFamily
 from amortized.tasks.classification import LinearClassification, NonlinearClassification
+from amortized.tasks.datasets import (
+    MNIST,
+    MNIST1D,
+    Digits,
+    FashionMNIST,
+    LabelledDataset,
+    NPZDataset,
+    read_idx,
+)
 from amortized.tasks.regression import (
     GaussianProcess,
     LinearRegression,
@@ -10,12 +19,19 @@ from amortized.tasks.regression import (
 )
 
 __all__ = [
+    "MNIST",
+    "MNIST1D",
+    "Digits",
+    "FashionMNIST",
     "GaussianProcess",
+    "LabelledDataset",
     "LinearClassification",
     "LinearRegression",
+    "NPZDataset",
     "NonlinearClassification",
     "NonlinearRegression",
     "Sinusoid",
     "TaskBatch",
     "TaskFamily",
+    "read_idx",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import Tensor
 
@@ -34,7 +36,7 @@ def random_mlp(
     """Per-task weights of an MLP with ``widths`` (input first), scaled by 1/sqrt(fan_in)."""
     check_choice("activation", activation, tuple(ACTIVATIONS))
     params = {}
-    for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
+    for i, (fan_in, fan_out) in enumerate(itertools.pairwise(widths)):
         params[f"weight{i}"] = normal((num_tasks, fan_in, fan_out), generator) / fan_in**0.5
         params[f"bias{i}"] = normal((num_tasks, 1, fan_out), generator) * 0.1
     return params

@@ -13,11 +13,7 @@ from amortized.validation import check_choice, check_positive_int
 
 
 def _check_temperature(temperature: float) -> float:
-    if (
-        not isinstance(temperature, int | float)
-        or not math.isfinite(temperature)
-        or temperature <= 0
-    ):
+    if not isinstance(temperature, int | float) or not math.isfinite(temperature) or temperature <= 0:
         raise ConfigError(f"temperature must be a finite number > 0, got {temperature!r}")
     return float(temperature)
 

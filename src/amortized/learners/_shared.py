@@ -1,0 +1,146 @@
+"""Update rules shared by the parametric and explicit learners, which differ only in ``f``.
+
+Parametric learners refine ``θ`` of a fixed model; explicit learners refine a latent ``z`` read by a
+learned decoder. Both are a flat per-task vector ``v`` with ``f(x; v)`` given by ``_forward``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+
+from amortized.errors import ConfigError
+from amortized.learners.base import Learner, loss_gradient
+from amortized.learners.state import State
+from amortized.nn import ChunkTokens, ObservationTokens, ProgressEmbedding, Transformer
+
+INPUT_CHOICES = ("observations", "gradients")
+ADAM_BETAS = (0.9, 0.999)
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Build modules under ``seed`` without touching the caller's global RNG state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def check_update_inputs(inputs: tuple[str, ...] | list[str] | str) -> tuple[str, ...]:
+    """A non-empty tuple drawn from ``("observations", "gradients")``."""
+    inputs = (inputs,) if isinstance(inputs, str) else tuple(inputs)
+    unknown = [name for name in inputs if name not in INPUT_CHOICES]
+    if unknown or not inputs:
+        raise ConfigError(f"inputs must be a non-empty subset of {INPUT_CHOICES}, got {inputs!r}")
+    return tuple(name for name in INPUT_CHOICES if name in inputs)
+
+
+class _VectorLearner(Learner):
+    """A learner whose state value is a flat per-task vector read by ``_forward(v, x)``."""
+
+    def _forward(self, value: Tensor, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _loss_of(self, x: Tensor, y: Tensor):
+        return lambda value: self.likelihood.loss(self._forward(value, x), y)
+
+    def predict(self, state: State, x: Tensor | None = None) -> Tensor:
+        if x is None:
+            raise ConfigError(f"{type(self).__name__}.predict needs the points x to predict")
+        return self._forward(state.value, x)
+
+
+class _GradientStep(_VectorLearner):
+    """``v ← v - α ∇_v L(B; v)`` from a learned ``v_0``; ``α`` per entry and learned if asked.
+
+    Meta-gradients flow through the inner gradient (second order) unless ``first_order``.
+    """
+
+    def _init_step_size(self, size: int, inner_lr: float, learn_lr: bool, first_order: bool):
+        if not inner_lr > 0:
+            raise ConfigError(f"inner_lr must be > 0, got {inner_lr!r}")
+        log_lr = torch.full((size,), math.log(inner_lr))
+        if learn_lr:
+            self.log_lr = nn.Parameter(log_lr)
+        else:
+            self.register_buffer("log_lr", log_lr)
+        self.first_order = bool(first_order)
+
+    def step(self, state: State, x: Tensor, y: Tensor) -> State:
+        create_graph = torch.is_grad_enabled() and not self.first_order
+        grad, _ = loss_gradient(self._loss_of(x, y), state.value, create_graph=create_graph)
+        return state.advance(state.value - self.log_lr.exp() * grad, x.shape[1])
+
+
+class _TransformerUpdate(_VectorLearner):
+    """``v ← v + h_φ(tokens)``: a transformer reads the state and the mini-batch and outputs an update.
+
+    State tokens hold chunks of ``v`` (and, with gradient inputs, of the normalised gradient and of
+    Adam's direction from running moments kept in the state) plus an embedding of the state's
+    progress (points seen, steps taken, gradient scale). Observation tokens hold ``[x, y, f(x; v)]``.
+    Optional memory tokens persist across steps (trained when gradients cross steps: ``truncated``
+    or ``full`` objectives).
+    """
+
+    def _build(
+        self,
+        size: int,
+        inputs: tuple[str, ...],
+        width: int,
+        depth: int,
+        heads: int,
+        chunk_size: int,
+        memory_tokens: int,
+    ) -> None:
+        self.inputs = check_update_inputs(inputs)
+        self.uses_gradients = "gradients" in self.inputs
+        num_features = 3 if self.uses_gradients else 1
+        self.chunks = ChunkTokens(size, chunk_size, num_features, width)
+        self.progress = ProgressEmbedding(5 if self.uses_gradients else 4, width)
+        self.observations = (
+            ObservationTokens(self.input_dim, self.output_dim, self.num_classes, width, True)
+            if "observations" in self.inputs
+            else None
+        )
+        self.transformer = Transformer(width, depth, heads)
+        self.memory_tokens = memory_tokens
+        if memory_tokens:
+            self.memory0 = nn.Parameter(torch.randn(memory_tokens, width) * 0.02)
+
+    def _initial(self, value: Tensor) -> State:
+        memory = {}
+        if self.uses_gradients:
+            memory = {"grad_m": torch.zeros_like(value), "grad_v": torch.zeros_like(value)}
+        if self.memory_tokens:
+            memory["tokens"] = self.memory0.expand(value.shape[0], -1, -1)
+        return State.initial(value, memory)
+
+    def step(self, state: State, x: Tensor, y: Tensor) -> State:
+        value, memory = state.value, dict(state.memory)
+        progress = state.progress_features(x.shape[1])
+        features = [value]
+        if self.uses_gradients:
+            grad, _ = loss_gradient(self._loss_of(x, y), value, create_graph=False)
+            beta1, beta2 = ADAM_BETAS
+            memory["grad_m"] = beta1 * memory["grad_m"] + (1 - beta1) * grad
+            memory["grad_v"] = beta2 * memory["grad_v"] + (1 - beta2) * grad.square()
+            t = (state.num_steps + 1)[:, None]
+            m_hat = memory["grad_m"] / (1 - beta1**t)
+            v_hat = memory["grad_v"] / (1 - beta2**t)
+            rms = grad.square().mean(-1, keepdim=True).sqrt()
+            features += [grad / (rms + 1e-12), m_hat / (v_hat.sqrt() + 1e-12)]
+            progress = torch.cat([progress, torch.log(rms + 1e-12) / 10], -1)
+        tokens = [self.chunks(features) + self.progress(progress)]
+        if self.memory_tokens:
+            tokens.append(memory["tokens"])
+        if self.observations is not None:
+            tokens.append(self.observations(x, y, self._forward(value, x)))
+        out = self.transformer(torch.cat(tokens, 1))
+        num_chunks = self.chunks.num_chunks
+        if self.memory_tokens:
+            memory["tokens"] = out[:, num_chunks : num_chunks + self.memory_tokens]
+        return state.advance(value + self.chunks.decode(out[:, :num_chunks]), x.shape[1], memory)

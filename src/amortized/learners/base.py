@@ -1,0 +1,148 @@
+"""The learner protocol: ``init_state``, ``step``, ``predict``, and the one adaptation loop."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from amortized.errors import ConfigError, ShapeError
+from amortized.learners.state import State
+from amortized.models.likelihoods import Categorical, Gaussian, likelihood
+from amortized.validation import check_inputs, check_positive_int, check_targets
+
+REGIMES = ("parametric", "explicit", "implicit", "baseline")
+
+
+class Learner(nn.Module):
+    """A learner adapts to a batch of tasks by refining a :class:`State` over mini-batches.
+
+    Subclasses set ``regime`` and implement ``init_state``, ``step`` and ``predict``. ``config`` holds
+    the constructor arguments as plain data, so a checkpoint can rebuild the learner.
+    """
+
+    regime: ClassVar[str]
+    registry: ClassVar[dict[str, type[Learner]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not cls.__name__.startswith("_"):
+            Learner.registry[cls.__name__] = cls
+
+    def __init__(self, input_dim: int, output_dim: int, task: str, noise: float | None) -> None:
+        super().__init__()
+        if task not in ("regression", "classification"):
+            raise ConfigError(f"unknown task {task!r}; choose 'regression' or 'classification'")
+        self.input_dim = check_positive_int("input_dim", input_dim)
+        self.output_dim = check_positive_int("output_dim", output_dim)
+        self.task = task
+        self.num_classes = output_dim if task == "classification" else None
+        self.likelihood: Gaussian | Categorical = likelihood(
+            "categorical" if task == "classification" else "gaussian", noise
+        )
+        self.config: dict[str, Any] = {}
+
+    def init_state(self, num_tasks: int, query_x: Tensor | None = None) -> State:
+        """The state before any data (``θ_0``, ``z_0`` or ``ŷ_0``) for ``num_tasks`` tasks."""
+        raise NotImplementedError
+
+    def step(self, state: State, x: Tensor, y: Tensor) -> State:
+        """One refinement of the state on a mini-batch ``x`` ``[tasks, B, D]``, ``y``."""
+        raise NotImplementedError
+
+    def predict(self, state: State, x: Tensor | None = None) -> Tensor:
+        """Means (regression) or logits (classification) at ``x`` ``[tasks, points, D]``."""
+        raise NotImplementedError
+
+    @property
+    def iterative(self) -> bool:
+        """Whether the learner is meant to be run for many steps (all learners can be)."""
+        return True
+
+    def check_data(self, name: str, x: object, y: object) -> tuple[Tensor, Tensor]:
+        """Validate a task batch's inputs and targets against this learner."""
+        x = check_inputs(f"{name}_x" if name else "x", x, self.input_dim)
+        y = check_targets(
+            f"{name}_y" if name else "y",
+            y,
+            x,
+            num_classes=self.num_classes,
+            output_dim=self.output_dim,
+        )
+        return x, y
+
+    def describe(self) -> dict[str, Any]:
+        """The learner's class name and constructor arguments, as plain data."""
+        return {"class": type(self).__name__, "config": dict(self.config)}
+
+
+def minibatches(
+    x: Tensor,
+    y: Tensor,
+    batch_size: int,
+    num_steps: int | None = None,
+    generator: torch.Generator | None = None,
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """The sequence of mini-batches adaptation reads: passes over the data in a random order.
+
+    ``num_steps=None`` is one pass. More steps than batches in a pass start a new pass, in a new
+    order. Each task gets its own order; the same generator gives the same sequence.
+    """
+    num_tasks, num_points = x.shape[:2]
+    check_positive_int("batch_size", batch_size)
+    batch_size = min(batch_size, num_points)
+    per_pass = -(-num_points // batch_size)
+    total = per_pass if num_steps is None else check_positive_int("num_steps", num_steps)
+    for step in range(total):
+        position = step % per_pass
+        if position == 0:
+            order = torch.rand(num_tasks, num_points, generator=generator).argsort(dim=1)
+        index = order[:, position * batch_size : (position + 1) * batch_size]
+        yield (
+            x.gather(1, index[..., None].expand(-1, -1, x.shape[-1])),
+            y.gather(1, index if y.dim() == 2 else index[..., None].expand(-1, -1, y.shape[-1])),
+        )
+
+
+def adapt(
+    learner: Learner,
+    x: Tensor,
+    y: Tensor,
+    *,
+    batch_size: int,
+    num_steps: int | None = None,
+    query_x: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> State:
+    """Adapt ``learner`` to tasks with data ``x``, ``y``: ``init_state``, then ``step`` per mini-batch.
+
+    This is the library's one adaptation loop; one-shot amortization is ``batch_size >= points``.
+    Runs without building a graph. Implicit learners need ``query_x``, the points to predict.
+    """
+    x, y = learner.check_data("", x, y)
+    if query_x is not None:
+        query_x = check_inputs("query_x", query_x, learner.input_dim)
+        if query_x.shape[0] != x.shape[0]:
+            raise ShapeError(f"query_x has {query_x.shape[0]} tasks but x has {x.shape[0]}; they must match")
+    with torch.no_grad():
+        state = learner.init_state(x.shape[0], query_x)
+        for batch_x, batch_y in minibatches(x, y, batch_size, num_steps, generator):
+            state = learner.step(state, batch_x, batch_y)
+    return state
+
+
+def loss_gradient(loss_of: Any, value: Tensor, *, create_graph: bool) -> tuple[Tensor, Tensor]:
+    """Per-task gradient of ``loss_of(value)`` (``[tasks]`` losses) w.r.t. ``value``, and the losses.
+
+    Works under ``torch.no_grad`` (adaptation) as well as inside meta-training. With
+    ``create_graph`` the gradient stays differentiable (second-order meta-gradients); otherwise it
+    is detached.
+    """
+    differentiable = torch.is_grad_enabled() and value.requires_grad
+    with torch.enable_grad():
+        leaf = value if differentiable else value.detach().requires_grad_()
+        losses = loss_of(leaf)
+        (grad,) = torch.autograd.grad(losses.sum(), leaf, create_graph=create_graph)
+    return grad, losses.detach()

@@ -1,0 +1,199 @@
+"""Per-task baselines with nothing learned: SGD, Adam, and the exact Bayes posterior mean.
+
+They run through the same adaptation loop and mini-batch sequence as the learned learners, so
+comparisons are like for like.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from amortized.errors import ConfigError
+from amortized.learners.base import Learner, adapt, loss_gradient
+from amortized.learners.state import State
+from amortized.models.predictors import Linear, Predictor, predictor_from_config
+from amortized.tasks.base import TaskFamily
+
+
+def _check_lr(lr: float) -> float:
+    if not isinstance(lr, int | float) or not lr > 0:
+        raise ConfigError(f"lr must be a number > 0, got {lr!r}")
+    return float(lr)
+
+
+class _PerTaskOptimizer(Learner):
+    """A fixed model trained per task from a fixed initial ``θ`` by a gradient method."""
+
+    regime = "baseline"
+
+    def __init__(
+        self,
+        model: Predictor | dict,
+        lr: float,
+        task: str = "regression",
+        init: str = "zeros",
+        seed: int = 0,
+    ) -> None:
+        model = predictor_from_config(model) if isinstance(model, dict) else model
+        super().__init__(model.input_dim, model.output_dim, task, None)
+        self.model = model
+        self.lr = _check_lr(lr)
+        if init not in ("zeros", "random"):
+            raise ConfigError(f"unknown init {init!r}; choose 'zeros' or 'random'")
+        theta0 = model.init(torch.Generator().manual_seed(seed))
+        self.register_buffer("theta0", torch.zeros_like(theta0) if init == "zeros" else theta0)
+        self.config = {"model": model.config, "lr": lr, "task": task, "init": init, "seed": seed}
+
+    def _gradient(self, state: State, x: Tensor, y: Tensor) -> Tensor:
+        loss_of = lambda theta: self.likelihood.loss(self.model(theta, x), y)  # noqa: E731
+        return loss_gradient(loss_of, state.value, create_graph=False)[0]
+
+    def predict(self, state: State, x: Tensor | None = None) -> Tensor:
+        if x is None:
+            raise ConfigError(f"{type(self).__name__}.predict needs the points x to predict")
+        return self.model(state.value, x)
+
+
+class SGD(_PerTaskOptimizer):
+    """Plain per-task SGD: ``θ ← θ - lr ∇L(B; θ)``."""
+
+    def init_state(self, num_tasks: int, query_x: Tensor | None = None) -> State:
+        return State.initial(self.theta0.expand(num_tasks, -1).clone())
+
+    def step(self, state: State, x: Tensor, y: Tensor) -> State:
+        return state.advance(state.value - self.lr * self._gradient(state, x, y), x.shape[1])
+
+
+class Adam(_PerTaskOptimizer):
+    """Per-task Adam with bias correction, its moments kept in the state."""
+
+    def __init__(
+        self,
+        model: Predictor | dict,
+        lr: float,
+        task: str = "regression",
+        init: str = "zeros",
+        seed: int = 0,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ) -> None:
+        super().__init__(model, lr, task, init, seed)
+        self.betas = (float(betas[0]), float(betas[1]))
+        self.eps = float(eps)
+        self.config.update(betas=list(self.betas), eps=self.eps)
+
+    def init_state(self, num_tasks: int, query_x: Tensor | None = None) -> State:
+        theta = self.theta0.expand(num_tasks, -1).clone()
+        moments = {"m": torch.zeros_like(theta), "v": torch.zeros_like(theta)}
+        return State.initial(theta, moments)
+
+    def step(self, state: State, x: Tensor, y: Tensor) -> State:
+        grad = self._gradient(state, x, y)
+        beta1, beta2 = self.betas
+        m = beta1 * state.memory["m"] + (1 - beta1) * grad
+        v = beta2 * state.memory["v"] + (1 - beta2) * grad.square()
+        t = (state.num_steps + 1)[:, None]
+        m_hat, v_hat = m / (1 - beta1**t), v / (1 - beta2**t)
+        theta = state.value - self.lr * m_hat / (v_hat.sqrt() + self.eps)
+        return state.advance(theta, x.shape[1], {"m": m, "v": v})
+
+
+class BayesLinearRegression(Learner):
+    """The exact posterior mean of Bayesian linear regression, updated batch by batch.
+
+    Prior ``w ~ N(0, weight_std² I)`` (bias included when ``bias=True``), noise ``N(0, noise²)``: the
+    Bayes-optimal predictor under squared error for :class:`~amortized.tasks.LinearRegression`. The
+    state keeps the posterior precision and ``Φᵀy / noise²``; solves run in float64 for stability.
+    """
+
+    regime = "baseline"
+
+    def __init__(self, input_dim: int, noise: float, weight_std: float = 1.0, bias: bool = True) -> None:
+        if not noise > 0 or not weight_std > 0:
+            raise ConfigError(f"noise and weight_std must be > 0, got {noise!r}, {weight_std!r}")
+        super().__init__(input_dim, 1, "regression", noise)
+        self.model = Linear(input_dim, 1, bias=bias)
+        self.noise, self.weight_std, self.bias = float(noise), float(weight_std), bool(bias)
+        self.config = {
+            "input_dim": input_dim,
+            "noise": noise,
+            "weight_std": weight_std,
+            "bias": bias,
+        }
+
+    def _features(self, x: Tensor) -> Tensor:
+        x = x.double()
+        return torch.cat([x, torch.ones_like(x[..., :1])], -1) if self.bias else x
+
+    def init_state(self, num_tasks: int, query_x: Tensor | None = None) -> State:
+        size = self.model.num_params
+        precision = torch.eye(size, dtype=torch.float64) / self.weight_std**2
+        memory = {
+            "precision": precision.expand(num_tasks, -1, -1).clone(),
+            "scaled_xty": torch.zeros(num_tasks, size, dtype=torch.float64),
+        }
+        return State.initial(torch.zeros(num_tasks, size), memory)
+
+    def step(self, state: State, x: Tensor, y: Tensor) -> State:
+        phi = self._features(x)
+        precision = state.memory["precision"] + phi.mT @ phi / self.noise**2
+        scaled_xty = state.memory["scaled_xty"] + (phi.mT @ y.double()).squeeze(-1) / self.noise**2
+        chol = torch.linalg.cholesky(precision)
+        mean = torch.cholesky_solve(scaled_xty[..., None], chol).squeeze(-1)
+        memory = {"precision": precision, "scaled_xty": scaled_xty}
+        return state.advance(mean.to(x.dtype), x.shape[1], memory)
+
+    def predict(self, state: State, x: Tensor | None = None) -> Tensor:
+        if x is None:
+            raise ConfigError("BayesLinearRegression.predict needs the points x to predict")
+        return self.model(state.value.to(x.dtype), x)
+
+    def predictive_variance(self, state: State, x: Tensor) -> Tensor:
+        """Posterior predictive variance of ``f(x)`` (without observation noise), ``[tasks, points]``."""
+        phi = self._features(x)
+        chol = torch.linalg.cholesky(state.memory["precision"])
+        solved = torch.cholesky_solve(phi.mT, chol)
+        return (phi * solved.mT).sum(-1).to(x.dtype)
+
+
+def tune_learning_rate(
+    make_learner: Callable[[float], Learner],
+    family: TaskFamily,
+    grid: Sequence[float],
+    *,
+    num_steps: int,
+    batch_size: int,
+    num_tasks: int = 64,
+    num_query: int = 64,
+    num_train: int | None = None,
+    seed: int = 12345,
+) -> tuple[float, dict[float, float]]:
+    """The learning rate from ``grid`` with the lowest mean query loss after ``num_steps`` steps.
+
+    Tuned on tasks drawn from ``family`` with ``seed``, which should differ from evaluation tasks.
+    Returns the best rate and the loss at every rate (a diverged rate scores infinity).
+    """
+    if not grid:
+        raise ConfigError("grid must hold at least one learning rate")
+    generator = torch.Generator().manual_seed(seed)
+    tasks = family.sample(num_tasks, num_train or num_steps * batch_size, num_query, generator)
+    losses = {}
+    for lr in grid:
+        learner = make_learner(lr)
+        order = torch.Generator().manual_seed(seed + 1)
+        state = adapt(
+            learner,
+            tasks.x_train,
+            tasks.y_train,
+            batch_size=batch_size,
+            num_steps=num_steps,
+            generator=order,
+        )
+        with torch.no_grad():
+            loss = learner.likelihood.loss(learner.predict(state, tasks.x_query), tasks.y_query)
+        value = float(loss.mean())
+        losses[lr] = value if value == value else float("inf")
+    return min(losses, key=losses.get), losses

@@ -1,0 +1,133 @@
+"""Explicit learners: a latent ``z`` refined from the data, read by a learned decoder ``f_γ(x, z)``.
+
+- :class:`LatentUpdate`: a transformer maps ``z`` and the mini-batch (observations and/or
+  ``∂L/∂z`` through the decoder) to an update of ``z`` (neural-process style, iterated).
+- :class:`LatentSGD`: ``z`` refined by plain gradient steps (CAVIA / prompt tuning): the
+  non-amortized corner of the taxonomy, beside the amortized one.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+from torch import Tensor, nn
+
+from amortized.learners._shared import (
+    _GradientStep,
+    _TransformerUpdate,
+    check_update_inputs,
+    seeded,
+)
+from amortized.learners.state import State
+from amortized.validation import check_positive_int
+
+
+class LatentDecoder(nn.Module):
+    """``f_γ(x, z)``: an MLP on the input concatenated with the task latent."""
+
+    def __init__(self, input_dim: int, latent_dim: int, output_dim: int, hidden: tuple[int, ...]) -> None:
+        super().__init__()
+        widths = [input_dim + latent_dim, *hidden]
+        layers: list[nn.Module] = []
+        for fan_in, fan_out in itertools.pairwise(widths):
+            layers += [nn.Linear(fan_in, fan_out), nn.GELU()]
+        layers.append(nn.Linear(widths[-1], output_dim))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: Tensor, x: Tensor) -> Tensor:
+        return self.net(torch.cat([x, z[:, None, :].expand(-1, x.shape[1], -1)], -1))
+
+
+class _LatentLearner:
+    """Mixin: the latent ``z_0`` and decoder shared by the explicit learners."""
+
+    def _build_latent(self, latent_dim: int, decoder_hidden: tuple[int, ...]) -> None:
+        check_positive_int("latent_dim", latent_dim)
+        self.decoder = LatentDecoder(self.input_dim, latent_dim, self.output_dim, decoder_hidden)
+        self.z0 = nn.Parameter(torch.zeros(latent_dim))
+
+    def _forward(self, value: Tensor, x: Tensor) -> Tensor:
+        return self.decoder(value, x)
+
+
+class LatentUpdate(_LatentLearner, _TransformerUpdate):
+    """A transformer refines ``z`` from the mini-batch; the decoder ``f_γ(x, z)`` predicts."""
+
+    regime = "explicit"
+
+    def __init__(
+        self,
+        input_dim: int,
+        output_dim: int = 1,
+        task: str = "regression",
+        latent_dim: int = 32,
+        decoder_hidden: tuple[int, ...] = (64, 64),
+        inputs: tuple[str, ...] | list[str] = ("observations", "gradients"),
+        width: int = 64,
+        depth: int = 2,
+        heads: int = 4,
+        chunk_size: int = 32,
+        memory_tokens: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(input_dim, output_dim, task, None)
+        decoder_hidden = tuple(decoder_hidden)
+        with seeded(seed):
+            self._build_latent(latent_dim, decoder_hidden)
+            self._build(latent_dim, inputs, width, depth, heads, chunk_size, memory_tokens)
+        self.config = {
+            "input_dim": input_dim,
+            "output_dim": output_dim,
+            "task": task,
+            "latent_dim": latent_dim,
+            "decoder_hidden": list(decoder_hidden),
+            "inputs": list(check_update_inputs(inputs)),
+            "width": width,
+            "depth": depth,
+            "heads": heads,
+            "chunk_size": chunk_size,
+            "memory_tokens": memory_tokens,
+            "seed": seed,
+        }
+
+    def init_state(self, num_tasks: int, query_x: Tensor | None = None) -> State:
+        return self._initial(self.z0.expand(num_tasks, -1))
+
+
+class LatentSGD(_LatentLearner, _GradientStep):
+    """CAVIA: ``z ← z - α ∂L/∂z`` through the learned decoder, from a learned ``z_0``."""
+
+    regime = "explicit"
+
+    def __init__(
+        self,
+        input_dim: int,
+        output_dim: int = 1,
+        task: str = "regression",
+        latent_dim: int = 32,
+        decoder_hidden: tuple[int, ...] = (64, 64),
+        inner_lr: float = 0.1,
+        learn_lr: bool = False,
+        first_order: bool = False,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(input_dim, output_dim, task, None)
+        decoder_hidden = tuple(decoder_hidden)
+        with seeded(seed):
+            self._build_latent(latent_dim, decoder_hidden)
+        self._init_step_size(latent_dim, inner_lr, learn_lr, first_order)
+        self.config = {
+            "input_dim": input_dim,
+            "output_dim": output_dim,
+            "task": task,
+            "latent_dim": latent_dim,
+            "decoder_hidden": list(decoder_hidden),
+            "inner_lr": inner_lr,
+            "learn_lr": learn_lr,
+            "first_order": first_order,
+            "seed": seed,
+        }
+
+    def init_state(self, num_tasks: int, query_x: Tensor | None = None) -> State:
+        return State.initial(self.z0.expand(num_tasks, -1))

@@ -1,0 +1,62 @@
+"""Pre-norm transformer blocks over sets of tokens (no positional encoding over data points)."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from amortized.errors import ConfigError
+from amortized.validation import check_positive_int
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention through ``scaled_dot_product_attention`` (never builds N×N on CPU)."""
+
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        if width % heads:
+            raise ConfigError(f"width {width} must be divisible by heads {heads}")
+        self.heads = heads
+        self.qkv = nn.Linear(width, 3 * width)
+        self.out = nn.Linear(width, width)
+
+    def forward(self, tokens: Tensor, mask: Tensor | None = None) -> Tensor:
+        batch, length, width = tokens.shape
+        qkv = self.qkv(tokens).view(batch, length, 3, self.heads, width // self.heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)
+        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.out(attended.transpose(1, 2).reshape(batch, length, width))
+
+
+class Block(nn.Module):
+    """``x + attn(norm(x))``, then ``x + mlp(norm(x))``."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: int = 4) -> None:
+        super().__init__()
+        self.attn_norm = nn.LayerNorm(width)
+        self.attn = Attention(width, heads)
+        self.mlp_norm = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(
+            nn.Linear(width, mlp_ratio * width), nn.GELU(), nn.Linear(mlp_ratio * width, width)
+        )
+
+    def forward(self, tokens: Tensor, mask: Tensor | None = None) -> Tensor:
+        tokens = tokens + self.attn(self.attn_norm(tokens), mask)
+        return tokens + self.mlp(self.mlp_norm(tokens))
+
+
+class Transformer(nn.Module):
+    """A stack of pre-norm blocks with a final LayerNorm. ``mask[i, j]`` True lets i attend to j."""
+
+    def __init__(self, width: int = 64, depth: int = 2, heads: int = 4) -> None:
+        super().__init__()
+        check_positive_int("width", width)
+        check_positive_int("depth", depth)
+        check_positive_int("heads", heads)
+        self.blocks = nn.ModuleList(Block(width, heads) for _ in range(depth))
+        self.norm = nn.LayerNorm(width)
+
+    def forward(self, tokens: Tensor, mask: Tensor | None = None) -> Tensor:
+        for block in self.blocks:
+            tokens = block(tokens, mask)
+        return self.norm(tokens)

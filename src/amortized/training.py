@@ -1,0 +1,373 @@
+"""Meta-training: fit a learner's rule over a task family so that adaptation works on new tasks.
+
+Each iteration draws a batch of tasks, rolls the learner over ``k`` mini-batches of each task's
+training split and averages the query loss after every step. Objectives:
+
+- ``greedy``: the state is detached between steps, so each step learns to improve on whatever state
+  it is given. States are rolled out without a graph, then the one-step losses of ``chunk`` steps
+  at a time are computed in one batched forward: memory does not grow with ``k``.
+- ``truncated``: gradients cross ``truncation`` consecutive steps (windows), then the state is cut.
+- ``full``: gradients cross every step (MAML's meta-gradient through its inner loop).
+
+Every iteration's randomness comes from ``(seed, iteration)``, so a resumed run is identical to an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from amortized.checkpoints import load_checkpoint, save_checkpoint
+from amortized.errors import ConfigError, NonFiniteError
+from amortized.learners.base import Learner, adapt, minibatches
+from amortized.learners.state import State
+from amortized.tasks.base import TaskBatch, TaskFamily
+from amortized.validation import check_choice, check_positive_int
+
+OBJECTIVES = ("greedy", "truncated", "full")
+
+
+@dataclass
+class TrainConfig:
+    """Meta-training settings, as plain data (saved in checkpoints and run folders)."""
+
+    iterations: int = 1000
+    tasks_per_batch: int = 16
+    batch_size: int = 32
+    num_steps: int | tuple[int, int] = 8
+    """Steps per task; a pair ``(low, high)`` draws ``k`` log-uniformly per iteration."""
+    num_train: int | None = None
+    """Training points per task; ``None`` is ``k * batch_size`` (every step sees new points)."""
+    num_query: int = 64
+    objective: str = "greedy"
+    truncation: int = 4
+    chunk: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup: int = 50
+    grad_clip: float = 1.0
+    eval_every: int = 100
+    eval_tasks: int = 64
+    checkpoint_every: int = 100
+    on_nonfinite: str = "raise"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("iterations", "tasks_per_batch", "batch_size", "num_query", "truncation", "chunk"):
+            check_positive_int(name, getattr(self, name))
+        for name in ("eval_every", "checkpoint_every", "warmup", "eval_tasks"):
+            check_positive_int(name, getattr(self, name), allow_zero=True)
+        steps = self.num_steps
+        if isinstance(steps, list | tuple):
+            if len(steps) != 2 or steps[0] < 1 or steps[1] < steps[0]:
+                raise ConfigError(f"num_steps range must be (low, high) with 1 <= low <= high, got {steps}")
+            self.num_steps = (int(steps[0]), int(steps[1]))
+        else:
+            check_positive_int("num_steps", steps)
+        if self.num_train is not None:
+            check_positive_int("num_train", self.num_train)
+        check_choice("objective", self.objective, OBJECTIVES)
+        check_choice("on_nonfinite", self.on_nonfinite, ("raise", "skip"))
+        if not self.lr > 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr!r}")
+
+    @property
+    def max_steps(self) -> int:
+        return self.num_steps[1] if isinstance(self.num_steps, tuple) else self.num_steps
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Build from plain data, naming any unknown key and listing the valid ones."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown training option(s) {unknown}; valid: {', '.join(sorted(known))}")
+        return cls(**values)
+
+
+@dataclass
+class TrainResult:
+    """What meta-training produced: the history of logged metrics and the time it took."""
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+    train_seconds: float = 0.0
+    iterations: int = 0
+    checkpoint: Path | None = None
+
+
+def iteration_generator(seed: int, iteration: int) -> torch.Generator:
+    """The generator for one iteration's tasks and mini-batch order."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + iteration)
+
+
+def draw_num_steps(num_steps: int | tuple[int, int], generator: torch.Generator) -> int:
+    """``k`` for one iteration: fixed, or log-uniform over the range (short and long horizons alike)."""
+    if isinstance(num_steps, int):
+        return num_steps
+    low, high = num_steps
+    u = float(torch.rand((), generator=generator))
+    return min(high, int(math.exp(math.log(low) + u * (math.log(high + 1) - math.log(low)))))
+
+
+def _query_loss(learner: Learner, state: State, tasks: TaskBatch, repeats: int = 1) -> Tensor:
+    """Per-task query loss ``[tasks * repeats]`` for a state stacked over ``repeats`` copies."""
+    x_query = tasks.x_query.repeat(repeats, 1, 1)
+    y_query = tasks.y_query.repeat(repeats, *([1] * (tasks.y_query.dim() - 1)))
+    return learner.likelihood.loss(learner.predict(state, x_query), y_query)
+
+
+def _greedy(learner: Learner, tasks: TaskBatch, batches: list, chunk: int) -> float:
+    """Greedy objective: backpropagate each step's loss from the detached previous state."""
+    num_steps = len(batches)
+    states = [learner.init_state(tasks.num_tasks, tasks.x_query)]
+    with torch.no_grad():
+        for batch_x, batch_y in batches[:-1]:
+            states.append(learner.step(states[-1].detach(), batch_x, batch_y))
+    if len({batch_x.shape[1] for batch_x, _ in batches}) > 1:
+        chunk = 1
+    total = 0.0
+    for start in range(0, num_steps, chunk):
+        group = range(start, min(start + chunk, num_steps))
+        stacked = State.cat([states[i] if i == 0 else states[i].detach() for i in group])
+        new = learner.step(
+            stacked,
+            torch.cat([batches[i][0] for i in group]),
+            torch.cat([batches[i][1] for i in group]),
+        )
+        loss = _query_loss(learner, new, tasks, len(group)).sum() / (tasks.num_tasks * num_steps)
+        _check_finite(loss)
+        loss.backward()
+        total += loss.item()
+    return total
+
+
+def _windowed(learner: Learner, tasks: TaskBatch, batches: list, window: int) -> float:
+    """Backpropagate through ``window`` consecutive steps, cutting the state between windows."""
+    num_steps = len(batches)
+    state = learner.init_state(tasks.num_tasks, tasks.x_query)
+    total, pending = 0.0, None
+    for i, (batch_x, batch_y) in enumerate(batches):
+        if i and i % window == 0:
+            state = state.detach()
+        state = learner.step(state, batch_x, batch_y)
+        loss = _query_loss(learner, state, tasks).mean() / num_steps
+        pending = loss if pending is None else pending + loss
+        if (i + 1) % window == 0 or i == num_steps - 1:
+            _check_finite(pending)
+            pending.backward()
+            total += pending.item()
+            pending = None
+    return total
+
+
+class _NonFiniteLoss(Exception):
+    pass
+
+
+def _check_finite(loss: Tensor) -> None:
+    if not torch.isfinite(loss):
+        raise _NonFiniteLoss
+
+
+def _learning_rate(config: TrainConfig, iteration: int) -> float:
+    """Linear warm-up, then cosine decay to a tenth of the peak."""
+    if iteration < config.warmup:
+        return config.lr * (iteration + 1) / config.warmup
+    progress = (iteration - config.warmup) / max(1, config.iterations - config.warmup)
+    return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def evaluate_tasks(
+    learner: Learner, tasks: TaskBatch, *, batch_size: int, num_steps: int, seed: int
+) -> dict[str, float]:
+    """Mean query loss and metrics after ``num_steps`` steps of adaptation on fixed tasks."""
+    state = adapt(
+        learner,
+        tasks.x_train,
+        tasks.y_train,
+        batch_size=batch_size,
+        num_steps=num_steps,
+        query_x=tasks.x_query,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    with torch.no_grad():
+        prediction = learner.predict(state, tasks.x_query)
+        metrics = learner.likelihood.metrics(prediction, tasks.y_query, tasks.f_query)
+        metrics["loss"] = learner.likelihood.loss(prediction, tasks.y_query)
+    return {name: float(value.mean()) for name, value in metrics.items()}
+
+
+def _write_metrics(path: Path, history: list[dict[str, Any]]) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text("".join(json.dumps(record) + "\n" for record in history))
+    os.replace(temporary, path)
+
+
+def train(
+    learner: Learner,
+    family: TaskFamily,
+    config: TrainConfig | None = None,
+    *,
+    out_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    progress: bool = False,
+    **options: Any,
+) -> TrainResult:
+    """Meta-train ``learner`` on tasks from ``family``; options are :class:`TrainConfig` fields.
+
+    With ``out_dir``, writes ``checkpoint.pt`` every ``checkpoint_every`` iterations and at the end,
+    and ``metrics.jsonl``; ``resume=True`` continues from the checkpoint there, giving the same
+    weights and metrics as an uninterrupted run.
+    """
+    if config is None:
+        config = TrainConfig.from_dict(options)
+    elif options:
+        config = TrainConfig.from_dict({**asdict(config), **options})
+    _check_compatible(learner, family)
+    out = Path(out_dir) if out_dir is not None else None
+    checkpoint_path = out / "checkpoint.pt" if out is not None else None
+    optimizer = torch.optim.AdamW(learner.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    history: list[dict[str, Any]] = []
+    start, seconds = 0, 0.0
+    if (
+        resume
+        and checkpoint_path is not None
+        and (checkpoint_path.exists() or checkpoint_path.with_name("checkpoint.pt.prev").exists())
+    ):
+        payload = load_checkpoint(checkpoint_path)
+        learner.load_state_dict(payload["weights"])
+        optimizer.load_state_dict(payload["optimizer"])
+        start, history, seconds = payload["iteration"], payload["history"], payload["train_seconds"]
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        _write_metrics(out / "metrics.jsonl", history)
+
+    eval_tasks = None
+    if config.eval_every and config.eval_tasks:
+        eval_num_train = config.num_train or config.max_steps * config.batch_size
+        eval_tasks = family.sample(
+            config.eval_tasks,
+            eval_num_train,
+            config.num_query,
+            torch.Generator().manual_seed(config.seed + 7_919),
+        )
+
+    def save(iteration: int) -> None:
+        if checkpoint_path is None:
+            return
+        for name, value in learner.state_dict().items():
+            if value.is_floating_point() and not torch.isfinite(value).all():
+                raise NonFiniteError(f"refusing to save non-finite weights ({name}) at iteration {iteration}")
+        save_checkpoint(
+            checkpoint_path,
+            {
+                "learner": learner.describe(),
+                "weights": learner.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "iteration": iteration,
+                "history": history,
+                "train_seconds": seconds,
+                "train_config": asdict(config),
+                "family": repr(family),
+            },
+        )
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=config.iterations, initial=start, desc=type(learner).__name__, leave=False)
+    skipped = 0
+    learner.train()
+    for iteration in range(start, config.iterations):
+        began = time.perf_counter()
+        generator = iteration_generator(config.seed, iteration)
+        num_steps = draw_num_steps(config.num_steps, generator)
+        num_train = config.num_train or num_steps * config.batch_size
+        tasks = family.sample(config.tasks_per_batch, num_train, config.num_query, generator)
+        batches = list(minibatches(tasks.x_train, tasks.y_train, config.batch_size, num_steps, generator))
+        lr = _learning_rate(config, iteration)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        optimizer.zero_grad(set_to_none=True)
+        try:
+            if config.objective == "greedy":
+                loss = _greedy(learner, tasks, batches, config.chunk)
+            else:
+                window = config.truncation if config.objective == "truncated" else num_steps
+                loss = _windowed(learner, tasks, batches, window)
+            grad_norm = torch.nn.utils.clip_grad_norm_(learner.parameters(), config.grad_clip)
+            if not torch.isfinite(grad_norm):
+                raise _NonFiniteLoss
+        except _NonFiniteLoss:
+            optimizer.zero_grad(set_to_none=True)
+            if config.on_nonfinite == "skip":
+                skipped += 1
+                continue
+            last = f"the last good checkpoint is {checkpoint_path}" if checkpoint_path else "no checkpoint"
+            raise NonFiniteError(
+                f"non-finite meta-training loss at iteration {iteration}; {last} "
+                "(lower lr, or set on_nonfinite='skip')"
+            ) from None
+        optimizer.step()
+        seconds += time.perf_counter() - began
+        record = {"iteration": iteration + 1, "loss": loss, "lr": lr, "num_steps": num_steps}
+        record["seconds"] = round(seconds, 3)
+        if skipped:
+            record["skipped"] = skipped
+        done = iteration + 1
+        if eval_tasks is not None and (done % config.eval_every == 0 or done == config.iterations):
+            learner.eval()
+            evaluation = evaluate_tasks(
+                learner,
+                eval_tasks,
+                batch_size=config.batch_size,
+                num_steps=config.max_steps,
+                seed=config.seed + 1,
+            )
+            learner.train()
+            record.update({f"eval_{name}": value for name, value in evaluation.items()})
+        history.append(record)
+        if out is not None:
+            with open(out / "metrics.jsonl", "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+        if bar is not None:
+            bar.set_postfix(loss=f"{loss:.4f}")
+            bar.update(1)
+        if config.checkpoint_every and done % config.checkpoint_every == 0:
+            save(done)
+    if bar is not None:
+        bar.close()
+    learner.eval()
+    if checkpoint_path is not None and start < config.iterations:
+        save(config.iterations)
+    return TrainResult(history, seconds, config.iterations, checkpoint_path)
+
+
+def _check_compatible(learner: Learner, family: TaskFamily) -> None:
+    """The learner must match the family's input width, output width and kind of task."""
+    if not isinstance(learner, Learner):
+        raise ConfigError(f"learner must be an amortized Learner, got {type(learner).__name__}")
+    if not isinstance(family, TaskFamily):
+        raise ConfigError(f"family must be an amortized TaskFamily, got {type(family).__name__}")
+    if learner.input_dim != family.input_dim:
+        raise ConfigError(
+            f"learner input width {learner.input_dim} does not match the family's {family.input_dim}"
+        )
+    if learner.output_dim != family.output_dim or (learner.num_classes is None) == family.is_classification:
+        kind = "classification" if family.is_classification else "regression"
+        raise ConfigError(
+            f"learner ({learner.task}, {learner.output_dim} outputs) does not fit the family "
+            f"({kind}, {family.output_dim} outputs)"
+        )
+    if not any(p.requires_grad for p in learner.parameters()):
+        raise ConfigError(f"{type(learner).__name__} has nothing to meta-train")
