@@ -348,7 +348,8 @@ def train(
     if bar is not None:
         bar.close()
     learner.eval()
-    if checkpoint_path is not None and start < config.iterations:
+    final_saved = config.checkpoint_every and config.iterations % config.checkpoint_every == 0
+    if checkpoint_path is not None and start < config.iterations and not final_saved:
         save(config.iterations)
     return TrainResult(history, seconds, config.iterations, checkpoint_path)
 

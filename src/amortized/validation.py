@@ -48,7 +48,7 @@ def check_inputs(name: str, x: object, input_dim: int | None = None) -> Tensor:
 def check_targets(
     name: str, y: object, x: Tensor, *, num_classes: int | None, output_dim: int | None = None
 ) -> Tensor:
-    """Validate targets matching inputs ``x``: ``[tasks, points, out]`` floats or ``[tasks, points]`` labels."""
+    """Validate targets for inputs ``x``: ``[tasks, points, out]`` floats or ``[tasks, points]`` labels."""
     if not isinstance(y, Tensor):
         raise DTypeError(f"{name} must be a torch.Tensor, got {type(y).__name__}")
     if num_classes is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from amortized.learners._shared import (
@@ -24,19 +25,25 @@ from amortized.validation import check_positive_int
 
 
 class LatentDecoder(nn.Module):
-    """``f_γ(x, z)``: an MLP on the input concatenated with the task latent."""
+    """``f_γ(x, z)``: an MLP on ``x`` whose hidden layers ``z`` modulates (FiLM: scale and shift).
+
+    Multiplicative conditioning lets a latent select functions (e.g. the weights of a linear map)
+    that concatenating ``z`` to ``x`` can only approximate with a much wider network.
+    """
 
     def __init__(self, input_dim: int, latent_dim: int, output_dim: int, hidden: tuple[int, ...]) -> None:
         super().__init__()
-        widths = [input_dim + latent_dim, *hidden]
-        layers: list[nn.Module] = []
-        for fan_in, fan_out in itertools.pairwise(widths):
-            layers += [nn.Linear(fan_in, fan_out), nn.GELU()]
-        layers.append(nn.Linear(widths[-1], output_dim))
-        self.net = nn.Sequential(*layers)
+        widths = [input_dim, *hidden]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(widths))
+        self.films = nn.ModuleList(nn.Linear(latent_dim, 2 * width) for width in hidden)
+        self.out = nn.Linear(widths[-1], output_dim)
 
     def forward(self, z: Tensor, x: Tensor) -> Tensor:
-        return self.net(torch.cat([x, z[:, None, :].expand(-1, x.shape[1], -1)], -1))
+        h = x
+        for layer, film in zip(self.layers, self.films, strict=True):
+            scale, shift = film(z)[:, None, :].chunk(2, dim=-1)
+            h = F.gelu(layer(h) * (1 + scale) + shift)
+        return self.out(h)
 
 
 class _LatentLearner:

@@ -1,0 +1,135 @@
+"""Every learner of every regime, briefly meta-trained, beats its untrained self and the zero predictor."""
+
+import pytest
+import torch
+
+import amortized
+from amortized import adapt
+from amortized.errors import ConfigError
+from amortized.learners import InContext, LatentSGD, LatentUpdate, LearnedInit, LearnedUpdate
+from amortized.models import MLP, Linear
+from amortized.tasks import LinearClassification
+
+from .conftest import TINY, query_mse
+
+LEARNERS = {
+    "LearnedInit (Meta-SGD)": (lambda: LearnedInit(Linear(2), inner_lr=0.03, learn_lr=True), "full", 3e-2),
+    "LearnedUpdate": (lambda: LearnedUpdate(Linear(2), **TINY), "greedy", 3e-3),
+    "LearnedUpdate/gradients": (
+        lambda: LearnedUpdate(Linear(2), inputs=["gradients"], **TINY),
+        "greedy",
+        3e-3,
+    ),
+    "LearnedUpdate/observations": (
+        lambda: LearnedUpdate(Linear(2), inputs=["observations"], **TINY),
+        "greedy",
+        3e-3,
+    ),
+    "LatentUpdate": (lambda: LatentUpdate(2, latent_dim=8, decoder_hidden=(32,), **TINY), "greedy", 3e-3),
+    "LatentSGD": (lambda: LatentSGD(2, latent_dim=8, decoder_hidden=(32,), inner_lr=0.3), "full", 3e-3),
+    "InContext": (lambda: InContext(2, **TINY), "greedy", 3e-3),
+}
+
+
+@pytest.mark.parametrize("name", LEARNERS)
+def test_meta_training_beats_untrained_self_and_zero_predictor(name, tiny_family, held_out):
+    make, objective, lr = LEARNERS[name]
+    learner = make()
+    untrained = query_mse(learner, held_out, num_steps=4)
+    amortized.train(
+        learner,
+        tiny_family,
+        iterations=150,
+        tasks_per_batch=16,
+        batch_size=8,
+        num_steps=4,
+        num_query=16,
+        lr=lr,
+        warmup=10,
+        objective=objective,
+        eval_every=0,
+    )
+    zero = held_out.y_query.square().mean().item()
+    errors = {k: query_mse(learner, held_out, num_steps=k) for k in (1, 2, 4)}
+    assert errors[4] < 0.5 * untrained, (errors, untrained)
+    assert errors[4] < 0.25 * zero, (errors, zero)
+    assert errors[4] < errors[2] < errors[1], errors
+
+
+def test_learned_update_handles_mlps_with_thousands_of_parameters():
+    model = MLP(4, 1, hidden=(64, 64))
+    learner = LearnedUpdate(model, chunk_size=64, **TINY)
+    assert model.num_params > 4000
+    assert learner.chunks.num_chunks == -(-model.num_params // 64)
+    x, y = torch.randn(2, 16, 4), torch.randn(2, 16, 1)
+    state = adapt(learner, x, y, batch_size=8)
+    assert state.value.shape == (2, model.num_params)
+
+
+def test_learners_classify(tiny_family):
+    family = LinearClassification(dim=2, num_classes=3, temperature=0.3)
+    tasks = family.sample(64, 32, 32, torch.Generator().manual_seed(5))
+    for learner in (
+        LearnedUpdate(Linear(2, 3), task="classification", **TINY),
+        LatentUpdate(2, 3, task="classification", latent_dim=8, decoder_hidden=(32,), **TINY),
+        InContext(2, 3, task="classification", **TINY),
+    ):
+        amortized.train(
+            learner,
+            family,
+            iterations=100,
+            tasks_per_batch=16,
+            batch_size=8,
+            num_steps=4,
+            num_query=16,
+            lr=3e-3,
+            warmup=10,
+            eval_every=0,
+        )
+        state = adapt(learner, tasks.x_train, tasks.y_train, batch_size=8, query_x=tasks.x_query)
+        error = (learner.predict(state, tasks.x_query).argmax(-1) != tasks.y_query).float().mean()
+        assert error < 0.45, (type(learner).__name__, error)  # chance is 0.67
+
+
+def test_in_context_predicts_only_at_its_query_points():
+    learner = InContext(2, **TINY)
+    x, y, query = torch.randn(2, 8, 2), torch.randn(2, 8, 1), torch.randn(2, 3, 2)
+    with pytest.raises(ConfigError, match="query_x"):
+        adapt(learner, x, y, batch_size=4)
+    state = adapt(learner, x, y, batch_size=4, query_x=query)
+    assert learner.predict(state).shape == (2, 3, 1)
+    assert torch.equal(learner.predict(state, query), learner.predict(state))
+    with pytest.raises(ConfigError, match="adapt again"):
+        learner.predict(state, torch.randn(2, 3, 2))
+
+
+def test_queries_do_not_influence_each_other():
+    learner = InContext(2, **TINY)
+    torch.nn.init.normal_(learner.head.weight)
+    x, y, query = torch.randn(1, 8, 2), torch.randn(1, 8, 1), torch.randn(1, 5, 2)
+
+    def run(query_x):
+        order = torch.Generator().manual_seed(0)
+        return learner.predict(adapt(learner, x, y, batch_size=4, query_x=query_x, generator=order))
+
+    full, alone = run(query), run(query[:, 2:3])
+    assert torch.allclose(full[:, 2:3], alone, atol=1e-5)
+
+
+def test_learned_update_is_permutation_invariant_over_points():
+    learner = LearnedUpdate(Linear(2), **TINY)
+    torch.nn.init.normal_(learner.chunks.head.weight)
+    x, y = torch.randn(2, 8, 2), torch.randn(2, 8, 1)
+    order = torch.randperm(8)
+    state = learner.init_state(2)
+    with torch.no_grad():
+        a = learner.step(state, x, y).value
+        b = learner.step(state, x[:, order], y[:, order]).value
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_unknown_update_inputs_are_rejected():
+    with pytest.raises(ConfigError, match="inputs"):
+        LearnedUpdate(Linear(2), inputs=["hessians"])
+    with pytest.raises(ConfigError, match="inputs"):
+        LatentUpdate(2, inputs=[])

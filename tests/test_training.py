@@ -1,0 +1,199 @@
+import weakref
+
+import pytest
+import torch
+
+import amortized
+from amortized.errors import ConfigError, NonFiniteError
+from amortized.learners import SGD, LearnedInit, LearnedUpdate
+from amortized.learners.base import minibatches
+from amortized.models import Linear
+from amortized.tasks import LinearClassification, LinearRegression
+from amortized.training import TrainConfig, _windowed, draw_num_steps
+
+TINY = {"width": 16, "depth": 1, "heads": 2}
+FAMILY = LinearRegression(dim=2, noise=0.1)
+
+
+class _Box:
+    def __init__(self, tensor):
+        self.tensor = tensor
+
+
+class SavedTensorMeter:
+    """Peak bytes held by autograd for backward (saved tensors alive at once)."""
+
+    def __init__(self):
+        self.current = self.peak = 0
+
+    def pack(self, tensor):
+        size = tensor.numel() * tensor.element_size()
+        self.current += size
+        self.peak = max(self.peak, self.current)
+        box = _Box(tensor)
+        weakref.finalize(box, self._release, size)
+        return box
+
+    def _release(self, size):
+        self.current -= size
+
+    def __enter__(self):
+        self.hooks = torch.autograd.graph.saved_tensors_hooks(self.pack, lambda box: box.tensor)
+        self.hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.hooks.__exit__(*exc)
+
+
+def peak_saved_bytes(objective, num_steps):
+    learner = LearnedUpdate(Linear(2), **TINY)
+    with SavedTensorMeter() as meter:
+        amortized.train(
+            learner,
+            FAMILY,
+            iterations=1,
+            tasks_per_batch=4,
+            batch_size=8,
+            num_steps=num_steps,
+            objective=objective,
+            eval_every=0,
+            chunk=4,
+        )
+    return meter.peak
+
+
+def test_greedy_memory_does_not_grow_with_steps_but_full_does():
+    greedy_short, greedy_long = peak_saved_bytes("greedy", 8), peak_saved_bytes("greedy", 32)
+    full_short, full_long = peak_saved_bytes("full", 8), peak_saved_bytes("full", 32)
+    assert greedy_long <= 1.05 * greedy_short
+    assert full_long > 3 * full_short
+
+
+def _meta_loss(learner, tasks, batches):
+    learner.zero_grad()
+    loss = _windowed(learner, tasks, batches, window=len(batches))
+    return loss, learner.theta0.grad.clone(), learner.log_lr.grad.clone()
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+def test_maml_full_meta_gradient_matches_finite_differences(first_order):
+    learner = LearnedInit(Linear(2), inner_lr=0.3, learn_lr=True, first_order=first_order).double()
+    tasks = FAMILY.sample(3, 12, 5, torch.Generator().manual_seed(0)).to(torch.float64)
+    batches = list(minibatches(tasks.x_train, tasks.y_train, 4, 3, torch.Generator().manual_seed(1)))
+    _, grad_theta, _ = _meta_loss(learner, tasks, batches)
+    numeric = torch.zeros_like(grad_theta)
+    eps = 1e-6
+    for i in range(grad_theta.numel()):
+        with torch.no_grad():
+            learner.theta0[i] += eps
+        plus = _meta_loss(learner, tasks, batches)[0]
+        with torch.no_grad():
+            learner.theta0[i] -= 2 * eps
+        minus = _meta_loss(learner, tasks, batches)[0]
+        with torch.no_grad():
+            learner.theta0[i] += eps
+        numeric[i] = (plus - minus) / (2 * eps)
+    if first_order:
+        assert not torch.allclose(grad_theta, numeric, rtol=1e-3)
+    else:
+        assert torch.allclose(grad_theta, numeric, rtol=1e-5, atol=1e-8)
+
+
+def test_num_steps_range_is_drawn_log_uniformly_within_bounds():
+    generator = torch.Generator().manual_seed(0)
+    draws = [draw_num_steps((1, 64), generator) for _ in range(2000)]
+    assert min(draws) == 1 and max(draws) == 64
+    assert sum(d <= 8 for d in draws) / len(draws) == pytest.approx(0.5, abs=0.05)
+
+
+def test_training_is_deterministic_and_logs_evaluations():
+    def run():
+        learner = LearnedUpdate(Linear(2), **TINY)
+        result = amortized.train(
+            learner,
+            FAMILY,
+            iterations=6,
+            tasks_per_batch=4,
+            batch_size=4,
+            num_steps=(1, 4),
+            eval_every=3,
+            eval_tasks=8,
+            seed=5,
+        )
+        return learner, result
+
+    (first, result), (second, _) = run(), run()
+    assert all(torch.equal(a, b) for a, b in zip(first.parameters(), second.parameters(), strict=True))
+    assert [r["iteration"] for r in result.history] == list(range(1, 7))
+    assert "eval_mse" in result.history[2] and "eval_excess_mse" in result.history[5]
+    assert "eval_mse" not in result.history[0]
+
+
+def test_resume_gives_the_same_weights_and_metrics(tmp_path):
+    options = dict(tasks_per_batch=4, batch_size=4, num_steps=3, eval_every=2, eval_tasks=4, seed=2)
+    straight = LearnedUpdate(Linear(2), **TINY)
+    reference = amortized.train(straight, FAMILY, iterations=8, out_dir=tmp_path / "a", **options)
+
+    interrupted = LearnedUpdate(Linear(2), **TINY)
+    amortized.train(interrupted, FAMILY, iterations=8, out_dir=tmp_path / "b", checkpoint_every=4, **options)
+    # Simulate a crash after iteration 4: keep only that checkpoint, then resume in a fresh learner.
+    payload = torch.load(tmp_path / "b" / "checkpoint.pt.prev", weights_only=True)
+    assert payload["iteration"] == 4
+    (tmp_path / "b" / "checkpoint.pt.prev").replace(tmp_path / "b" / "checkpoint.pt")
+    resumed = LearnedUpdate(Linear(2), **TINY)
+    result = amortized.train(resumed, FAMILY, iterations=8, out_dir=tmp_path / "b", resume=True, **options)
+    assert all(torch.equal(a, b) for a, b in zip(straight.parameters(), resumed.parameters(), strict=True))
+    strip = lambda history: [{k: v for k, v in r.items() if k != "seconds"} for r in history]  # noqa: E731
+    assert strip(result.history) == strip(reference.history)
+    lines = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 8
+
+
+def test_non_finite_loss_stops_with_a_clear_error_or_is_skipped(tmp_path):
+    def exploding():
+        learner = LearnedUpdate(Linear(2), **TINY)
+        torch.nn.init.constant_(learner.chunks.head.bias, float("inf"))
+        return learner
+
+    with pytest.raises(NonFiniteError, match="iteration 0"):
+        amortized.train(exploding(), FAMILY, iterations=2, tasks_per_batch=2, batch_size=4, num_steps=2)
+    result = amortized.train(
+        exploding(),
+        FAMILY,
+        iterations=2,
+        tasks_per_batch=2,
+        batch_size=4,
+        num_steps=2,
+        on_nonfinite="skip",
+        eval_every=0,
+    )
+    assert result.history == []
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"iterations": 0}, "iterations"),
+        ({"objective": "lazy"}, "objective"),
+        ({"num_steps": (4, 2)}, "num_steps"),
+        ({"learning_rate": 0.1}, "unknown training option.*valid:"),
+    ],
+)
+def test_bad_training_options_are_named(options, match):
+    with pytest.raises(ConfigError, match=match):
+        amortized.train(LearnedUpdate(Linear(2), **TINY), FAMILY, **options)
+
+
+def test_learner_and_family_must_fit():
+    with pytest.raises(ConfigError, match="input width 3 does not match the family's 2"):
+        amortized.train(LearnedUpdate(Linear(3), **TINY), FAMILY, iterations=1)
+    with pytest.raises(ConfigError, match="does not fit the family"):
+        amortized.train(LearnedUpdate(Linear(2), **TINY), LinearClassification(2, 2), iterations=1)
+    with pytest.raises(ConfigError, match="nothing to meta-train"):
+        amortized.train(SGD(Linear(2), lr=0.1), FAMILY, iterations=1)
+
+
+def test_config_round_trips_through_plain_data():
+    config = TrainConfig(num_steps=[2, 8], objective="truncated")
+    assert TrainConfig.from_dict(vars(config)).num_steps == (2, 8)
