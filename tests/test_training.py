@@ -153,7 +153,7 @@ def test_resume_gives_the_same_weights_and_metrics(tmp_path):
 def test_non_finite_loss_stops_with_a_clear_error_or_is_skipped(tmp_path):
     def exploding():
         learner = LearnedUpdate(Linear(2), **TINY)
-        torch.nn.init.constant_(learner.chunks.head.bias, float("inf"))
+        torch.nn.init.constant_(learner.chunks.direction.bias, float("inf"))
         return learner
 
     with pytest.raises(NonFiniteError, match="iteration 0"):

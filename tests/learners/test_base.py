@@ -43,7 +43,7 @@ def test_state_cat_and_detach():
     assert both.value.shape == (4, 3) and torch.equal(both.num_seen, torch.tensor([0.0, 0, 5, 5]))
     assert not b.detach().value.requires_grad
     features = b.progress_features(5)
-    assert features.shape == (2, 4) and torch.allclose(features[:, 0], torch.full((2,), 0.5))
+    assert features.shape == (2, 5) and torch.allclose(features[:, 0], torch.full((2,), 0.5))
 
 
 @pytest.mark.parametrize(

@@ -118,7 +118,7 @@ def test_queries_do_not_influence_each_other():
 
 def test_learned_update_is_permutation_invariant_over_points():
     learner = LearnedUpdate(Linear(2), **TINY)
-    torch.nn.init.normal_(learner.chunks.head.weight)
+    torch.nn.init.normal_(learner.chunks.direction.weight)
     x, y = torch.randn(2, 8, 2), torch.randn(2, 8, 1)
     order = torch.randperm(8)
     state = learner.init_state(2)

@@ -100,7 +100,7 @@ class _TransformerUpdate(_VectorLearner):
         self.uses_gradients = "gradients" in self.inputs
         num_features = 3 if self.uses_gradients else 1
         self.chunks = ChunkTokens(size, chunk_size, num_features, width)
-        self.progress = ProgressEmbedding(5 if self.uses_gradients else 4, width)
+        self.progress = ProgressEmbedding(6 if self.uses_gradients else 5, width)
         self.observations = (
             ObservationTokens(self.input_dim, self.output_dim, self.num_classes, width, True)
             if "observations" in self.inputs

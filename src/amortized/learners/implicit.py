@@ -45,7 +45,7 @@ class InContext(Learner):
             self.queries = nn.Sequential(
                 nn.Linear(input_dim + output_dim, width), nn.GELU(), nn.Linear(width, width)
             )
-            self.progress = ProgressEmbedding(4, width)
+            self.progress = ProgressEmbedding(5, width)
             self.transformer = Transformer(width, depth, heads)
             self.head = nn.Linear(width, output_dim)
             self.memory0 = nn.Parameter(torch.randn(memory_tokens, width) * 0.02)

@@ -73,15 +73,17 @@ class State:
         )
 
     def progress_features(self, batch_points: int) -> Tensor:
-        """Features of how much evidence the state holds, ``[tasks, 4]``, for learned updates.
+        """Features of how much evidence the state holds, ``[tasks, 5]``, for learned updates.
 
         Includes the share a new batch of ``batch_points`` should get in a running average,
-        ``B / (seen + B)``, the quantity a posterior or a decaying step size is built on.
+        ``B / (seen + B)`` (and its log), the quantity a posterior or a decaying step size is built on.
         """
         seen = self.num_seen
+        share = batch_points / (seen + batch_points)
         return torch.stack(
             [
-                batch_points / (seen + batch_points),
+                share,
+                torch.log(share) / math.log(100.0),
                 torch.log1p(seen) / math.log(1e4),
                 torch.log1p(self.num_steps) / math.log(100.0),
                 torch.rsqrt(1.0 + seen),

@@ -42,8 +42,10 @@ class ChunkTokens(nn.Module):
     """A flat per-task vector (``θ`` or ``z``) as tokens of ``chunk_size`` entries, and back.
 
     Each token embeds its chunk of every feature vector given (e.g. the value and its normalised
-    gradient) plus a learned embedding of the chunk's position in the vector; the head maps tokens
-    back to a vector of the same size (an update). The head starts at zero, so an untrained update
+    gradient) plus a learned embedding of the chunk's position in the vector. The head maps tokens
+    back to an update of the same size as ``direction * exp(log_scale)``: tokens pass through
+    LayerNorm, so magnitudes that span orders of magnitude (early versus late steps) are easier to
+    produce as a log-scale than as a raw value. The direction starts at zero, so an untrained update
     leaves the state where it is.
     """
 
@@ -55,9 +57,11 @@ class ChunkTokens(nn.Module):
         self.padding = self.num_chunks * self.chunk_size - size
         self.embed = nn.Linear(num_features * self.chunk_size, width)
         self.position = nn.Parameter(torch.randn(self.num_chunks, width) * 0.02)
-        self.head = nn.Linear(width, self.chunk_size)
-        nn.init.zeros_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
+        self.direction = nn.Linear(width, self.chunk_size)
+        self.log_scale = nn.Linear(width, self.chunk_size)
+        for layer in (self.direction, self.log_scale):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
 
     def _chunks(self, vector: Tensor) -> Tensor:
         vector = F.pad(vector, (0, self.padding))
@@ -69,8 +73,10 @@ class ChunkTokens(nn.Module):
         return self.embed(chunks) + self.position
 
     def decode(self, tokens: Tensor) -> Tensor:
-        """A vector ``[tasks, size]`` from the chunk tokens."""
-        return self.head(tokens).flatten(1)[:, : self.size]
+        """An update ``[tasks, size]`` from the chunk tokens."""
+        log_scale = self.log_scale(tokens).clamp(max=10.0)
+        update = self.direction(tokens) * torch.exp(log_scale)
+        return update.flatten(1)[:, : self.size]
 
 
 class ProgressEmbedding(nn.Module):
