@@ -9,7 +9,7 @@ from amortized.learners import SGD, LearnedInit, LearnedUpdate
 from amortized.learners.base import minibatches
 from amortized.models import Linear
 from amortized.tasks import LinearClassification, LinearRegression
-from amortized.training import TrainConfig, _windowed, draw_num_steps
+from amortized.training import TrainConfig, draw_num_steps, meta_loss
 
 TINY = {"width": 16, "depth": 1, "heads": 2}
 FAMILY = LinearRegression(dim=2, noise=0.1)
@@ -72,7 +72,7 @@ def test_greedy_memory_does_not_grow_with_steps_but_full_does():
 
 def _meta_loss(learner, tasks, batches):
     learner.zero_grad()
-    loss = _windowed(learner, tasks, batches, window=len(batches))
+    loss = meta_loss(learner, tasks, batches, objective="full")
     return loss, learner.theta0.grad.clone(), learner.log_lr.grad.clone()
 
 

@@ -11,6 +11,10 @@ training split and averages the query loss after every step. Objectives:
 
 Every iteration's randomness comes from ``(seed, iteration)``, so a resumed run is identical to an
 uninterrupted one.
+
+In a process group of several ranks (``torchrun``), training is data parallel: each rank trains on its
+slice of every iteration's global batch of ``tasks_per_batch`` tasks, DDP averages the gradients, and
+rank 0 alone evaluates and writes; see :mod:`amortized.distributed`.
 """
 
 from __future__ import annotations
@@ -19,14 +23,16 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
 
 from amortized.checkpoints import load_checkpoint, save_checkpoint
+from amortized.distributed import Replicas
 from amortized.errors import ConfigError, NonFiniteError
 from amortized.learners.base import Learner, adapt, minibatches
 from amortized.learners.state import State
@@ -34,6 +40,8 @@ from amortized.tasks.base import TaskBatch, TaskFamily
 from amortized.validation import check_choice, check_positive_int
 
 OBJECTIVES = ("greedy", "truncated", "full")
+LOSS_SCALES = ("linear", "log")
+T = TypeVar("T")
 
 
 @dataclass
@@ -49,6 +57,9 @@ class TrainConfig:
     """Training points per task; ``None`` is ``k * batch_size`` (every step sees new points)."""
     num_query: int = 64
     objective: str = "greedy"
+    loss_scale: str = "linear"
+    """``"log"`` trains on the log of each task's query loss, so late steps, whose losses are small,
+    count as much as early ones (their relative improvement is what is trained)."""
     truncation: int = 4
     chunk: int = 8
     lr: float = 1e-3
@@ -76,6 +87,7 @@ class TrainConfig:
         if self.num_train is not None:
             check_positive_int("num_train", self.num_train)
         check_choice("objective", self.objective, OBJECTIVES)
+        check_choice("loss_scale", self.loss_scale, LOSS_SCALES)
         check_choice("on_nonfinite", self.on_nonfinite, ("raise", "skip"))
         if not self.lr > 0:
             raise ConfigError(f"lr must be > 0, got {self.lr!r}")
@@ -118,14 +130,61 @@ def draw_num_steps(num_steps: int | tuple[int, int], generator: torch.Generator)
     return min(high, int(math.exp(math.log(low) + u * (math.log(high + 1) - math.log(low)))))
 
 
-def _query_loss(learner: Learner, state: State, tasks: TaskBatch, repeats: int = 1) -> Tensor:
+def _query_loss(
+    learner: Learner, state: State, tasks: TaskBatch, loss_scale: str, repeats: int = 1
+) -> Tensor:
     """Per-task query loss ``[tasks * repeats]`` for a state stacked over ``repeats`` copies."""
     x_query = tasks.x_query.repeat(repeats, 1, 1)
     y_query = tasks.y_query.repeat(repeats, *([1] * (tasks.y_query.dim() - 1)))
-    return learner.likelihood.loss(learner.predict(state, x_query), y_query)
+    loss = learner.likelihood.loss(learner.predict(state, x_query), y_query)
+    return torch.log(loss + 1e-6) if loss_scale == "log" else loss
 
 
-def _greedy(learner: Learner, tasks: TaskBatch, batches: list, chunk: int) -> float:
+def _step_loss(
+    learner: Learner, state: State, x: Tensor, y: Tensor, tasks: TaskBatch, loss_scale: str, repeats: int
+) -> Tensor:
+    """Per-task query loss ``[tasks * repeats]`` after one step from a state stacked over ``repeats``."""
+    return _query_loss(learner, learner.step(state, x, y), tasks, loss_scale, repeats)
+
+
+def _window_loss(
+    learner: Learner, state: State, batches: list, tasks: TaskBatch, loss_scale: str, num_steps: int
+) -> tuple[Tensor, State]:
+    """Summed query losses (each over ``num_steps``) of the steps from ``state``, and the last state."""
+    total = None
+    for batch_x, batch_y in batches:
+        state = learner.step(state, batch_x, batch_y)
+        loss = _query_loss(learner, state, tasks, loss_scale).mean() / num_steps
+        total = loss if total is None else total + loss
+    return total, state
+
+
+def _forward(replicas: Replicas | None, last: bool, compute: Callable[..., T], *args: Any) -> T:
+    """``compute(*args)``; in a distributed run through DDP (``last``: the part whose backward syncs)."""
+    return compute(*args) if replicas is None else replicas.forward(compute, *args, last=last)
+
+
+def _backward(loss: Tensor, replicas: Replicas | None) -> float:
+    """Backpropagate one part of the objective and return its value.
+
+    Alone, a non-finite loss stops the iteration at once. The ranks of a distributed run all finish
+    the iteration's backward passes (a rank that stopped early would leave the others waiting in
+    DDP's all-reduce) and ``train`` checks their averaged loss.
+    """
+    if replicas is None or not replicas.distributed:
+        _check_finite(loss)
+    loss.backward()
+    return loss.item()
+
+
+def _greedy(
+    learner: Learner,
+    tasks: TaskBatch,
+    batches: list,
+    chunk: int,
+    loss_scale: str,
+    replicas: Replicas | None = None,
+) -> float:
     """Greedy objective: backpropagate each step's loss from the detached previous state."""
     num_steps = len(batches)
     states = [learner.init_state(tasks.num_tasks, tasks.x_query)]
@@ -138,35 +197,74 @@ def _greedy(learner: Learner, tasks: TaskBatch, batches: list, chunk: int) -> fl
     for start in range(0, num_steps, chunk):
         group = range(start, min(start + chunk, num_steps))
         stacked = State.cat([states[i] if i == 0 else states[i].detach() for i in group])
-        new = learner.step(
+        losses = _forward(
+            replicas,
+            group.stop == num_steps,
+            _step_loss,
+            learner,
             stacked,
             torch.cat([batches[i][0] for i in group]),
             torch.cat([batches[i][1] for i in group]),
+            tasks,
+            loss_scale,
+            len(group),
         )
-        loss = _query_loss(learner, new, tasks, len(group)).sum() / (tasks.num_tasks * num_steps)
-        _check_finite(loss)
-        loss.backward()
-        total += loss.item()
+        loss = losses.sum() / (tasks.num_tasks * num_steps)
+        total += _backward(loss, replicas)
     return total
 
 
-def _windowed(learner: Learner, tasks: TaskBatch, batches: list, window: int) -> float:
+def _windowed(
+    learner: Learner,
+    tasks: TaskBatch,
+    batches: list,
+    window: int,
+    loss_scale: str,
+    replicas: Replicas | None = None,
+) -> float:
     """Backpropagate through ``window`` consecutive steps, cutting the state between windows."""
     num_steps = len(batches)
     state = learner.init_state(tasks.num_tasks, tasks.x_query)
-    total, pending = 0.0, None
-    for i, (batch_x, batch_y) in enumerate(batches):
-        if i and i % window == 0:
-            state = state.detach()
-        state = learner.step(state, batch_x, batch_y)
-        loss = _query_loss(learner, state, tasks).mean() / num_steps
-        pending = loss if pending is None else pending + loss
-        if (i + 1) % window == 0 or i == num_steps - 1:
-            _check_finite(pending)
-            pending.backward()
-            total += pending.item()
-            pending = None
+    total = 0.0
+    for start in range(0, num_steps, window):
+        loss, state = _forward(
+            replicas,
+            start + window >= num_steps,
+            _window_loss,
+            learner,
+            state.detach() if start else state,
+            batches[start : start + window],
+            tasks,
+            loss_scale,
+            num_steps,
+        )
+        total += _backward(loss, replicas)
     return total
+
+
+def meta_loss(
+    learner: Learner,
+    tasks: TaskBatch,
+    batches: list[tuple[Tensor, Tensor]],
+    *,
+    objective: str = "greedy",
+    truncation: int = 4,
+    chunk: int = 8,
+    loss_scale: str = "linear",
+    replicas: Replicas | None = None,
+) -> float:
+    """Backpropagate one task batch's meta-objective into the learner's ``.grad``; return its value.
+
+    The objective is the query loss after every step over ``batches``, averaged over steps and tasks,
+    with gradients crossing steps as ``objective`` says (see the module docstring). With ``replicas``
+    of a distributed run, ``tasks`` is this rank's slice and the gradients are averaged across ranks.
+    """
+    check_choice("objective", objective, OBJECTIVES)
+    check_choice("loss_scale", loss_scale, LOSS_SCALES)
+    if objective == "greedy":
+        return _greedy(learner, tasks, batches, chunk, loss_scale, replicas)
+    window = truncation if objective == "truncated" else len(batches)
+    return _windowed(learner, tasks, batches, window, loss_scale, replicas)
 
 
 class _NonFiniteLoss(Exception):
@@ -227,32 +325,44 @@ def train(
     With ``out_dir``, writes ``checkpoint.pt`` every ``checkpoint_every`` iterations and at the end,
     and ``metrics.jsonl``; ``resume=True`` continues from the checkpoint there, giving the same
     weights and metrics as an uninterrupted run.
+
+    In a process group of several ranks (see :mod:`amortized.distributed`), ``tasks_per_batch`` is
+    the global batch, split evenly over the ranks; rank 0 alone evaluates, shows progress and writes
+    ``out_dir``, and the checkpoint resumes on any number of ranks.
     """
     if config is None:
         config = TrainConfig.from_dict(options)
     elif options:
         config = TrainConfig.from_dict({**asdict(config), **options})
     _check_compatible(learner, family)
+    replicas = Replicas(learner)
+    replicas.check_divides(config.tasks_per_batch)
     out = Path(out_dir) if out_dir is not None else None
     checkpoint_path = out / "checkpoint.pt" if out is not None else None
     optimizer = torch.optim.AdamW(learner.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     history: list[dict[str, Any]] = []
     start, seconds = 0, 0.0
-    if (
-        resume
-        and checkpoint_path is not None
-        and (checkpoint_path.exists() or checkpoint_path.with_name("checkpoint.pt.prev").exists())
-    ):
-        payload = load_checkpoint(checkpoint_path)
+
+    def read_checkpoint() -> dict[str, Any] | None:
+        if (
+            resume
+            and checkpoint_path is not None
+            and (checkpoint_path.exists() or checkpoint_path.with_name("checkpoint.pt.prev").exists())
+        ):
+            return load_checkpoint(checkpoint_path)
+        return None
+
+    payload = replicas.from_main(read_checkpoint)
+    if payload is not None:
         learner.load_state_dict(payload["weights"])
         optimizer.load_state_dict(payload["optimizer"])
         start, history, seconds = payload["iteration"], payload["history"], payload["train_seconds"]
-    if out is not None:
+    if out is not None and replicas.is_main:
         out.mkdir(parents=True, exist_ok=True)
         _write_metrics(out / "metrics.jsonl", history)
 
     eval_tasks = None
-    if config.eval_every and config.eval_tasks:
+    if config.eval_every and config.eval_tasks and replicas.is_main:
         eval_num_train = config.num_train or config.max_steps * config.batch_size
         eval_tasks = family.sample(
             config.eval_tasks,
@@ -260,9 +370,10 @@ def train(
             config.num_query,
             torch.Generator().manual_seed(config.seed + 7_919),
         )
+        eval_tasks = replicas.place(eval_tasks)
 
     def save(iteration: int) -> None:
-        if checkpoint_path is None:
+        if checkpoint_path is None or not replicas.is_main:
             return
         for name, value in learner.state_dict().items():
             if value.is_floating_point() and not torch.isfinite(value).all():
@@ -282,7 +393,7 @@ def train(
         )
 
     bar = None
-    if progress:
+    if progress and replicas.is_main:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=config.iterations, initial=start, desc=type(learner).__name__, leave=False)
@@ -295,16 +406,26 @@ def train(
         num_train = config.num_train or num_steps * config.batch_size
         tasks = family.sample(config.tasks_per_batch, num_train, config.num_query, generator)
         batches = list(minibatches(tasks.x_train, tasks.y_train, config.batch_size, num_steps, generator))
+        tasks, batches = replicas.shard(tasks, batches)
         lr = _learning_rate(config, iteration)
         for group in optimizer.param_groups:
             group["lr"] = lr
         optimizer.zero_grad(set_to_none=True)
         try:
-            if config.objective == "greedy":
-                loss = _greedy(learner, tasks, batches, config.chunk)
-            else:
-                window = config.truncation if config.objective == "truncated" else num_steps
-                loss = _windowed(learner, tasks, batches, window)
+            with replicas.guard(f"meta-training iteration {iteration + 1}"):
+                loss = meta_loss(
+                    learner,
+                    tasks,
+                    batches,
+                    objective=config.objective,
+                    truncation=config.truncation,
+                    chunk=config.chunk,
+                    loss_scale=config.loss_scale,
+                    replicas=replicas,
+                )
+                loss = replicas.mean(loss)
+            if not math.isfinite(loss):
+                raise _NonFiniteLoss
             grad_norm = torch.nn.utils.clip_grad_norm_(learner.parameters(), config.grad_clip)
             if not torch.isfinite(grad_norm):
                 raise _NonFiniteLoss
@@ -337,7 +458,7 @@ def train(
             learner.train()
             record.update({f"eval_{name}": value for name, value in evaluation.items()})
         history.append(record)
-        if out is not None:
+        if out is not None and replicas.is_main:
             with open(out / "metrics.jsonl", "a") as handle:
                 handle.write(json.dumps(record) + "\n")
         if bar is not None:

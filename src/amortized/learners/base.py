@@ -98,7 +98,7 @@ def minibatches(
     for step in range(total):
         position = step % per_pass
         if position == 0:
-            order = torch.rand(num_tasks, num_points, generator=generator).argsort(dim=1)
+            order = torch.rand(num_tasks, num_points, generator=generator).argsort(dim=1).to(x.device)
         index = order[:, position * batch_size : (position + 1) * batch_size]
         yield (
             x.gather(1, index[..., None].expand(-1, -1, x.shape[-1])),

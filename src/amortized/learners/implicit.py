@@ -21,8 +21,8 @@ from amortized.nn import ObservationTokens, ProgressEmbedding, Transformer
 class InContext(Learner):
     """A transformer that refines query predictions from mini-batches of context.
 
-    Context tokens attend to each other (and to memory tokens); each query token attends to the
-    context, the memory and itself, so queries never influence one another. Predictions are only
+    Context and memory tokens attend to each other; query tokens attend to them only, so queries
+    never influence one another and memory stays linear in the number of points. Predictions are only
     available at the ``query_x`` given to ``init_state`` / ``adapt``.
     """
 
@@ -74,15 +74,6 @@ class InContext(Learner):
         memory = {"tokens": self.memory0.expand(num_tasks, -1, -1)} if self.memory_tokens else {}
         return State.initial(prediction, memory, query_x)
 
-    def _mask(self, num_context: int, num_queries: int, device: torch.device) -> Tensor:
-        """Who attends to whom: everything reads context and memory; queries also read themselves."""
-        num_shared = num_context + self.memory_tokens
-        total = num_shared + num_queries
-        mask = torch.zeros(total, total, dtype=torch.bool, device=device)
-        mask[:, :num_shared] = True
-        mask[num_shared:, num_shared:] = torch.eye(num_queries, dtype=torch.bool, device=device)
-        return mask
-
     def step(self, state: State, x: Tensor, y: Tensor) -> State:
         prediction, query_x = state.value, state.query_x
         shown = prediction.softmax(-1) if self.num_classes else prediction
@@ -92,7 +83,7 @@ class InContext(Learner):
         if self.memory_tokens:
             tokens.append(state.memory["tokens"])
         tokens.append(queries)
-        out = self.transformer(torch.cat(tokens, 1), self._mask(x.shape[1], query_x.shape[1], x.device))
+        out = self.transformer(torch.cat(tokens, 1), num_shared=x.shape[1] + self.memory_tokens)
         memory = dict(state.memory)
         if self.memory_tokens:
             memory["tokens"] = out[:, x.shape[1] : x.shape[1] + self.memory_tokens]

@@ -20,11 +20,13 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(width, 3 * width)
         self.out = nn.Linear(width, width)
 
-    def forward(self, tokens: Tensor, mask: Tensor | None = None) -> Tensor:
+    def forward(self, tokens: Tensor, num_shared: int | None = None) -> Tensor:
         batch, length, width = tokens.shape
         qkv = self.qkv(tokens).view(batch, length, 3, self.heads, width // self.heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)
-        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        if num_shared is not None:
+            k, v = k[:, :, :num_shared], v[:, :, :num_shared]
+        attended = F.scaled_dot_product_attention(q, k, v)
         return self.out(attended.transpose(1, 2).reshape(batch, length, width))
 
 
@@ -40,13 +42,18 @@ class Block(nn.Module):
             nn.Linear(width, mlp_ratio * width), nn.GELU(), nn.Linear(mlp_ratio * width, width)
         )
 
-    def forward(self, tokens: Tensor, mask: Tensor | None = None) -> Tensor:
-        tokens = tokens + self.attn(self.attn_norm(tokens), mask)
+    def forward(self, tokens: Tensor, num_shared: int | None = None) -> Tensor:
+        tokens = tokens + self.attn(self.attn_norm(tokens), num_shared)
         return tokens + self.mlp(self.mlp_norm(tokens))
 
 
 class Transformer(nn.Module):
-    """A stack of pre-norm blocks with a final LayerNorm. ``mask[i, j]`` True lets i attend to j."""
+    """A stack of pre-norm blocks with a final LayerNorm.
+
+    With ``num_shared``, every token attends only to the first ``num_shared`` tokens (context and
+    memory), so the rest (queries) read the context without reading or influencing each other.
+    Without a mask, attention never builds the tokens × tokens matrix on CPU.
+    """
 
     def __init__(self, width: int = 64, depth: int = 2, heads: int = 4) -> None:
         super().__init__()
@@ -56,7 +63,7 @@ class Transformer(nn.Module):
         self.blocks = nn.ModuleList(Block(width, heads) for _ in range(depth))
         self.norm = nn.LayerNorm(width)
 
-    def forward(self, tokens: Tensor, mask: Tensor | None = None) -> Tensor:
+    def forward(self, tokens: Tensor, num_shared: int | None = None) -> Tensor:
         for block in self.blocks:
-            tokens = block(tokens, mask)
+            tokens = block(tokens, num_shared)
         return self.norm(tokens)
