@@ -75,13 +75,16 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("iterations", "tasks_per_batch", "batch_size", "num_query", "truncation", "chunk"):
             check_positive_int(name, getattr(self, name))
-        for name in ("eval_every", "checkpoint_every", "warmup", "eval_tasks"):
+        for name in ("eval_every", "checkpoint_every", "warmup", "eval_tasks", "seed"):
             check_positive_int(name, getattr(self, name), allow_zero=True)
         steps = self.num_steps
         if isinstance(steps, list | tuple):
-            if len(steps) != 2 or steps[0] < 1 or steps[1] < steps[0]:
-                raise ConfigError(f"num_steps range must be (low, high) with 1 <= low <= high, got {steps}")
-            self.num_steps = (int(steps[0]), int(steps[1]))
+            if len(steps) != 2:
+                raise ConfigError(f"num_steps range must be (low, high), got {steps!r}")
+            low, high = (check_positive_int("num_steps", value) for value in steps)
+            if high < low:
+                raise ConfigError(f"num_steps range must be (low, high) with low <= high, got {steps!r}")
+            self.num_steps = (low, high)
         else:
             check_positive_int("num_steps", steps)
         if self.num_train is not None:
@@ -89,8 +92,12 @@ class TrainConfig:
         check_choice("objective", self.objective, OBJECTIVES)
         check_choice("loss_scale", self.loss_scale, LOSS_SCALES)
         check_choice("on_nonfinite", self.on_nonfinite, ("raise", "skip"))
-        if not self.lr > 0:
-            raise ConfigError(f"lr must be > 0, got {self.lr!r}")
+        for name, positive in (("lr", True), ("grad_clip", True), ("weight_decay", False)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ConfigError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+            if value < 0 or (positive and value == 0):
+                raise ConfigError(f"{name} must be {'> 0' if positive else '>= 0'}, got {value!r}")
 
     @property
     def max_steps(self) -> int:
@@ -164,8 +171,8 @@ def _forward(replicas: Replicas | None, last: bool, compute: Callable[..., T], *
     return compute(*args) if replicas is None else replicas.forward(compute, *args, last=last)
 
 
-def _backward(loss: Tensor, replicas: Replicas | None) -> float:
-    """Backpropagate one part of the objective and return its value.
+def _backward(loss: Tensor, replicas: Replicas | None, last: bool) -> float:
+    """Backpropagate one part of the objective (``last``: the iteration's last) and return its value.
 
     Alone, a non-finite loss stops the iteration at once. The ranks of a distributed run all finish
     the iteration's backward passes (a rank that stopped early would leave the others waiting in
@@ -173,7 +180,9 @@ def _backward(loss: Tensor, replicas: Replicas | None) -> float:
     """
     if replicas is None or not replicas.distributed:
         _check_finite(loss)
-    loss.backward()
+        loss.backward()
+    else:
+        replicas.backward(loss, last=last)
     return loss.item()
 
 
@@ -196,10 +205,11 @@ def _greedy(
     total = 0.0
     for start in range(0, num_steps, chunk):
         group = range(start, min(start + chunk, num_steps))
+        last = group.stop == num_steps
         stacked = State.cat([states[i] if i == 0 else states[i].detach() for i in group])
         losses = _forward(
             replicas,
-            group.stop == num_steps,
+            last,
             _step_loss,
             learner,
             stacked,
@@ -210,7 +220,7 @@ def _greedy(
             len(group),
         )
         loss = losses.sum() / (tasks.num_tasks * num_steps)
-        total += _backward(loss, replicas)
+        total += _backward(loss, replicas, last)
     return total
 
 
@@ -227,9 +237,10 @@ def _windowed(
     state = learner.init_state(tasks.num_tasks, tasks.x_query)
     total = 0.0
     for start in range(0, num_steps, window):
+        last = start + window >= num_steps
         loss, state = _forward(
             replicas,
-            start + window >= num_steps,
+            last,
             _window_loss,
             learner,
             state.detach() if start else state,
@@ -238,7 +249,7 @@ def _windowed(
             loss_scale,
             num_steps,
         )
-        total += _backward(loss, replicas)
+        total += _backward(loss, replicas, last)
     return total
 
 
