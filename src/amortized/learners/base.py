@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from amortized.errors import ConfigError, ShapeError
 from amortized.learners.state import State
 from amortized.models.likelihoods import Categorical, Gaussian, likelihood
+from amortized.models.predictors import Predictor
 from amortized.validation import check_inputs, check_positive_int, check_targets
 
 REGIMES = ("parametric", "explicit", "implicit", "baseline")
@@ -56,6 +57,14 @@ class Learner(nn.Module):
         """Means (regression) or logits (classification) at ``x`` ``[tasks, points, D]``."""
         raise NotImplementedError
 
+    def query_loss(self, state: State, x: Tensor, y: Tensor) -> Tensor:
+        """The meta-training loss ``[tasks]`` of ``state`` at query points ``x`` with targets ``y``.
+
+        The likelihood's loss of the predictions; a learner trained on another objective (a flow's
+        velocity regression) overrides it.
+        """
+        return self.likelihood.loss(self.predict(state, x), y)
+
     @property
     def iterative(self) -> bool:
         """Whether the learner is meant to be run for many steps (all learners can be)."""
@@ -76,6 +85,22 @@ class Learner(nn.Module):
     def describe(self) -> dict[str, Any]:
         """The learner's class name and constructor arguments, as plain data."""
         return {"class": type(self).__name__, "config": dict(self.config)}
+
+
+def plain_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
+    """A constructor's arguments (its ``locals()`` on entry) as plain data, for checkpoints.
+
+    Models become their config and tuples become lists, so ``weights_only`` loading can read them.
+    """
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, Predictor):
+            return value.config
+        if isinstance(value, tuple | list):
+            return [plain(item) for item in value]
+        return value
+
+    return {name: plain(value) for name, value in arguments.items() if name not in ("self", "__class__")}
 
 
 def minibatches(

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from amortized.errors import ConfigError
-from amortized.learners.base import Learner, adapt, loss_gradient
+from amortized.learners.base import Learner, adapt, loss_gradient, plain_arguments
 from amortized.learners.state import State
 from amortized.models.predictors import Linear, Predictor, predictor_from_config
 from amortized.tasks.base import TaskFamily
@@ -37,6 +37,7 @@ class _PerTaskOptimizer(Learner):
         init: str = "zeros",
         seed: int = 0,
     ) -> None:
+        config = plain_arguments(locals())
         model = predictor_from_config(model) if isinstance(model, dict) else model
         super().__init__(model.input_dim, model.output_dim, task, None)
         self.model = model
@@ -45,7 +46,7 @@ class _PerTaskOptimizer(Learner):
             raise ConfigError(f"unknown init {init!r}; choose 'zeros' or 'random'")
         theta0 = model.init(torch.Generator().manual_seed(seed))
         self.register_buffer("theta0", torch.zeros_like(theta0) if init == "zeros" else theta0)
-        self.config = {"model": model.config, "lr": lr, "task": task, "init": init, "seed": seed}
+        self.config = config
 
     def _gradient(self, state: State, x: Tensor, y: Tensor) -> Tensor:
         loss_of = lambda theta: self.likelihood.loss(self.model(theta, x), y)  # noqa: E731
@@ -80,10 +81,11 @@ class Adam(_PerTaskOptimizer):
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
     ) -> None:
+        config = plain_arguments(locals())
         super().__init__(model, lr, task, init, seed)
         self.betas = (float(betas[0]), float(betas[1]))
         self.eps = float(eps)
-        self.config.update(betas=list(self.betas), eps=self.eps)
+        self.config = config
 
     def init_state(self, num_tasks: int, query_x: Tensor | None = None) -> State:
         theta = self.theta0.expand(num_tasks, -1).clone()
@@ -112,17 +114,13 @@ class BayesLinearRegression(Learner):
     regime = "baseline"
 
     def __init__(self, input_dim: int, noise: float, weight_std: float = 1.0, bias: bool = True) -> None:
+        config = plain_arguments(locals())
         if not noise > 0 or not weight_std > 0:
             raise ConfigError(f"noise and weight_std must be > 0, got {noise!r}, {weight_std!r}")
         super().__init__(input_dim, 1, "regression", noise)
         self.model = Linear(input_dim, 1, bias=bias)
         self.noise, self.weight_std, self.bias = float(noise), float(weight_std), bool(bias)
-        self.config = {
-            "input_dim": input_dim,
-            "noise": noise,
-            "weight_std": weight_std,
-            "bias": bias,
-        }
+        self.config = config
 
     def _features(self, x: Tensor) -> Tensor:
         x = x.double()

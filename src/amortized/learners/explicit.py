@@ -17,9 +17,9 @@ from torch import Tensor, nn
 from amortized.learners._shared import (
     _GradientStep,
     _TransformerUpdate,
-    check_update_inputs,
     seeded,
 )
+from amortized.learners.base import plain_arguments
 from amortized.learners.state import State
 from amortized.validation import check_positive_int
 
@@ -78,25 +78,13 @@ class LatentUpdate(_LatentLearner, _TransformerUpdate):
         memory_tokens: int = 0,
         seed: int = 0,
     ) -> None:
+        config = plain_arguments(locals())
         super().__init__(input_dim, output_dim, task, None)
         decoder_hidden = tuple(decoder_hidden)
         with seeded(seed):
             self._build_latent(latent_dim, decoder_hidden)
             self._build(latent_dim, inputs, width, depth, heads, chunk_size, memory_tokens)
-        self.config = {
-            "input_dim": input_dim,
-            "output_dim": output_dim,
-            "task": task,
-            "latent_dim": latent_dim,
-            "decoder_hidden": list(decoder_hidden),
-            "inputs": list(check_update_inputs(inputs)),
-            "width": width,
-            "depth": depth,
-            "heads": heads,
-            "chunk_size": chunk_size,
-            "memory_tokens": memory_tokens,
-            "seed": seed,
-        }
+        self.config = config
 
     def init_state(self, num_tasks: int, query_x: Tensor | None = None) -> State:
         return self._initial(self.z0.expand(num_tasks, -1))
@@ -119,22 +107,13 @@ class LatentSGD(_LatentLearner, _GradientStep):
         first_order: bool = False,
         seed: int = 0,
     ) -> None:
+        config = plain_arguments(locals())
         super().__init__(input_dim, output_dim, task, None)
         decoder_hidden = tuple(decoder_hidden)
         with seeded(seed):
             self._build_latent(latent_dim, decoder_hidden)
         self._init_step_size(latent_dim, inner_lr, learn_lr, first_order)
-        self.config = {
-            "input_dim": input_dim,
-            "output_dim": output_dim,
-            "task": task,
-            "latent_dim": latent_dim,
-            "decoder_hidden": list(decoder_hidden),
-            "inner_lr": inner_lr,
-            "learn_lr": learn_lr,
-            "first_order": first_order,
-            "seed": seed,
-        }
+        self.config = config
 
     def init_state(self, num_tasks: int, query_x: Tensor | None = None) -> State:
         return State.initial(self.z0.expand(num_tasks, -1))

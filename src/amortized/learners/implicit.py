@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from amortized.errors import ConfigError
 from amortized.learners._shared import seeded
-from amortized.learners.base import Learner
+from amortized.learners.base import Learner, plain_arguments
 from amortized.learners.state import State
 from amortized.nn import ObservationTokens, ProgressEmbedding, Transformer
 
@@ -39,6 +39,7 @@ class InContext(Learner):
         memory_tokens: int = 0,
         seed: int = 0,
     ) -> None:
+        config = plain_arguments(locals())
         super().__init__(input_dim, output_dim, task, None)
         with seeded(seed):
             self.context = ObservationTokens(input_dim, output_dim, self.num_classes, width, False)
@@ -53,16 +54,7 @@ class InContext(Learner):
         nn.init.zeros_(self.head.bias)
         self.prediction0 = nn.Parameter(torch.zeros(output_dim))
         self.memory_tokens = memory_tokens
-        self.config = {
-            "input_dim": input_dim,
-            "output_dim": output_dim,
-            "task": task,
-            "width": width,
-            "depth": depth,
-            "heads": heads,
-            "memory_tokens": memory_tokens,
-            "seed": seed,
-        }
+        self.config = config
 
     def init_state(self, num_tasks: int, query_x: Tensor | None = None) -> State:
         if query_x is None:

@@ -14,9 +14,9 @@ from torch import Tensor, nn
 from amortized.learners._shared import (
     _GradientStep,
     _TransformerUpdate,
-    check_update_inputs,
     seeded,
 )
+from amortized.learners.base import plain_arguments
 from amortized.learners.state import State
 from amortized.models.predictors import Predictor, predictor_from_config
 
@@ -39,19 +39,13 @@ class LearnedInit(_GradientStep):
         first_order: bool = False,
         seed: int = 0,
     ) -> None:
+        config = plain_arguments(locals())
         model = _model(model)
         super().__init__(model.input_dim, model.output_dim, task, None)
         self.model = model
         self.theta0 = nn.Parameter(model.init(torch.Generator().manual_seed(seed)))
         self._init_step_size(model.num_params, inner_lr, learn_lr, first_order)
-        self.config = {
-            "model": model.config,
-            "task": task,
-            "inner_lr": inner_lr,
-            "learn_lr": learn_lr,
-            "first_order": first_order,
-            "seed": seed,
-        }
+        self.config = config
 
     def _forward(self, value: Tensor, x: Tensor) -> Tensor:
         return self.model(value, x)
@@ -77,23 +71,14 @@ class LearnedUpdate(_TransformerUpdate):
         memory_tokens: int = 0,
         seed: int = 0,
     ) -> None:
+        config = plain_arguments(locals())
         model = _model(model)
         super().__init__(model.input_dim, model.output_dim, task, None)
         self.model = model
         with seeded(seed):
             self._build(model.num_params, inputs, width, depth, heads, chunk_size, memory_tokens)
         self.theta0 = nn.Parameter(model.init(torch.Generator().manual_seed(seed)))
-        self.config = {
-            "model": model.config,
-            "task": task,
-            "inputs": list(check_update_inputs(inputs)),
-            "width": width,
-            "depth": depth,
-            "heads": heads,
-            "chunk_size": chunk_size,
-            "memory_tokens": memory_tokens,
-            "seed": seed,
-        }
+        self.config = config
 
     def _forward(self, value: Tensor, x: Tensor) -> Tensor:
         return self.model(value, x)
