@@ -33,3 +33,7 @@ class DataError(AmortizedError, ValueError):
 
 class CheckpointError(AmortizedError, ValueError):
     """A checkpoint file is truncated, foreign, or does not match the requested learner."""
+
+
+class DistributedError(AmortizedError, RuntimeError):
+    """A distributed run cannot go on: a rank died, hung or stopped, or the ranks could not start."""
