@@ -1,11 +1,164 @@
-"""The ``amortized`` command."""
+"""The ``amortized`` command: run presets, train, evaluate, report, list presets.
+
+Documented mistakes (an unknown preset or key, a wrong value type, missing data files, a run folder
+that is not one) end with a one-line error and exit status 2; Ctrl-C ends with status 130 and says
+how to resume.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
 
-from amortized import __version__
+from amortized import __version__, distributed
+from amortized.config import DEFAULT_PRESET, Experiment, list_presets
+from amortized.errors import AmortizedError, ConfigError
+from amortized.experiments import RunFolder, Trained, evaluate_experiment, load_trained, train_learners
+
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+class _Session:
+    """What a command needs to say when it stops: the run folder it works in."""
+
+    run: RunFolder | None = None
+
+
+def _log(quiet: bool) -> Callable[[str], None]:
+    return (lambda message: None) if quiet else (lambda message: print(message, file=sys.stderr, flush=True))
+
+
+def _start(args: argparse.Namespace, session: _Session) -> tuple[Experiment, RunFolder]:
+    """A new run folder from a preset and overrides, or the folder given to ``--resume``."""
+    if args.resume:
+        if args.preset or args.set or args.out:
+            raise ConfigError(
+                "--resume finishes a run as its config.toml describes; drop PRESET, --out and --set"
+            )
+        run = RunFolder.open(args.resume)
+        session.run = run
+        return run.experiment(), run
+    experiment = Experiment.from_preset(args.preset or DEFAULT_PRESET, args.set)
+    out = args.out or Path("runs") / f"{experiment.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run = RunFolder(distributed.from_main(lambda: RunFolder.create(out, experiment).path))
+    session.run = run
+    return experiment, run
+
+
+def _run(args: argparse.Namespace, session: _Session) -> int:
+    from amortized.report import summary_table, write_report
+
+    log = _log(args.quiet)
+    experiment, run = _start(args, session)
+    log(f"run folder: {run.path}")
+    trained = _meta_train(args, experiment, run, log)
+    if not distributed.is_main():
+        return 0
+    results = evaluate_experiment(experiment, run, trained, log=log)
+    report = write_report(run.path, results)
+    print(summary_table(results))
+    print(f"\nreport: {report}")
+    return 0
+
+
+def _train(args: argparse.Namespace, session: _Session) -> int:
+    log = _log(args.quiet)
+    experiment, run = _start(args, session)
+    log(f"run folder: {run.path}")
+    trained = _meta_train(args, experiment, run, log)
+    for name, item in trained.items():
+        print(f"{name}: {item.iterations} iterations, {item.train_seconds:.1f} s")
+    print(f"\nevaluate with: amortized evaluate {run.path}")
+    return 0
+
+
+def _meta_train(
+    args: argparse.Namespace, experiment: Experiment, run: RunFolder, log: Callable[[str], None]
+) -> dict[str, Trained]:
+    """Meta-train here (alone, or as one rank under torchrun), or in ``--nproc`` processes via torchrun."""
+    if args.nproc > 1 and not distributed.launched_by_torchrun():
+        distributed.launch_training(
+            run.path,
+            args.nproc,
+            quiet=args.quiet,
+            threads=args.threads,
+            tasks_per_batch=[spec.train.tasks_per_batch for spec in experiment.learners],
+        )
+        return load_trained(experiment, run)
+    return train_learners(experiment, run, progress=not args.quiet, log=log)
+
+
+def _evaluate(args: argparse.Namespace, session: _Session) -> int:
+    from amortized.report import summary_table
+
+    run = session.run = RunFolder.open(args.run_dir)
+    experiment = run.experiment()
+    results = evaluate_experiment(experiment, run, load_trained(experiment, run), log=_log(args.quiet))
+    print(summary_table(results))
+    print(f"\nresults: {run.results_path}\nwrite the report with: amortized report {run.path}")
+    return 0
+
+
+def _report(args: argparse.Namespace, session: _Session) -> int:
+    from amortized.report import write_report
+
+    run = session.run = RunFolder.open(args.run_dir)
+    print(f"report: {write_report(run.path, run.read_results())}")
+    return 0
+
+
+def _presets(args: argparse.Namespace, session: _Session) -> int:
+    entries = list_presets()
+    width = max(len(name) for name, _ in entries)
+    for name, description in entries:
+        print(f"{name.ljust(width)}  {description}")
+    return 0
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "preset",
+        nargs="?",
+        help=f"a preset name (see `amortized presets`) or a path to a .toml file; default: {DEFAULT_PRESET}",
+    )
+    parser.add_argument("--out", type=Path, help="the run folder to write (default: runs/PRESET-TIMESTAMP)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a preset value, e.g. --set train.iterations=200 --set learners.MAML.train.lr=0.01 "
+        "(repeatable; values are TOML: 3, 1e-3, true, [1, 16], or a bare string)",
+    )
+    parser.add_argument("--resume", type=Path, metavar="DIR", help="finish the run in DIR where it stopped")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or progress messages")
+    _add_threads(parser)
+    distributed.add_nproc_option(parser)
+
+
+def _add_threads(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--threads",
+        type=_positive_int,
+        metavar="N",
+        default=1,
+        help="CPU threads for torch (default 1: the preset models are small, and threads that compete "
+        "for cores slow torch down many times over; raise it for large models on an idle machine)",
+    )
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -15,14 +168,77 @@ def build_parser() -> argparse.ArgumentParser:
         "one-shot and iterative) on task families.",
     )
     parser.add_argument("--version", action="version", version=f"amortized {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run",
+        help="meta-train every learner of a preset, evaluate them with the baselines, write a report",
+        description="Meta-train every learner a preset lists, evaluate them with the baselines and the "
+        "Bayes reference on the same tasks, and write one run folder: config.toml, a checkpoint per "
+        "learner, metrics.jsonl, results.json, report.md and PNG plots.",
+    )
+    _add_run_options(run)
+    run.set_defaults(handler=_run)
+
+    train = commands.add_parser(
+        "train",
+        help="meta-train the learners of a preset only",
+        description="Meta-train every learner a "
+        "preset lists into a run folder (no evaluation); continue with `amortized evaluate DIR`.",
+    )
+    _add_run_options(train)
+    train.set_defaults(handler=_train)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="evaluate the trained learners of a run folder",
+        description="Evaluate the trained learners of a run folder with its baselines; writes results.json.",
+    )
+    evaluate.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    evaluate.add_argument("--quiet", action="store_true", help="no progress messages")
+    _add_threads(evaluate)
+    evaluate.set_defaults(handler=_evaluate)
+
+    report = commands.add_parser(
+        "report",
+        help="write report.md and the plots from a run folder's results.json",
+        description="Write report.md (tables, plots, summary) and PNG plots from RUN_DIR/results.json.",
+    )
+    report.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    report.set_defaults(handler=_report)
+
+    presets = commands.add_parser(
+        "presets", help="list the presets with a one-line description", description="List the presets."
+    )
+    presets.set_defaults(handler=_presets)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    parser.parse_args(argv)
-    parser.print_help()
-    return 0
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    session = _Session()
+    if hasattr(args, "threads"):
+        import torch
+
+        torch.set_num_threads(args.threads)
+    try:
+        with distributed.cli_session(args):
+            return args.handler(args, session)
+    except (AmortizedError, ImportError, OSError) as error:
+        print(f"amortized {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        hint = ""
+        if session.run is not None and args.command in ("run", "train"):
+            hint = f"; finish it with: amortized {args.command} --resume {session.run.path}"
+        elif session.run is not None:
+            hint = f"; cached work is kept: run `amortized {args.command} {session.run.path}` again"
+        print(f"\namortized {args.command}: interrupted{hint}", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

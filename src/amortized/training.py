@@ -143,7 +143,7 @@ def _query_loss(
     """Per-task query loss ``[tasks * repeats]`` for a state stacked over ``repeats`` copies."""
     x_query = tasks.x_query.repeat(repeats, 1, 1)
     y_query = tasks.y_query.repeat(repeats, *([1] * (tasks.y_query.dim() - 1)))
-    loss = learner.likelihood.loss(learner.predict(state, x_query), y_query)
+    loss = learner.query_loss(state, x_query, y_query)
     return torch.log(loss + 1e-6) if loss_scale == "log" else loss
 
 
@@ -379,7 +379,7 @@ def train(
             config.eval_tasks,
             eval_num_train,
             config.num_query,
-            torch.Generator().manual_seed(config.seed + 7_919),
+            torch.Generator().manual_seed((config.seed + 1) * 1_000_003 - 1),
         )
         eval_tasks = replicas.place(eval_tasks)
 

@@ -1,0 +1,606 @@
+"""Presets: plain TOML files, ``--set`` overrides, and checking them into an :class:`Experiment`.
+
+A preset has these parts (the shipped ones are in ``amortized/presets/*.toml``)::
+
+    description = "one line"
+    [data]        root = "DIR"              # where file-based data sets (MNIST's IDX files) live
+    [family]      class = "LinearRegression", plus its constructor options
+    [train]       TrainConfig fields, shared by every learner
+    [evaluation]  EvaluationConfig fields; [evaluation.ood.NAME] holds family overrides per shift
+    [[learners]]  name, class, one_shot, kwargs (constructor options), train (per-learner overrides)
+    [[baselines]] name, class, kwargs, lr_grid, tune ("per_k" | "once"), tune_steps
+
+Widths and the kind of task are filled in from the family, so a learner's ``kwargs`` hold only
+what matters (a parametric learner's ``model = {kind = "mlp", hidden = [40, 40]}``). Every key and
+value is checked against the constructors' and dataclasses' annotations: an unknown key lists the
+valid ones, a value of the wrong type names its key.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import json
+import math
+import os
+import re
+import sys
+import types
+import typing
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from amortized import tasks as task_families
+from amortized.errors import ConfigError, DataError
+from amortized.evaluation import EvaluationConfig
+from amortized.learners import BayesLinearRegression, Learner
+from amortized.models.predictors import MLP, Linear
+from amortized.tasks.base import TaskFamily
+from amortized.tasks.datasets import LabelledDataset
+from amortized.training import TrainConfig
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+DEFAULT_PRESET = "quickstart"
+
+FAMILIES: dict[str, Callable[..., TaskFamily]] = {
+    name: getattr(task_families, name)
+    for name in (
+        "LinearRegression",
+        "NonlinearRegression",
+        "Sinusoid",
+        "GaussianProcess",
+        "LinearClassification",
+        "NonlinearClassification",
+        "Digits",
+        "MNIST1D",
+        "MNIST",
+        "FashionMNIST",
+        "NPZDataset",
+    )
+}
+"""Task families a preset can name in ``[family] class``."""
+
+TUNED_BASELINES = ("SGD", "Adam")
+REFERENCE = "BayesLinearRegression"
+PREDICTORS = {"linear": Linear, "mlp": MLP}
+
+_TOP_KEYS = ("preset", "description", "data", "family", "train", "evaluation", "learners", "baselines")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+# --------------------------------------------------------------------------------------------------
+# Presets and overrides
+
+
+def preset_directory() -> Path:
+    """Where the presets shipped with the package live (``amortized/presets``)."""
+    return Path(str(resources.files("amortized") / "presets"))
+
+
+def preset_names() -> list[str]:
+    return sorted(path.stem for path in preset_directory().glob("*.toml"))
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse a TOML file, turning syntax errors into a :class:`ConfigError` naming the file."""
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path} is not valid TOML: {error}") from None
+    except OSError as error:
+        raise ConfigError(f"cannot read {path}: {error.strerror}") from None
+
+
+def load_preset(name: str) -> tuple[str, dict[str, Any]]:
+    """A preset by name (``quickstart``) or by path to a TOML file; returns its name and contents."""
+    path = Path(name)
+    if path.suffix == ".toml":
+        if not path.is_file():
+            raise ConfigError(f"preset file {path} does not exist")
+        return path.stem, read_toml(path)
+    known = preset_names()
+    if name not in known:
+        raise ConfigError(
+            f"unknown preset {name!r}; valid presets: {', '.join(known)} (or a path to a .toml)"
+        )
+    return name, read_toml(preset_directory() / f"{name}.toml")
+
+
+def list_presets() -> list[tuple[str, str]]:
+    """Each shipped preset's name and its one-line ``description``."""
+    return [(name, str(load_preset(name)[1].get("description", ""))) for name in preset_names()]
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set`` value as TOML (``3``, ``1e-3``, ``true``, ``[1, 16]``, ``"x"``), else a bare string."""
+    try:
+        return tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(config: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """A copy of ``config`` with ``key=value`` overrides applied (dotted keys, e.g. ``train.lr=1e-3``).
+
+    Entries of ``learners`` and ``baselines`` are addressed by name: ``learners.MAML.train.lr=0.01``.
+    Keys and value types are checked when the experiment is built; unknown names fail here.
+    """
+    result = copy.deepcopy(config)
+    for text in overrides:
+        key, sep, raw = text.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise ConfigError(
+                f"--set expects key=value with a dotted key (e.g. train.iterations=100), got {text!r}"
+            )
+        parts = key.split(".")
+        if parts[0] not in _TOP_KEYS:
+            raise ConfigError(f"unknown key {parts[0]!r} in --set {text}; valid: {', '.join(_TOP_KEYS)}")
+        target: Any = result
+        if parts[0] in ("learners", "baselines"):
+            entries = result.get(parts[0], [])
+            names = [entry.get("name") for entry in entries]
+            if len(parts) < 3:
+                raise ConfigError(
+                    f"--set {parts[0]} needs {parts[0]}.NAME.KEY=value; names: {', '.join(names)}"
+                )
+            if parts[1] not in names:
+                raise ConfigError(
+                    f"--set {key}: no {parts[0][:-1]} named {parts[1]!r}; valid: {', '.join(names)}"
+                )
+            target, parts = entries[names.index(parts[1])], parts[2:]
+        for depth, part in enumerate(parts[:-1]):
+            child = target.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {key}: {'.'.join(parts[: depth + 1])} is not a table")
+            target = child
+        target[parts[-1]] = parse_value(raw.strip())
+    return result
+
+
+# --------------------------------------------------------------------------------------------------
+# Type checking of preset values against constructor and dataclass annotations
+
+
+def _describe_type(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        described = [_describe_type(a) for a in typing.get_args(hint) if a is not type(None)]
+        readable = [d for d in described if d.startswith(("a ", "an ", "true"))]
+        return " or ".join(dict.fromkeys(readable or described))
+    if hint is bool:
+        return "true or false"
+    if hint is int:
+        return "an integer"
+    if hint is float:
+        return "a number"
+    if hint is str or hint is os.PathLike:
+        return "a string"
+    if hint is dict or origin is dict:
+        return "a table"
+    if origin in (tuple, list, Sequence) or hint in (tuple, list):
+        items = [a for a in typing.get_args(hint) if a is not Ellipsis]
+        return (
+            f"a list of {_describe_type(items[0]).removeprefix('an ').removeprefix('a ')}s"
+            if items
+            else "a list"
+        )
+    return getattr(hint, "__name__", str(hint))
+
+
+def _conforms(value: Any, hint: Any) -> bool:
+    """Whether a TOML value fits a type annotation (lists stand for tuples and sequences)."""
+    origin = typing.get_origin(hint)
+    if hint is None or hint is Any or hint is inspect.Parameter.empty:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_conforms(value, a) for a in typing.get_args(hint) if a is not type(None))
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is str or hint is os.PathLike:
+        return isinstance(value, str)
+    if hint is dict or origin is dict:
+        return isinstance(value, dict)
+    if origin in (tuple, list, Sequence) or hint in (tuple, list):
+        if not isinstance(value, list):
+            return False
+        items = [a for a in typing.get_args(hint) if a is not Ellipsis]
+        if origin is tuple and Ellipsis not in typing.get_args(hint) and items and len(items) != len(value):
+            return False
+        return not items or all(_conforms(v, items[0] if len(set(items)) == 1 else Any) for v in value)
+    return False
+
+
+def _parameters(factory: Callable[..., Any]) -> dict[str, Any]:
+    """Constructor parameter names and their annotations (or default's type, where unannotated)."""
+    target = factory.__init__ if isinstance(factory, type) else factory
+    try:
+        hints = typing.get_type_hints(target)
+    except Exception:
+        hints = {}
+    out = {}
+    for name, parameter in inspect.signature(factory).parameters.items():
+        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            continue
+        default = parameter.default
+        fallback = type(default) if default not in (None, inspect.Parameter.empty) else Any
+        out[name] = hints.get(name, fallback)
+    return out
+
+
+def _check_table(where: str, values: Any, schema: dict[str, Any], *, required: Sequence[str] = ()) -> dict:
+    """Check that ``values`` is a table whose keys are in ``schema`` and whose values fit their types."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where} must be a table, got {type(values).__name__} {values!r}")
+    unknown = sorted(set(values) - set(schema))
+    if unknown:
+        label = f"{where}." if where else ""
+        raise ConfigError(
+            f"unknown key(s) {', '.join(label + k for k in unknown)}; valid: {', '.join(sorted(schema))}"
+        )
+    for key in required:
+        if key not in values:
+            raise ConfigError(f"{where or 'the preset'} needs a {key!r} key")
+    for key, value in values.items():
+        hint = schema[key]
+        if not _conforms(value, hint):
+            label = f"{where}.{key}" if where else key
+            raise ConfigError(f"{label} must be {_describe_type(hint)}, got {type(value).__name__} {value!r}")
+    return values
+
+
+def _check_class(where: str, name: Any, registry: dict[str, Any], kind: str) -> Any:
+    if name not in registry:
+        raise ConfigError(f"unknown {kind} {name!r} in {where}; valid: {', '.join(sorted(registry))}")
+    return registry[name]
+
+
+# --------------------------------------------------------------------------------------------------
+# Building families, learners and baselines
+
+
+def build_family(table: dict[str, Any], data: dict[str, Any], where: str = "family") -> TaskFamily:
+    """A task family from its table (``class`` plus options); ``root`` comes from ``data.root``."""
+    table = dict(table)
+    if "class" not in table:
+        raise ConfigError(f"{where} needs a 'class' key; valid: {', '.join(FAMILIES)}")
+    name = table.pop("class")
+    factory = _check_class(f"{where}.class", name, FAMILIES, "task family")
+    schema = _parameters(factory)
+    _check_table(where, table, {**schema, "holdout_classes": int | list[int]})
+    table.pop("holdout_classes", None)
+    if "root" in schema and "root" not in table:
+        root = data.get("root", "")
+        if not root:
+            raise DataError(
+                f"the {name} family reads its IDX files from a directory: pass --set data.root=DIR, with DIR "
+                "holding train-images-idx3-ubyte and train-labels-idx1-ubyte (optionally .gz); nothing is "
+                "downloaded"
+            )
+        table["root"] = root
+    try:
+        return factory(**table)
+    except TypeError as error:
+        raise ConfigError(f"{where}: {error}") from None
+
+
+def _families(config: dict[str, Any]) -> tuple[TaskFamily, dict[str, TaskFamily]]:
+    """The training family and the out-of-distribution ones (held-out classes, other options)."""
+    table, data = config["family"], config.get("data", {})
+    family = build_family(table, data)
+    shifted: dict[str, TaskFamily] = {}
+    holdout = table.get("holdout_classes")
+    if holdout is not None:
+        if not isinstance(family, LabelledDataset):
+            raise ConfigError(f"family.holdout_classes applies to labelled data sets, not {table['class']}")
+        family, shifted["held_out_classes"] = family.split(holdout, seed=table.get("seed", 0))
+    for name, overrides in config.get("evaluation", {}).get("ood", {}).items():
+        if not isinstance(overrides, dict):
+            raise ConfigError(f"evaluation.ood.{name} must be a table of family options, got {overrides!r}")
+        if holdout is not None:
+            raise ConfigError(
+                f"evaluation.ood.{name}: a family with holdout_classes is shifted by its classes"
+            )
+        shifted[name] = build_family({**table, **overrides}, data, f"evaluation.ood.{name}")
+    return family, shifted
+
+
+def _fill(
+    where: str, factory: Callable[..., Any], kwargs: dict[str, Any], family: TaskFamily
+) -> dict[str, Any]:
+    """Fill input/output widths, the kind of task and a predictor spec's widths from the family."""
+    parameters = inspect.signature(factory).parameters
+    filled = dict(kwargs)
+    defaults = {
+        "input_dim": family.input_dim,
+        "output_dim": family.output_dim,
+        "task": "classification" if family.is_classification else "regression",
+    }
+    for key, value in defaults.items():
+        if key in parameters and key not in filled:
+            filled[key] = value
+    if "model" in parameters:
+        filled["model"] = _predictor(f"{where}.kwargs.model", filled.get("model", {"kind": "linear"}), family)
+    return filled
+
+
+def _predictor(where: str, spec: Any, family: TaskFamily) -> dict[str, Any]:
+    """A predictor config (``kind`` plus options) with the family's input and output widths."""
+    if not isinstance(spec, dict):
+        raise ConfigError(
+            f"{where} must be a table such as {{kind = 'mlp', hidden = [40, 40]}}, got {spec!r}"
+        )
+    spec = {"kind": "linear", **spec}
+    factory = _check_class(f"{where}.kind", spec["kind"], PREDICTORS, "model kind")
+    _check_table(where, {k: v for k, v in spec.items() if k != "kind"}, _parameters(factory))
+    return {"input_dim": family.input_dim, "output_dim": family.output_dim, **spec}
+
+
+def _construct(where: str, factory: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    try:
+        return factory(**kwargs)
+    except TypeError as error:
+        raise ConfigError(f"{where}: {error}") from None
+
+
+@dataclass
+class LearnerSpec:
+    """One ``[[learners]]`` entry: what to build, how to meta-train it, and whether it is one-shot."""
+
+    name: str
+    cls: str
+    kwargs: dict[str, Any]
+    train: TrainConfig
+    one_shot: bool
+
+    def build(self, family: TaskFamily) -> Learner:
+        factory = Learner.registry[self.cls]
+        where = f"learners.{self.name}"
+        return _construct(where, factory, _fill(where, factory, self.kwargs, family))
+
+
+@dataclass
+class BaselineSpec:
+    """One ``[[baselines]]`` entry: a per-task optimizer with a tuned rate, or the Bayes reference."""
+
+    name: str
+    cls: str
+    kwargs: dict[str, Any]
+    lr_grid: list[float]
+    tune: str
+    tune_steps: int | None
+
+    @property
+    def is_reference(self) -> bool:
+        return self.cls == REFERENCE
+
+    def make(self, family: TaskFamily) -> Callable[[float], Learner]:
+        """A function from a learning rate to the baseline learner."""
+        where = f"baselines.{self.name}"
+        factory = Learner.registry[self.cls]
+        kwargs = _fill(where, factory, self.kwargs, family)
+        return lambda lr: _construct(where, factory, {**kwargs, "lr": lr})
+
+    def reference(self, family: TaskFamily) -> Learner:
+        """The exact Bayes posterior mean for ``family`` (a :class:`LinearRegression`)."""
+        if not isinstance(family, task_families.LinearRegression):
+            raise ConfigError(
+                f"baselines.{self.name}: {REFERENCE} is the Bayes reference only for LinearRegression "
+                f"families, not {type(family).__name__}; remove it from the preset"
+            )
+        options = {"input_dim": family.dim, "noise": family.noise, "weight_std": family.weight_std}
+        return _construct(f"baselines.{self.name}", BayesLinearRegression, {**options, "bias": family.bias})
+
+
+def _entry_label(table: str, index: int, entry: Any) -> str:
+    """``learners.NAME`` (how ``--set`` addresses an entry), or ``learners[INDEX]`` if it has no name."""
+    name = entry.get("name") if isinstance(entry, dict) else None
+    return f"{table}.{name}" if isinstance(name, str) else f"{table}[{index}]"
+
+
+def _learner_spec(index: int, entry: Any, shared: dict[str, Any]) -> LearnerSpec:
+    where = _entry_label("learners", index, entry)
+    schema = {"name": str, "class": str, "one_shot": bool, "kwargs": dict, "train": dict}
+    _check_table(where, entry, schema, required=("name", "class"))
+    name = entry["name"]
+    learned = {k: v for k, v in Learner.registry.items() if v.regime != "baseline"}
+    factory = _check_class(f"{where}.class", entry["class"], learned, "learner class")
+    kwargs = entry.get("kwargs", {})
+    _check_table(f"{where}.kwargs", kwargs, _parameters(factory))
+    overrides = entry.get("train", {})
+    _check_table(f"{where}.train", overrides, typing.get_type_hints(TrainConfig))
+    one_shot = entry.get("one_shot", False)
+    options = {**shared, **overrides}
+    if one_shot and "num_steps" not in overrides:
+        options["num_steps"] = 1
+    try:
+        train_config = TrainConfig.from_dict(options)
+    except ConfigError as error:
+        raise ConfigError(f"{where}.train: {error}") from None
+    return LearnerSpec(name, entry["class"], kwargs, train_config, one_shot)
+
+
+def _baseline_spec(index: int, entry: Any) -> BaselineSpec:
+    where = _entry_label("baselines", index, entry)
+    schema = {
+        "name": str,
+        "class": str,
+        "kwargs": dict,
+        "lr_grid": list[float],
+        "tune": str,
+        "tune_steps": int,
+    }
+    _check_table(where, entry, schema, required=("name", "class"))
+    name = entry["name"]
+    valid = {k: Learner.registry[k] for k in (*TUNED_BASELINES, REFERENCE)}
+    factory = _check_class(f"{where}.class", entry["class"], valid, "baseline class")
+    kwargs = entry.get("kwargs", {})
+    if entry["class"] == REFERENCE:
+        extra = sorted(set(entry) - {"name", "class"})
+        if extra or kwargs:
+            raise ConfigError(f"{where}: the Bayes reference takes its options from the family; drop {extra}")
+        return BaselineSpec(name, REFERENCE, {}, [], "once", None)
+    parameters = {k: v for k, v in _parameters(factory).items() if k != "lr"}
+    if "lr" in kwargs:
+        raise ConfigError(
+            f"{where}.kwargs.lr: the rate is tuned from lr_grid; use lr_grid = [{kwargs['lr']}]"
+        )
+    _check_table(f"{where}.kwargs", kwargs, parameters)
+    grid = entry.get("lr_grid", [0.001, 0.01, 0.1, 1.0])
+    if not grid or any(not v > 0 for v in grid):
+        raise ConfigError(f"{where}.lr_grid must be a non-empty list of rates > 0, got {grid!r}")
+    tune = entry.get("tune", "per_k")
+    if tune not in ("per_k", "once"):
+        raise ConfigError(f"{where}.tune must be 'per_k' or 'once', got {tune!r}")
+    tune_steps = entry.get("tune_steps")
+    if tune_steps is not None and tune_steps < 1:
+        raise ConfigError(f"{where}.tune_steps must be >= 1, got {tune_steps}")
+    return BaselineSpec(name, entry["class"], kwargs, [float(v) for v in grid], tune, tune_steps)
+
+
+@dataclass
+class Experiment:
+    """A preset, checked and built: families, learner and baseline specs, settings."""
+
+    name: str
+    description: str
+    config: dict[str, Any]
+    family: TaskFamily
+    ood_families: dict[str, TaskFamily]
+    train: TrainConfig
+    evaluation: EvaluationConfig
+    learners: list[LearnerSpec]
+    baselines: list[BaselineSpec]
+
+    @classmethod
+    def from_config(cls, name: str, config: dict[str, Any]) -> Experiment:
+        """Check every key and value of a preset (naming the first bad one) and build its families."""
+        top = {
+            "preset": str,
+            "description": str,
+            "data": dict,
+            "family": dict,
+            "train": dict,
+            "evaluation": dict,
+            "learners": list[dict],
+            "baselines": list[dict],
+        }
+        _check_table("", config, top, required=("family", "learners"))
+        _check_table("data", config.get("data", {}), {"root": str})
+        _check_table("train", config.get("train", {}), typing.get_type_hints(TrainConfig))
+        evaluation_table = config.get("evaluation", {})
+        _check_table("evaluation", evaluation_table, typing.get_type_hints(EvaluationConfig))
+        evaluation = EvaluationConfig.from_dict(evaluation_table)
+        try:
+            shared = asdict(TrainConfig.from_dict(config.get("train", {})))
+        except ConfigError as error:
+            raise ConfigError(f"train: {error}") from None
+        learners = [_learner_spec(i, e, config.get("train", {})) for i, e in enumerate(config["learners"])]
+        baselines = [_baseline_spec(i, e) for i, e in enumerate(config.get("baselines", []))]
+        names = [spec.name for spec in [*learners, *baselines]]
+        for entry_name in names:
+            if not _NAME.match(entry_name):
+                raise ConfigError(f"learner name {entry_name!r} must be letters, digits, '.', '_' or '-'")
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ConfigError(f"learner and baseline names must be unique; repeated: {duplicates}")
+        if not learners:
+            raise ConfigError("the preset lists no [[learners]]")
+        if sum(spec.is_reference for spec in baselines) > 1:
+            raise ConfigError(f"at most one {REFERENCE} reference per preset")
+        family, shifted = _families(config)
+        experiment = cls(
+            name,
+            str(config.get("description", "")),
+            copy.deepcopy(config),
+            family,
+            shifted,
+            TrainConfig(**shared),
+            evaluation,
+            learners,
+            baselines,
+        )
+        for spec in learners:
+            spec.build(family)
+        for spec in baselines:
+            if spec.is_reference:
+                spec.reference(family)
+            else:
+                spec.make(family)(1.0)
+        return experiment
+
+    @classmethod
+    def from_preset(cls, name: str, overrides: Sequence[str] = ()) -> Experiment:
+        preset_name, config = load_preset(name)
+        config = apply_overrides(config, overrides)
+        config["preset"] = config.get("preset", preset_name)
+        return cls.from_config(preset_name, config)
+
+
+# --------------------------------------------------------------------------------------------------
+# Writing TOML (config.toml of a run)
+
+
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    raise ConfigError(f"cannot write {type(value).__name__} {value!r} to TOML")
+
+
+def _is_table_array(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+
+
+def dump_toml(data: dict[str, Any]) -> str:
+    """Write plain data (tables, arrays of tables, scalars, lists) as TOML that ``tomllib`` reads back."""
+    lines: list[str] = []
+
+    def emit(table: dict[str, Any], prefix: list[str]) -> None:
+        nested = []
+        for key, value in table.items():
+            if isinstance(value, dict) or _is_table_array(value):
+                nested.append((key, value))
+            else:
+                lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
+        for key, value in nested:
+            path = ".".join(_toml_key(p) for p in [*prefix, key])
+            if isinstance(value, dict):
+                lines.extend(["", f"[{path}]"])
+                emit(value, [*prefix, key])
+            else:
+                for item in value:
+                    lines.extend(["", f"[[{path}]]"])
+                    emit(item, [*prefix, key])
+
+    emit(data, [])
+    return "\n".join(lines).lstrip("\n") + "\n"

@@ -1,0 +1,345 @@
+"""Running an experiment into a run folder: meta-train every learner, evaluate, write results.
+
+A run folder holds ``config.toml`` (the resolved preset), ``learners/NAME/`` (``checkpoint.pt``,
+``metrics.jsonl``, a cached ``evaluation.json``), ``baselines/NAME/evaluation.json``, the merged
+``metrics.jsonl``, ``results.json``, ``report.md`` and the plots. A run that was stopped (Ctrl-C, a
+kill) is finished by running it again on the same folder: finished learners are not retrained,
+interrupted ones continue from their last checkpoint, and cached evaluations are reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from amortized.checkpoints import load_checkpoint
+from amortized.config import BaselineSpec, Experiment, LearnerSpec, dump_toml, read_toml
+from amortized.distributed import is_main
+from amortized.errors import CheckpointError, ConfigError
+from amortized.evaluation import (
+    TaskSuite,
+    add_reference_ratios,
+    baseline_curves,
+    cost_curve,
+    family_likelihood,
+    learner_curves,
+)
+from amortized.learners import Learner
+from amortized.training import train
+
+RESULTS_FORMAT = "amortized-results"
+RESULTS_VERSION = 1
+
+
+class RunFolder:
+    """The folder one run writes: ``config.toml``, ``learners/NAME/``, ``baselines/NAME/``, results."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    config_path = property(lambda self: self.path / "config.toml")
+    results_path = property(lambda self: self.path / "results.json")
+    metrics_path = property(lambda self: self.path / "metrics.jsonl")
+
+    def learner_dir(self, name: str) -> Path:
+        return self.path / "learners" / name
+
+    def baseline_dir(self, name: str) -> Path:
+        return self.path / "baselines" / name
+
+    @classmethod
+    def create(cls, path: str | os.PathLike, experiment: Experiment) -> RunFolder:
+        """A new run folder holding the resolved preset; refuses a folder that already holds a run."""
+        run = cls(path)
+        if run.path.exists() and (not run.path.is_dir() or any(run.path.iterdir())):
+            raise ConfigError(
+                f"{run.path} already exists and is not empty; finish that run with --resume {run.path} "
+                "or choose another --out"
+            )
+        run.path.mkdir(parents=True, exist_ok=True)
+        _write_atomic(run.config_path, dump_toml(experiment.config))
+        return run
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> RunFolder:
+        run = cls(path)
+        if not run.config_path.is_file():
+            raise ConfigError(f"{run.path} is not a run folder (no config.toml)")
+        return run
+
+    def experiment(self) -> Experiment:
+        config = read_toml(self.config_path)
+        return Experiment.from_config(str(config.get("preset", self.path.name)), config)
+
+    def read_results(self) -> dict[str, Any]:
+        if not self.results_path.is_file():
+            raise ConfigError(f"{self.path} has no results.json yet; run: amortized evaluate {self.path}")
+        return json.loads(self.results_path.read_text())
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+def _fingerprint(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _weights_digest(learner: Learner) -> str:
+    """A digest of a learner's weights, so a cached evaluation is never reused for retrained weights."""
+    digest = hashlib.sha256()
+    for name, value in sorted(learner.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _cached(path: Path, fingerprint: str) -> dict[str, Any] | None:
+    """A cached evaluation, if it was computed for the same settings."""
+    if not path.is_file():
+        return None
+    try:
+        payload = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+    return payload if payload.get("fingerprint") == fingerprint else None
+
+
+# --------------------------------------------------------------------------------------------------
+# Running
+
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class Trained:
+    """A meta-trained learner and what its training took."""
+
+    learner: Learner
+    train_seconds: float
+    iterations: int
+
+
+def _agree(saved: dict[str, Any], current: dict[str, Any]) -> bool:
+    """Whether a saved config matches the current one on every option both know.
+
+    Options added to the library since the checkpoint was written take their defaults.
+    """
+    return all(saved[key] == current[key] for key in saved.keys() & current.keys())
+
+
+def _restore(run: RunFolder, spec: LearnerSpec, experiment: Experiment) -> tuple[Learner, Trained | None]:
+    """The learner built from its spec, and, if its checkpoint finished training, the trained learner.
+
+    A checkpoint written for another learner or training config is refused rather than mixed in.
+    """
+    learner = spec.build(experiment.family)
+    path = run.learner_dir(spec.name) / "checkpoint.pt"
+    if not path.exists() and not path.with_name(path.name + ".prev").exists():
+        return learner, None
+    payload = load_checkpoint(path)
+    saved = payload.get("learner", {})
+    described = learner.describe()
+    if (
+        saved.get("class") != described["class"]
+        or not _agree(saved.get("config", {}), described["config"])
+        or not _agree(payload.get("train_config", {}), asdict(spec.train))
+    ):
+        raise CheckpointError(
+            f"{path} was written for another learner or training config than {run.config_path} "
+            "describes; move it away or start a new run"
+        )
+    try:
+        learner.load_state_dict(payload["weights"])
+    except RuntimeError as error:
+        raise CheckpointError(
+            f"{path} holds weights this version of {described['class']} cannot load (the learner "
+            f"changed since it was written); start a new run. {str(error).splitlines()[0]}"
+        ) from None
+    if payload["iteration"] < spec.train.iterations:
+        return spec.build(experiment.family), None
+    learner.eval()
+    return learner, Trained(learner, payload["train_seconds"], payload["iteration"])
+
+
+def train_learners(
+    experiment: Experiment, run: RunFolder, *, progress: bool = True, log: Log = print
+) -> dict[str, Trained]:
+    """Meta-train every learner into the run folder; finished ones are loaded, stopped ones resumed."""
+    trained = {}
+    for index, spec in enumerate(experiment.learners, start=1):
+        learner, done = _restore(run, spec, experiment)
+        mode = "one-shot" if spec.one_shot else "iterative"
+        header = f"[{index}/{len(experiment.learners)}] {spec.name} ({learner.regime}, {mode})"
+        if done is not None:
+            log(f"{header}: trained already ({done.iterations} iterations)")
+            trained[spec.name] = done
+            continue
+        log(f"{header}: meta-training for {spec.train.iterations} iterations")
+        folder = run.learner_dir(spec.name)
+        result = train(learner, experiment.family, spec.train, out_dir=folder, resume=True, progress=progress)
+        trained[spec.name] = Trained(learner, result.train_seconds, result.iterations)
+        _merge_metrics(run, experiment)
+    _merge_metrics(run, experiment)
+    return trained
+
+
+def load_trained(experiment: Experiment, run: RunFolder) -> dict[str, Trained]:
+    """The trained learners of a run folder; names the ones that still need training."""
+    restored = {spec.name: _restore(run, spec, experiment)[1] for spec in experiment.learners}
+    missing = [name for name, done in restored.items() if done is None]
+    if missing:
+        raise ConfigError(
+            f"learner(s) {', '.join(missing)} in {run.path} are not fully trained; finish them with: "
+            f"amortized train --resume {run.path}"
+        )
+    return restored
+
+
+def _merge_metrics(run: RunFolder, experiment: Experiment) -> None:
+    """Gather every learner's training curve into the run's ``metrics.jsonl`` (a ``learner`` key each)."""
+    if not is_main():
+        return
+    lines = []
+    for spec in experiment.learners:
+        path = run.learner_dir(spec.name) / "metrics.jsonl"
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                if line.strip():
+                    lines.append(json.dumps({"learner": spec.name, **json.loads(line)}))
+    _write_atomic(run.metrics_path, "".join(line + "\n" for line in lines))
+
+
+class _Evaluator:
+    """Evaluates the entries of one experiment on one task suite, caching each entry's curves."""
+
+    def __init__(self, experiment: Experiment, run: RunFolder, log: Log) -> None:
+        self.experiment, self.run, self.log = experiment, run, log
+        self.config = experiment.evaluation
+        self.suite = TaskSuite.sample(experiment.family, experiment.ood_families, self.config)
+        self.settings = (experiment.config["family"], experiment.config.get("evaluation", {}))
+
+    def cached(self, folder: Path, name: str, compute: Callable[[], dict[str, Any]], *key: Any) -> dict:
+        """``compute()``, or its result cached in ``folder/evaluation.json`` for the same settings."""
+        path = folder / "evaluation.json"
+        fingerprint = _fingerprint(self.settings, *key)
+        found = _cached(path, fingerprint)
+        if found is not None:
+            self.log(f"{name}: evaluation cached")
+            return found
+        self.log(f"{name}: evaluating")
+        entry = {**compute(), "fingerprint": fingerprint}
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_atomic(path, json.dumps(entry))
+        return entry
+
+    def cost(self, learner: Learner, one_shot: bool) -> list[dict[str, float]]:
+        config = self.config
+        return cost_curve(
+            learner,
+            self.experiment.family,
+            sizes=config.cost_sizes,
+            batch_size=config.batch_size,
+            num_tasks=config.cost_tasks,
+            num_query=config.num_query,
+            seed=config.seed,
+            one_shot=one_shot,
+        )
+
+    def learner(self, spec: LearnerSpec, item: Trained) -> dict[str, Any]:
+        def compute() -> dict[str, Any]:
+            curves = learner_curves(item.learner, self.suite, self.config, one_shot=spec.one_shot)
+            return {"curves": curves, "cost": self.cost(item.learner, spec.one_shot)}
+
+        key = (_weights_digest(item.learner), asdict(spec.train), spec.one_shot)
+        entry = self.cached(self.run.learner_dir(spec.name), spec.name, compute, *key)
+        return {
+            "class": spec.cls,
+            "regime": item.learner.regime,
+            "iterative": not spec.one_shot,
+            "train_seconds": item.train_seconds,
+            "train_iterations": item.iterations,
+            "trained_steps": spec.train.max_steps,
+            "curves": entry["curves"],
+            "cost": entry["cost"],
+        }
+
+    def baseline(self, spec: BaselineSpec) -> dict[str, Any]:
+        make = spec.make(self.experiment.family)
+
+        def compute() -> dict[str, Any]:
+            curves = baseline_curves(
+                make, self.suite, self.config, grid=spec.lr_grid, tune=spec.tune, tune_steps=spec.tune_steps
+            )
+            return {"curves": curves, "cost": self.cost(make(spec.lr_grid[0]), False)}
+
+        key = (spec.cls, spec.kwargs, spec.lr_grid, spec.tune, spec.tune_steps)
+        entry = self.cached(self.run.baseline_dir(spec.name), spec.name, compute, *key)
+        return {
+            "class": spec.cls,
+            "regime": "baseline",
+            "iterative": True,
+            "train_seconds": 0.0,
+            "tune": spec.tune,
+            "lr_grid": spec.lr_grid,
+            "curves": entry["curves"],
+            "cost": entry["cost"],
+        }
+
+    def reference(self, spec: BaselineSpec) -> dict[str, Any]:
+        """The Bayes posterior on the points seen so far (one step on them: data is never counted twice)."""
+        shifted = {name: spec.reference(family) for name, family in self.experiment.ood_families.items()}
+
+        def compute() -> dict[str, Any]:
+            learner = spec.reference(self.experiment.family)
+            return {
+                "curves": learner_curves(
+                    learner, self.suite, self.config, one_shot=True, ood_learners=shifted
+                )
+            }
+
+        entry = self.cached(self.run.baseline_dir(spec.name), spec.name, compute, spec.cls)
+        return {"name": spec.name, "class": spec.cls, "curves": entry["curves"]}
+
+
+def evaluate_experiment(
+    experiment: Experiment, run: RunFolder, trained: dict[str, Trained], *, log: Log = print
+) -> dict[str, Any]:
+    """Evaluate every learner, baseline and the reference on the same tasks; write ``results.json``.
+
+    Each entry's curves are cached in its folder (``evaluation.json``) and reused while the settings
+    and weights are unchanged, so a resumed run does not recompute them.
+    """
+    evaluator = _Evaluator(experiment, run, log)
+    family = experiment.family
+    results: dict[str, Any] = {
+        "format": RESULTS_FORMAT,
+        "version": RESULTS_VERSION,
+        "preset": experiment.name,
+        "description": experiment.description,
+        "family": repr(family),
+        "task": "classification" if family.is_classification else "regression",
+        "metric": family_likelihood(family).main_metric,
+        "evaluation": {k: v for k, v in asdict(experiment.evaluation).items() if k != "ood"},
+        "ood": {name: repr(shifted) for name, shifted in experiment.ood_families.items()},
+        "learners": {},
+        "reference": None,
+    }
+    for spec in experiment.learners:
+        results["learners"][spec.name] = evaluator.learner(spec, trained[spec.name])
+    for spec in experiment.baselines:
+        if spec.is_reference:
+            results["reference"] = evaluator.reference(spec)
+        else:
+            results["learners"][spec.name] = evaluator.baseline(spec)
+    add_reference_ratios(results)
+    _write_atomic(run.results_path, json.dumps(results, indent=1))
+    return results

@@ -1,0 +1,192 @@
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import amortized.cli
+from amortized.checkpoints import load_checkpoint
+from amortized.cli import EXIT_ERROR, EXIT_INTERRUPTED, main
+from amortized.config import list_presets
+
+FAST = [
+    "train.iterations=6",
+    "train.checkpoint_every=3",
+    "evaluation.steps=[1, 4]",
+    "evaluation.sizes=[8, 16]",
+    "evaluation.num_tasks=8",
+    "evaluation.tune_tasks=4",
+    "evaluation.cost_sizes=[8, 16]",
+]
+SETS = [arg for option in FAST for arg in ("--set", option)]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def run_cli(capsys, *argv):
+    code = main([str(arg) for arg in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_presets_lists_each_preset_with_its_description(capsys):
+    code, out, _ = run_cli(capsys, "presets")
+    assert code == 0
+    lines = out.splitlines()
+    assert len(lines) == len(list_presets())
+    for (name, description), line in zip(list_presets(), lines, strict=True):
+        assert line.startswith(name) and line.endswith(description)
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["train"], ["evaluate"], ["report"], ["presets"]])
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: amortized" in capsys.readouterr().out
+
+
+def test_without_a_command_prints_help(capsys):
+    code, out, _ = run_cli(capsys)
+    assert code == 0 and "run" in out and "presets" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", "quickstrat"], "unknown preset 'quickstrat'; valid presets: digits"),
+        (
+            ["run", "tiny", "--set", "train.iterations=abc"],
+            "train.iterations must be an integer, got str 'abc'",
+        ),
+        (["run", "tiny", "--set", "train.iteration=3"], "unknown key(s) train.iteration; valid:"),
+        (["train", "mnist"], "pass --set data.root=DIR"),
+        (["run", "fashion-mnist", "--set", "data.root=/no/such/dir"], "/no/such/dir does not exist"),
+        (["run", "--resume", "{tmp}"], "is not a run folder (no config.toml)"),
+        (["run", "tiny", "--resume", "{tmp}"], "--resume finishes a run as its config.toml describes"),
+        (["evaluate", "{tmp}"], "is not a run folder"),
+        (["report", "{tmp}"], "is not a run folder"),
+    ],
+)
+def test_documented_mistakes_end_with_a_one_line_error(argv, message, capsys, tmp_path):
+    out = tmp_path / "out"
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    if argv[0] in ("run", "train") and "--resume" not in argv:
+        argv += ["--out", out]
+    code, _, stderr = run_cli(capsys, *argv)
+    assert code == EXIT_ERROR
+    assert message in stderr and stderr.startswith(f"amortized {argv[0]}: error: ")
+    assert len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr
+    assert not out.exists()  # nothing is written before the preset is known to be good
+
+
+def test_run_writes_the_whole_run_folder_and_prints_a_summary(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, stdout, stderr = run_cli(capsys, "run", "tiny", "--out", out, "--threads", "1", *SETS)
+    assert code == 0
+    for name in (
+        "config.toml",
+        "metrics.jsonl",
+        "results.json",
+        "report.md",
+        "steps.png",
+        "size.png",
+        "ood.png",
+        "cost.png",
+        "training.png",
+    ):
+        assert (out / name).is_file(), name
+    for learner in ("LearnedUpdate", "MAML", "LatentUpdate", "InContext-one-shot"):
+        assert (out / "learners" / learner / "checkpoint.pt").is_file()
+        assert f"{learner} " in stdout
+    assert "mse (lower is better)" in stdout and f"report: {out / 'report.md'}" in stdout
+    assert "[1/4] LearnedUpdate (parametric, iterative): meta-training for 6 iterations" in stderr
+    assert "it/s" in stderr or "s/it" in stderr  # the progress bar
+
+    code, stdout, stderr = run_cli(capsys, "run", "--resume", out, "--quiet")
+    assert code == 0 and stderr == "" and "mse (lower is better)" in stdout
+
+    code, _, stderr = run_cli(capsys, "run", "tiny", "--out", out, *SETS)
+    assert code == EXIT_ERROR and f"--resume {out}" in stderr
+
+
+def test_train_evaluate_report_in_steps(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, stdout, _ = run_cli(capsys, "train", "tiny", "--out", out, "--quiet", *SETS)
+    assert code == 0 and "MAML: 6 iterations" in stdout and f"amortized evaluate {out}" in stdout
+    assert not (out / "results.json").exists()
+    code, _, stderr = run_cli(capsys, "report", out)
+    assert code == EXIT_ERROR and f"amortized evaluate {out}" in stderr
+
+    code, stdout, _ = run_cli(capsys, "evaluate", out, "--quiet")
+    assert code == 0 and "× Bayes" in stdout
+    results = json.loads((out / "results.json").read_text())
+    assert results["preset"] == "tiny" and results["reference"]["name"] == "Bayes"
+    assert not (out / "report.md").exists()
+
+    code, stdout, _ = run_cli(capsys, "report", out)
+    assert code == 0 and (out / "report.md").is_file() and (out / "steps.png").is_file()
+
+
+def test_a_bad_per_learner_value_names_the_learner(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, _, stderr = run_cli(
+        capsys, "train", "tiny", "--out", out, "--set", "learners.MAML.train.iterations=0"
+    )
+    assert code == EXIT_ERROR and "learners.MAML.train: iterations must be > 0, got 0" in stderr
+
+
+def test_run_without_a_preset_runs_quickstart(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(amortized.cli, "train_learners", lambda *args, **options: {})
+    out = tmp_path / "run"
+    code, _, _ = run_cli(capsys, "train", "--out", out, "--quiet")
+    assert code == 0
+    assert 'preset = "quickstart"' in (out / "config.toml").read_text()
+
+
+def test_ctrl_c_stops_cleanly_and_leaves_a_resumable_folder(tmp_path, capsys):
+    out = tmp_path / "run"
+    sets = [*FAST, "learners.MAML.train.iterations=100000", "learners.MAML.train.checkpoint_every=20"]
+    command = [
+        sys.executable,
+        "-m",
+        "amortized.cli",
+        "run",
+        "tiny",
+        "--out",
+        str(out),
+        "--quiet",
+        "--threads",
+        "1",
+    ]
+    process = subprocess.Popen(
+        command + [a for s in sets for a in ("--set", s)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    checkpoint = out / "learners" / "MAML" / "checkpoint.pt"
+    deadline = time.monotonic() + 240
+    while not checkpoint.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "MAML never wrote a checkpoint"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == EXIT_INTERRUPTED, stderr
+    assert stderr.strip() == f"amortized run: interrupted; finish it with: amortized run --resume {out}"
+    assert load_checkpoint(out / "learners" / "LearnedUpdate" / "checkpoint.pt")["iteration"] == 6
+    assert load_checkpoint(checkpoint)["iteration"] >= 20
+    assert not (out / "results.json").exists()
+    code, _, stderr = run_cli(capsys, "evaluate", out)
+    assert code == EXIT_ERROR
+    assert f"MAML, LatentUpdate, InContext-one-shot in {out} are not fully trained" in stderr
+    assert f"amortized train --resume {out}" in stderr

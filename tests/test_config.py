@@ -1,0 +1,212 @@
+import sys
+
+import pytest
+
+from amortized.config import (
+    Experiment,
+    apply_overrides,
+    dump_toml,
+    list_presets,
+    load_preset,
+    parse_value,
+    preset_directory,
+    preset_names,
+)
+from amortized.errors import ConfigError, DataError
+from amortized.learners import InContext, LearnedInit, LearnedUpdate
+from amortized.tasks import LinearRegression
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
+
+DATA_PRESETS = ("mnist", "fashion-mnist")
+QUICK = {"mnist1d": ["family.num_samples=600", "train.num_train=32", "evaluation.num_train=32"]}
+
+
+def tiny(*overrides):
+    return Experiment.from_preset("tiny", list(overrides))
+
+
+def test_presets_ship_inside_the_package_with_descriptions():
+    assert preset_directory().parent.name == "amortized"
+    names = preset_names()
+    for required in (
+        "quickstart",
+        "tiny",
+        "linear-regression",
+        "sinusoid",
+        "digits",
+        "mnist",
+        "fashion-mnist",
+    ):
+        assert required in names
+    assert all(description for _, description in list_presets())
+
+
+@pytest.mark.parametrize("name", [n for n in preset_names() if n not in DATA_PRESETS])
+def test_every_preset_builds(name):
+    experiment = Experiment.from_preset(name, QUICK.get(name, []))
+    assert experiment.learners and experiment.family.input_dim > 0
+    for spec in experiment.learners:
+        learner = spec.build(experiment.family)
+        assert learner.input_dim == experiment.family.input_dim
+
+
+@pytest.mark.parametrize("name", DATA_PRESETS)
+def test_file_based_presets_say_how_to_give_the_data(name, tmp_path):
+    with pytest.raises(DataError, match=r"--set data\.root=DIR"):
+        Experiment.from_preset(name)
+    with pytest.raises(DataError, match="does not exist"):
+        Experiment.from_preset(name, [f"data.root={tmp_path / 'missing'}"])
+
+
+def test_quickstart_covers_every_regime_one_shot_and_iterative_with_baselines_and_bayes():
+    experiment = Experiment.from_preset("quickstart")
+    learners = [spec.build(experiment.family) for spec in experiment.learners]
+    assert {learner.regime for learner in learners} == {"parametric", "explicit", "implicit"}
+    assert {spec.one_shot for spec in experiment.learners} == {True, False}
+    assert {spec.cls for spec in experiment.baselines} == {"SGD", "Adam", "BayesLinearRegression"}
+
+
+def test_learners_are_built_with_widths_from_the_family_and_per_learner_training():
+    experiment = tiny("family.dim=3")
+    learners = {spec.name: spec for spec in experiment.learners}
+    update = learners["LearnedUpdate"].build(experiment.family)
+    assert isinstance(update, LearnedUpdate) and update.model.input_dim == 3
+    maml = learners["MAML"]
+    assert isinstance(maml.build(experiment.family), LearnedInit)
+    assert (maml.train.objective, maml.train.num_steps, maml.train.iterations) == ("full", 2, 20)
+    one_shot = learners["InContext-one-shot"]
+    assert isinstance(one_shot.build(experiment.family), InContext)
+    assert one_shot.one_shot and one_shot.train.num_steps == 1 and one_shot.train.batch_size == 16
+
+
+def test_overrides_reach_tables_and_named_learners():
+    experiment = tiny(
+        "train.iterations=7",
+        "family.noise=0.3",
+        "evaluation.steps=[1, 3]",
+        "learners.LearnedUpdate.train.lr=0.01",
+        "learners.LearnedUpdate.kwargs.width=8",
+        "baselines.SGD.lr_grid=[0.5]",
+    )
+    assert experiment.train.iterations == 7 and experiment.family.noise == 0.3
+    assert experiment.evaluation.steps == [1, 3]
+    update = experiment.learners[0]
+    assert update.train.lr == 0.01 and update.train.iterations == 7 and update.kwargs["width"] == 8
+    assert experiment.baselines[0].lr_grid == [0.5]
+    assert experiment.config["train"]["iterations"] == 7
+
+
+@pytest.mark.parametrize(
+    ("override", "match"),
+    [
+        ("train.iterationz=3", r"unknown key\(s\) train\.iterationz; valid: .*iterations"),
+        ("train.iterations=abc", r"train\.iterations must be an integer, got str 'abc'"),
+        ("train.lr=fast", r"train\.lr must be a number"),
+        ("train.num_steps=[1, 2, 3]", r"train\.num_steps must be"),
+        ("family.noise=loud", r"family\.noise must be a number"),
+        ("family.colour=red", r"unknown key\(s\) family\.colour; valid: .*noise"),
+        ("family.class=Spiral", r"unknown task family 'Spiral'.*valid: .*LinearRegression"),
+        ("evaluation.steps=4", r"evaluation\.steps must be a list of integers"),
+        (
+            "learners.LearnedUpdate.kwargs.width=wide",
+            r"learners\.LearnedUpdate\.kwargs\.width must be an integer",
+        ),
+        ("learners.LearnedUpdate.kwargs.depht=2", r"learners\.LearnedUpdate\.kwargs\.depht; valid: .*depth"),
+        ("learners.LearnedUpdate.class=Oracle", r"unknown learner class 'Oracle'.*valid: .*InContext"),
+        ("learners.LearnedUpdate.one_shot=yes", r"learners\.LearnedUpdate\.one_shot must be true or false"),
+        ("learners.Oracle.train.lr=1", r"no learner named 'Oracle'; valid: LearnedUpdate, MAML"),
+        ("learners.MAML.train.objective=magic", r"unknown objective 'magic'"),
+        ("baselines.SGD.kwargs.lr=0.1", r"tuned from lr_grid"),
+        ("baselines.SGD.tune=sometimes", r"baselines\.SGD\.tune must be 'per_k' or 'once'"),
+        ("baselines.Bayes.lr_grid=[1.0]", r"takes its options from the family"),
+        ("family.class=Sinusoid", r"unknown key\(s\) family\.dim"),
+        ("seed=3", r"unknown key 'seed'.*valid: preset, description, data, family"),
+        ("train", r"--set expects key=value"),
+        ("train..lr=1", r"--set expects key=value"),
+    ],
+)
+def test_mistakes_name_the_key_and_list_valid_choices(override, match):
+    with pytest.raises(ConfigError, match=match):
+        tiny(override)
+
+
+def test_bayes_reference_needs_a_linear_regression_family():
+    config = load_preset("tiny")[1]
+    config["family"] = {"class": "Sinusoid"}
+    with pytest.raises(ConfigError, match="Bayes reference only for LinearRegression"):
+        Experiment.from_config("tiny", config)
+
+
+def test_unknown_preset_lists_the_valid_ones(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown preset 'quickstrat'; valid presets: .*quickstart"):
+        load_preset("quickstrat")
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_preset(str(tmp_path / "mine.toml"))
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[family\nclass = 1")
+    with pytest.raises(ConfigError, match="is not valid TOML"):
+        load_preset(str(broken))
+
+
+def test_a_preset_can_be_a_toml_file(tmp_path):
+    path = tmp_path / "mine.toml"
+    path.write_text(dump_toml(load_preset("tiny")[1]))
+    experiment = Experiment.from_preset(str(path), ["family.dim=4"])
+    assert experiment.name == "mine" and experiment.family.input_dim == 4
+
+
+def test_held_out_classes_become_the_out_of_distribution_family():
+    experiment = Experiment.from_preset("digits")
+    held_out = experiment.ood_families["held_out_classes"]
+    assert len(held_out.classes) == 4 and not set(held_out.classes) & set(experiment.family.classes)
+    config = load_preset("tiny")[1]
+    config["family"]["holdout_classes"] = 2
+    with pytest.raises(ConfigError, match="holdout_classes applies to labelled data sets"):
+        Experiment.from_config("tiny", config)
+
+
+def test_out_of_distribution_overrides_build_shifted_families():
+    experiment = tiny()
+    shifted = experiment.ood_families["noisier"]
+    assert isinstance(shifted, LinearRegression) and shifted.noise == 0.5 and shifted.dim == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("3", 3),
+        ("1e-3", 1e-3),
+        ("true", True),
+        ("[1, 16]", [1, 16]),
+        ('"x y"', "x y"),
+        ("/data/mnist", "/data/mnist"),
+    ],
+)
+def test_override_values_are_toml_or_bare_strings(text, value):
+    assert parse_value(text) == value
+
+
+def test_dump_toml_round_trips():
+    data = {
+        "description": 'quote " and \\ and ünïcode',
+        "seed": 3,
+        "rate": 1e-3,
+        "flag": False,
+        "steps": [1, 2],
+        "family": {"class": "LinearRegression", "dim": 2},
+        "evaluation": {"ood": {"needs quotes": {"noise": 0.5}}},
+        "learners": [{"name": "a", "kwargs": {"model": {"kind": "mlp", "hidden": [4]}}}, {"name": "b"}],
+    }
+    assert tomllib.loads(dump_toml(data)) == data
+    preset = load_preset("quickstart")[1]
+    assert tomllib.loads(dump_toml(preset)) == preset
+
+
+def test_apply_overrides_does_not_touch_the_original():
+    config = load_preset("tiny")[1]
+    apply_overrides(config, ["train.iterations=1", "learners.MAML.kwargs.inner_lr=0.5"])
+    assert config["train"]["iterations"] == 20 and config["learners"][1]["kwargs"]["inner_lr"] == 0.1
