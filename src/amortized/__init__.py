@@ -7,4 +7,26 @@ from amortized.training import TrainConfig, TrainResult, train
 
 __version__ = "0.1.0"
 
-__all__ = ["Learner", "State", "TrainConfig", "TrainResult", "adapt", "load", "save", "train"]
+__all__ = [
+    "AmortizedClassifier",
+    "AmortizedRegressor",
+    "Learner",
+    "State",
+    "TrainConfig",
+    "TrainResult",
+    "adapt",
+    "load",
+    "save",
+    "train",
+]
+
+_ESTIMATORS = ("AmortizedClassifier", "AmortizedRegressor")
+
+
+def __getattr__(name: str) -> object:
+    """The scikit-learn estimators, imported on first use so ``import amortized`` does not load sklearn."""
+    if name in _ESTIMATORS:
+        from amortized import estimators
+
+        return getattr(estimators, name)
+    raise AttributeError(f"module 'amortized' has no attribute {name!r}")

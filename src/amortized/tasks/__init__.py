@@ -11,6 +11,7 @@ from amortized.tasks.datasets import (
     NPZDataset,
     read_idx,
 )
+from amortized.tasks.mixture import MixtureClassification, MixtureRegression
 from amortized.tasks.regression import (
     GaussianProcess,
     LinearRegression,
@@ -27,6 +28,8 @@ __all__ = [
     "LabelledDataset",
     "LinearClassification",
     "LinearRegression",
+    "MixtureClassification",
+    "MixtureRegression",
     "NPZDataset",
     "NonlinearClassification",
     "NonlinearRegression",

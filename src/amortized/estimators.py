@@ -1,0 +1,426 @@
+"""scikit-learn estimators over a trained learner: ``fit`` is amortized inference, not training.
+
+``AmortizedClassifier().fit(X, y).predict(X_new)`` adapts a meta-trained learner to ``(X, y)``:
+the learner's state (``θ`` of a fixed model) is refined over mini-batches of the rows, with no
+gradient step on the network itself. Rows are streamed from the numpy array one mini-batch at a time,
+so memory beyond ``X`` is bounded by the mini-batch (plus one int64 per row for the shuffling order
+and, for classifiers, the mapped labels), and any number of rows can be read.
+
+Which learner: a parametric learner (``LearnedUpdate`` over a ``Linear`` model, as bundled) ends
+adaptation with a state ``θ`` that predicts at any new point in one cheap forward pass. An implicit
+(``InContext``) learner's state is its predictions at query points fixed before adaptation, so
+``predict`` on new rows would need the training data again; those learners are rejected.
+
+How the rows are read. A learner is meta-trained to refine its state for a limited number of steps
+(the bundled ones: 1 to 32), and past that it may drift: on digits, one state of the bundled
+classifier refined for 20, 100 and 200 steps scored 0.93, 0.89 and 0.28 (``benchmarks/estimators.py``).
+So ``fit`` reads the rows in mini-batches of ``batch_size`` for ``num_passes`` passes, split into
+consecutive runs of at most ``horizon`` steps; each run starts from the learner's initial state, and
+the runs' states are averaged, weighted by the rows each read (for a model linear in ``θ``, as
+bundled, averaging ``θ`` averages the runs' logits; for others it is an approximation). With the
+defaults (``"auto"``):
+
+- up to ``64 · horizon`` rows: batches of 64, and as many passes as fit in ``horizon`` steps
+  (iris: 16 passes of 2 steps), since small data sets gain from re-reading;
+- up to ``4096 · horizon`` rows: one pass in ``horizon`` steps of ``rows / horizon`` rows each;
+- beyond that: one pass in batches of 4096, in runs of ``horizon`` steps, averaged.
+
+Preprocessing, computed from ``X`` in a streaming pass:
+
+- features are standardised (zero mean, unit variance; constant features are only centred);
+- inputs narrower than the learner's width are padded with zero columns. A zero column contributes
+  nothing to ``f(x; θ)`` whatever ``θ`` is, and the bundled learners were meta-trained on tasks with
+  a random number of informative features, the rest zero, so padding is exactly the case they saw;
+- wider inputs are reduced to the learner's width (``wide_inputs``): ``"project"`` multiplies by a
+  fixed Gaussian matrix (seed 0) and re-standardises, ``"pca"`` keeps the leading principal
+  components scaled to unit variance (needs a features × features covariance), ``"error"`` refuses;
+- regression targets are standardised and predictions mapped back;
+- class labels of any type are mapped to ``0..C-1`` (sorted) and restored on prediction. The
+  bundled classifier has 10 outputs and was meta-trained on tasks whose ``C <= 10`` labels occupy the
+  first ``C`` outputs; predictions use only those ``C`` logits (the absent classes' probability is
+  zero by construction), so ``predict_proba`` is a softmax over ``C`` logits.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.utils import check_random_state
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted
+
+from amortized.checkpoints import load
+from amortized.errors import ConfigError, LabelError, ShapeError
+from amortized.learners.base import Learner
+from amortized.learners.state import State
+from amortized.validation import check_choice, check_positive_int
+
+try:
+    from sklearn.utils.validation import validate_data
+except ImportError:  # scikit-learn < 1.6
+
+    def validate_data(estimator: BaseEstimator, *args: Any, **kwargs: Any) -> Any:
+        return estimator._validate_data(*args, **kwargs)
+
+
+WIDE_INPUTS = ("project", "pca", "error")
+AUTO_BATCH_SIZES = (64, 4096)
+DEFAULT_HORIZON = 32
+PROJECTION_SEED = 0
+STATISTICS_CHUNK_BYTES = 8 * 2**20
+PREDICT_CHUNK_ROWS = 4096
+PRETRAINED = {"classification": "classifier.pt", "regression": "regressor.pt"}
+
+
+def pretrained_path(task: str) -> Path:
+    """The bundled checkpoint for ``task`` (``"classification"`` or ``"regression"``)."""
+    check_choice("task", task, tuple(PRETRAINED))
+    return Path(str(resources.files("amortized.pretrained").joinpath(PRETRAINED[task])))
+
+
+def load_learner(source: Learner | str | os.PathLike | None, task: str) -> Learner:
+    """The learner an estimator adapts: the bundled one, one from a checkpoint or run folder, or a copy.
+
+    A given :class:`Learner` is deep-copied, so fitting never changes the estimator's parameters.
+    """
+    if source is None:
+        learner = load(pretrained_path(task))
+    elif isinstance(source, Learner):
+        learner = copy.deepcopy(source)
+    elif isinstance(source, str | os.PathLike):
+        path = Path(source)
+        learner = load(path / "checkpoint.pt" if path.is_dir() else path)
+    else:
+        raise ConfigError(
+            f"learner must be None (the bundled one), a Learner, or a checkpoint file or run folder; "
+            f"got {type(source).__name__}"
+        )
+    if learner.task != task:
+        raise ConfigError(f"this estimator needs a {task} learner, but the given learner does {learner.task}")
+    if learner.regime == "implicit":
+        raise ConfigError(
+            f"{type(learner).__name__} is an implicit learner: its state holds predictions at query points "
+            "fixed before adaptation, so it cannot predict at new rows after fit; use a parametric learner "
+            "(e.g. LearnedUpdate) or an explicit one"
+        )
+    return learner.eval()
+
+
+@contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """Run without autograd on ``count`` torch threads, restoring the setting after; ``None`` keeps it.
+
+    An adaptation step is small (a few dozen tokens): on 2 cores shared with other work, one thread
+    took 5 ms a step and two took 50-200 ms, waiting on each other.
+    """
+    previous = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _chunk_rows(num_features: int) -> int:
+    """Rows per chunk of a streaming pass: about ``STATISTICS_CHUNK_BYTES`` of float64."""
+    return max(1, STATISTICS_CHUNK_BYTES // (8 * max(1, num_features)))
+
+
+def _safe_scale(std: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """``std``, with 1 where a column is constant (within rounding of its magnitude)."""
+    tolerance = 100 * np.finfo(np.float64).eps * np.maximum(np.abs(mean), 1.0)
+    return np.where(std > tolerance, std, 1.0)
+
+
+def streaming_moments(X: np.ndarray, transform: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    """Column means and standard deviations of ``transform(X)`` (or ``X``), chunk by chunk in float64.
+
+    Chunks are combined with Chan et al.'s pairwise update, so no ``[rows, features]`` temporary
+    beyond one chunk is made.
+    """
+    count, mean, m2 = 0, None, None
+    step = _chunk_rows(X.shape[1])
+    for start in range(0, len(X), step):
+        chunk = np.asarray(X[start : start + step], dtype=np.float64)
+        if transform is not None:
+            chunk = transform(chunk)
+        size = len(chunk)
+        chunk_mean = chunk.mean(0)
+        chunk_m2 = np.square(chunk - chunk_mean).sum(0)
+        if mean is None:
+            count, mean, m2 = size, chunk_mean, chunk_m2
+            continue
+        delta = chunk_mean - mean
+        total = count + size
+        mean = mean + delta * size / total
+        m2 = m2 + chunk_m2 + np.square(delta) * count * size / total
+        count = total
+    return mean, np.sqrt(m2 / count)
+
+
+class _Amortized(BaseEstimator):
+    """What the classifier and regressor share: loading, preprocessing, the streaming adaptation loop."""
+
+    _task: str
+
+    def __init__(
+        self,
+        learner: Learner | str | os.PathLike | None = None,
+        *,
+        batch_size: int | str = "auto",
+        num_passes: int | str = "auto",
+        horizon: int | None = DEFAULT_HORIZON,
+        wide_inputs: str = "pca",
+        n_threads: int | None = 1,
+        random_state: int | np.random.RandomState | None = None,
+    ) -> None:
+        self.learner = learner
+        self.batch_size = batch_size
+        self.num_passes = num_passes
+        self.horizon = horizon
+        self.wide_inputs = wide_inputs
+        self.n_threads = n_threads
+        self.random_state = random_state
+
+    def _check_options(self) -> None:
+        for name in ("batch_size", "num_passes"):
+            if getattr(self, name) != "auto":
+                check_positive_int(name, getattr(self, name))
+        if self.horizon is not None:
+            check_positive_int("horizon", self.horizon)
+        if self.n_threads is not None:
+            check_positive_int("n_threads", self.n_threads)
+        check_choice("wide_inputs", self.wide_inputs, WIDE_INPUTS)
+
+    def _schedule(self, num_rows: int) -> tuple[int, int]:
+        """The mini-batch size and number of passes, resolving ``"auto"`` (see the module docstring)."""
+        horizon = self.horizon or DEFAULT_HORIZON
+        batch_size = self.batch_size
+        if batch_size == "auto":
+            smallest, largest = AUTO_BATCH_SIZES
+            batch_size = min(max(-(-num_rows // horizon), smallest), largest)
+        batch_size = min(batch_size, num_rows)
+        num_passes = self.num_passes
+        if num_passes == "auto":
+            num_passes = max(1, horizon // -(-num_rows // batch_size))
+        return batch_size, num_passes
+
+    def _fit_inputs(self, X: np.ndarray) -> None:
+        """Standardisation, and the projection to the learner's width if ``X`` is wider."""
+        width = self.learner_.input_dim
+        self.mean_, std = streaming_moments(X)
+        self.scale_ = _safe_scale(std, self.mean_)
+        self.projection_ = self.projection_offset_ = None
+        if self.n_features_in_ <= width:
+            return
+        if self.wide_inputs == "error":
+            raise ShapeError(
+                f"X has {self.n_features_in_} features but the learner reads at most {width}; "
+                "set wide_inputs='project' or 'pca' to reduce them, or use a wider learner"
+            )
+        if self.wide_inputs == "project":
+            generator = np.random.default_rng(PROJECTION_SEED)
+            projection = generator.standard_normal((self.n_features_in_, width)) / np.sqrt(
+                self.n_features_in_
+            )
+        else:
+            projection = self._principal_directions(X, width)
+        mean, std = streaming_moments(X, lambda chunk: self._standardise(chunk) @ projection)
+        scale = _safe_scale(std, mean)
+        self.projection_ = projection / scale
+        self.projection_offset_ = mean / scale
+
+    def _principal_directions(self, X: np.ndarray, width: int) -> np.ndarray:
+        """The ``width`` leading eigenvectors of the standardised features' covariance."""
+        covariance = np.zeros((self.n_features_in_, self.n_features_in_))
+        step = _chunk_rows(X.shape[1])
+        for start in range(0, len(X), step):
+            chunk = self._standardise(np.asarray(X[start : start + step], dtype=np.float64))
+            covariance += chunk.T @ chunk
+        _, vectors = np.linalg.eigh(covariance / len(X))
+        return vectors[:, ::-1][:, :width]
+
+    def _standardise(self, rows: np.ndarray) -> np.ndarray:
+        return (rows - self.mean_) / self.scale_
+
+    def _inputs(self, rows: np.ndarray) -> torch.Tensor:
+        """Rows of ``X`` as learner inputs ``[1, rows, width]``: standardised, projected or padded."""
+        z = self._standardise(np.asarray(rows, dtype=np.float64))
+        if self.projection_ is not None:
+            z = z @ self.projection_ - self.projection_offset_
+        tensor = torch.zeros(1, len(z), self.learner_.input_dim)
+        tensor[0, :, : z.shape[1]] = torch.from_numpy(z)
+        return tensor
+
+    def _adapt(self, X: np.ndarray, targets: np.ndarray) -> None:
+        """Refine the learner's state over shuffled passes of mini-batches, in runs of ``horizon`` steps.
+
+        The runs' states are averaged, weighted by rows read; run lengths are as equal as possible.
+        """
+        rng = check_random_state(self.random_state)
+        batch_size, num_passes = self._schedule(len(X))
+        total_steps = num_passes * -(-len(X) // batch_size)
+        num_runs = 1 if self.horizon is None else -(-total_steps // self.horizon)
+        run_starts = {round(i * total_steps / num_runs) for i in range(1, num_runs)}
+        value_sum, rows_read, run_rows, step = 0.0, 0, 0, 0
+        state = self.learner_.init_state(1)
+        for _ in range(num_passes):
+            order = rng.permutation(len(X))
+            for start in range(0, len(X), batch_size):
+                if step in run_starts:
+                    value_sum = value_sum + run_rows * state.value
+                    state, run_rows = self.learner_.init_state(1), 0
+                index = np.sort(order[start : start + batch_size])
+                state = self.learner_.step(state, self._inputs(X[index]), self._targets(targets[index]))
+                run_rows, rows_read, step = run_rows + len(index), rows_read + len(index), step + 1
+        if num_runs > 1:
+            state = replace(state, value=(value_sum + run_rows * state.value) / rows_read)
+        self.state_: State = state
+        self.batch_size_, self.num_passes_ = batch_size, num_passes
+        self.n_steps_, self.n_runs_ = step, num_runs
+
+    def _targets(self, rows: np.ndarray) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _outputs(self, X: Any) -> np.ndarray:
+        """The learner's outputs (means or logits) at the rows of ``X``, computed chunk by chunk."""
+        check_is_fitted(self, "state_")
+        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        outputs = np.empty((len(X), self.learner_.output_dim), dtype=np.float64)
+        with torch_threads(self.n_threads):
+            for start in range(0, len(X), PREDICT_CHUNK_ROWS):
+                rows = X[start : start + PREDICT_CHUNK_ROWS]
+                outputs[start : start + len(rows)] = self.learner_.predict(self.state_, self._inputs(rows))[0]
+        return outputs
+
+
+class AmortizedClassifier(ClassifierMixin, _Amortized):
+    """A classifier that adapts a meta-trained learner to ``(X, y)`` by amortized inference.
+
+    Parameters
+    ----------
+    learner : None, Learner, or path
+        ``None`` uses the bundled pretrained classifier (``amortized/pretrained/classifier.pt``);
+        a path is a checkpoint file or a run folder holding ``checkpoint.pt``; a ``Learner`` is
+        copied. It must be a classification learner whose state predicts at new points.
+    batch_size : int or "auto"
+        Rows per adaptation step (the bundled learner was meta-trained on 64); ``"auto"``: see the
+        module docstring.
+    num_passes : int or "auto"
+        Passes over the rows; each pass reads them in a new random order.
+    horizon : int or None
+        Most steps one state is refined for; longer reading is split into runs from the initial
+        state whose states are averaged. Set it to the most steps the learner was meta-trained for
+        (32 for the bundled learners); ``None`` refines one state over everything.
+    wide_inputs : {"pca", "project", "error"}
+        What to do with more features than the learner reads (see the module docstring).
+    n_threads : int or None
+        Torch threads during ``fit`` and ``predict`` (restored afterwards); ``None`` keeps torch's.
+    random_state : int, RandomState or None
+        Seeds the order the rows are read in.
+
+    Attributes
+    ----------
+    classes_ : the class labels, sorted; ``learner_`` : the learner adapted; ``state_`` : its
+    adapted state; ``mean_``, ``scale_`` : the feature standardisation; ``projection_``,
+    ``projection_offset_`` : the reduction of wide inputs (``None`` if not needed);
+    ``batch_size_``, ``num_passes_``, ``n_steps_``, ``n_runs_`` : how the rows were read.
+    """
+
+    _task = "classification"
+
+    def fit(self, X: Any, y: Any) -> AmortizedClassifier:
+        """Adapt the learner to ``(X, y)``; labels of any type are mapped to ``0..C-1``."""
+        self._check_options()
+        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
+        check_classification_targets(y)
+        self.classes_, labels = np.unique(y, return_inverse=True)
+        if len(self.classes_) < 2:
+            raise LabelError(
+                f"y holds 1 class ({self.classes_.tolist()}); a classifier needs at least 2 classes"
+            )
+        self.learner_ = load_learner(self.learner, self._task)
+        if len(self.classes_) > self.learner_.num_classes:
+            raise LabelError(
+                f"y holds {len(self.classes_)} classes but the learner supports at most "
+                f"{self.learner_.num_classes}; use a learner trained with more outputs"
+            )
+        self._fit_inputs(X)
+        with torch_threads(self.n_threads):
+            self._adapt(X, labels)
+        return self
+
+    def _targets(self, rows: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(rows.astype(np.int64))[None]
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities ``[rows, classes]``, columns in the order of ``classes_``."""
+        logits = self._logits(X)
+        probabilities = np.exp(logits)
+        return probabilities / probabilities.sum(1, keepdims=True)
+
+    def predict_log_proba(self, X: Any) -> np.ndarray:
+        """Log class probabilities ``[rows, classes]``."""
+        logits = self._logits(X)
+        return logits - np.log(np.exp(logits).sum(1, keepdims=True))
+
+    def predict(self, X: Any) -> np.ndarray:
+        """The most probable class of each row, as one of ``classes_``."""
+        best = self._logits(X).argmax(1)
+        return self.classes_[best]
+
+    def _logits(self, X: Any) -> np.ndarray:
+        """The logits of the fitted classes only, shifted so the largest per row is 0."""
+        check_is_fitted(self, "state_")
+        logits = self._outputs(X)[:, : len(self.classes_)]
+        return logits - logits.max(1, keepdims=True)
+
+
+class AmortizedRegressor(RegressorMixin, _Amortized):
+    """A regressor that adapts a meta-trained learner to ``(X, y)`` by amortized inference.
+
+    Parameters and attributes are those of :class:`AmortizedClassifier`, with a regression learner
+    (``None`` uses ``amortized/pretrained/regressor.pt``) and ``y_mean_``, ``y_scale_`` instead of
+    ``classes_``. ``y`` is one target per row; it is standardised for the learner and predictions
+    are mapped back to its scale.
+    """
+
+    _task = "regression"
+
+    def fit(self, X: Any, y: Any) -> AmortizedRegressor:
+        """Adapt the learner to ``(X, y)`` with ``y`` standardised."""
+        self._check_options()
+        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], y_numeric=True)
+        self.learner_ = load_learner(self.learner, self._task)
+        if self.learner_.output_dim != 1:
+            outputs = self.learner_.output_dim
+            raise ConfigError(
+                f"AmortizedRegressor predicts one target, but the learner has {outputs} outputs"
+            )
+        mean, std = streaming_moments(np.asarray(y, dtype=np.float64).reshape(-1, 1))
+        self.y_mean_, self.y_scale_ = float(mean[0]), float(_safe_scale(std, mean)[0])
+        self._fit_inputs(X)
+        with torch_threads(self.n_threads):
+            self._adapt(X, y)
+        return self
+
+    def _targets(self, rows: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy((rows.astype(np.float64) - self.y_mean_) / self.y_scale_).float()[
+            None, :, None
+        ]
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predicted targets ``[rows]`` on the scale of the ``y`` given to ``fit``."""
+        return self._outputs(X)[:, 0] * self.y_scale_ + self.y_mean_

@@ -1,0 +1,203 @@
+"""Broad priors over tabular tasks: mixtures of linear and nonlinear tasks of random width.
+
+These are the priors the bundled scikit-learn estimators (:mod:`amortized.estimators`) are
+meta-trained on. Each task looks like a standardised table the estimator would be given:
+
+- a random number of informative features ``d`` (log-uniform in ``[min_dim, max_dim]``), the rest of
+  the ``max_dim`` columns zero, exactly as the estimator pads narrower inputs with zeros;
+- correlated features (a random mixing of Gaussian latents), standardised with the training split's
+  statistics, as the estimator standardises with the statistics of the data it is fitted on;
+- a target that is linear in the features for a share ``linear_share`` of the tasks and a random
+  MLP of them otherwise.
+
+Regression targets are scaled to unit signal variance plus noise of a random level, then
+standardised with the training split's statistics (as the estimator standardises ``y``).
+Classification tasks have a random number of classes ``C`` in ``[2, max_classes]``; labels occupy
+``0..C-1`` and the true logits of the absent classes are ``-inf``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from amortized.errors import ConfigError
+from amortized.tasks import _sampling as draw
+from amortized.tasks.base import TaskBatch, TaskFamily
+from amortized.validation import check_positive_int
+
+
+def _check_fraction(name: str, value: float) -> float:
+    if not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise ConfigError(f"{name} must be a number in [0, 1], got {value!r}")
+    return float(value)
+
+
+def _check_range(name: str, value: tuple[float, float]) -> tuple[float, float]:
+    low, high = value
+    if not 0 < low <= high:
+        raise ConfigError(f"{name} must be a range (low, high) with 0 < low <= high, got {value!r}")
+    return float(low), float(high)
+
+
+def _log_uniform(shape: tuple[int, ...], low: float, high: float, generator) -> Tensor:
+    return torch.exp(draw.uniform(shape, math.log(low), math.log(high), generator))
+
+
+def _standardise_by_train(values: Tensor, num_train: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Centre and scale ``values`` ``[tasks, points, k]`` by the training points' mean and std.
+
+    Constant columns (the zero padding) are only centred. Returns the result and the statistics.
+    """
+    std, mean = torch.std_mean(values[:, :num_train], dim=1, keepdim=True, correction=0)
+    scale = torch.where(std > 1e-6, std, torch.ones_like(std))
+    return (values - mean) / scale, mean, scale
+
+
+class _TabularPrior(TaskFamily):
+    """Shared draws: widths, correlated standardised inputs, linear or MLP functions of them."""
+
+    def __init__(
+        self,
+        max_dim: int,
+        min_dim: int,
+        linear_share: float,
+        hidden: tuple[int, ...],
+        correlation: float,
+    ) -> None:
+        self.max_dim = check_positive_int("max_dim", max_dim)
+        self.min_dim = check_positive_int("min_dim", min_dim)
+        if min_dim > max_dim:
+            raise ConfigError(f"min_dim must be <= max_dim, got min_dim={min_dim}, max_dim={max_dim}")
+        self.linear_share = _check_fraction("linear_share", linear_share)
+        self.hidden = tuple(check_positive_int("hidden width", h) for h in hidden)
+        if not isinstance(correlation, int | float) or correlation < 0:
+            raise ConfigError(f"correlation must be a number >= 0, got {correlation!r}")
+        self.correlation = float(correlation)
+        self.input_dim = max_dim
+
+    def _inputs(self, num_tasks: int, num_points: int, generator) -> tuple[Tensor, Tensor]:
+        """Inputs ``[tasks, points, max_dim]`` with ``d`` informative columns, and the column mask."""
+        low, high = math.log(self.min_dim), math.log(self.max_dim + 1)
+        dims = torch.exp(draw.uniform((num_tasks,), low, high, generator)).floor().clamp(max=self.max_dim)
+        mask = (torch.arange(self.max_dim) < dims[:, None]).float()[:, None, :]
+        latent = draw.normal((num_tasks, num_points, self.max_dim), generator)
+        strength = draw.uniform((num_tasks, 1, 1), 0.0, self.correlation, generator)
+        mixing = draw.normal((num_tasks, self.max_dim, self.max_dim), generator) / math.sqrt(self.max_dim)
+        x = latent @ (torch.eye(self.max_dim) + strength * mixing)
+        return x * mask, mask
+
+    def _function(self, x: Tensor, mask: Tensor, num_outputs: int, generator) -> Tensor:
+        """Per-task functions of ``x``: linear for a share of tasks, a random MLP for the others.
+
+        The MLP reads ``x`` rescaled by ``sqrt(max_dim / d)``, so its hidden units are as nonlinear
+        for a task with few informative features as for one with many.
+        """
+        num_tasks = x.shape[0]
+        params = draw.random_mlp(num_tasks, [self.max_dim, *self.hidden, num_outputs], "tanh", generator)
+        widen = (self.max_dim / mask.sum(-1, keepdim=True)).sqrt()
+        nonlinear = draw.apply_mlp(params, x * widen, "tanh")
+        weights = draw.normal((num_tasks, self.max_dim, num_outputs), generator)
+        linear = x @ weights
+        is_linear = (draw.uniform((num_tasks, 1, 1), 0.0, 1.0, generator) < self.linear_share).float()
+        return is_linear * _unit_scale(linear) + (1 - is_linear) * _unit_scale(nonlinear)
+
+
+def _unit_scale(values: Tensor) -> Tensor:
+    """Centred and scaled to unit standard deviation per task (over points and outputs)."""
+    centred = values - values.mean(1, keepdim=True)
+    return centred / centred.flatten(1).std(1).clamp_min(1e-6)[:, None, None]
+
+
+class MixtureRegression(_TabularPrior):
+    """Regression tasks of random width and noise, linear or nonlinear, with standardised ``x`` and ``y``.
+
+    The noise standard deviation relative to the signal's is log-uniform in ``noise``.
+    ``f_query`` is the noiseless target on the same standardised scale as ``y_query``.
+    """
+
+    def __init__(
+        self,
+        max_dim: int = 32,
+        min_dim: int = 1,
+        linear_share: float = 0.5,
+        hidden: tuple[int, ...] = (32,),
+        correlation: float = 1.0,
+        noise: tuple[float, float] = (0.05, 1.0),
+    ) -> None:
+        super().__init__(max_dim, min_dim, linear_share, hidden, correlation)
+        self.noise = _check_range("noise", noise)
+        self.output_dim = 1
+
+    def _sample(self, num_tasks, num_train, num_query, generator):
+        x, mask = self._inputs(num_tasks, num_train + num_query, generator)
+        f = self._function(x, mask, 1, generator)
+        noise = _log_uniform((num_tasks, 1, 1), *self.noise, generator)
+        y = f + noise * draw.normal(f.shape, generator)
+        x, _, _ = _standardise_by_train(x, num_train)
+        y, mean, scale = _standardise_by_train(y, num_train)
+        f = (f - mean) / scale
+        return TaskBatch(
+            x_train=x[:, :num_train] * mask,
+            y_train=y[:, :num_train],
+            x_query=x[:, num_train:] * mask,
+            y_query=y[:, num_train:],
+            f_query=f[:, num_train:],
+            params={"noise": noise.view(-1), "dims": mask.sum((1, 2))},
+        )
+
+
+class MixtureClassification(_TabularPrior):
+    """Classification tasks with a random number of classes in ``[2, max_classes]``, random width.
+
+    True logits are ``g(x) · sharpness + bias``: ``g`` linear or a random MLP scaled to unit
+    variance, ``sharpness`` log-uniform in ``sharpness`` (how separable the classes are) and a
+    per-class bias of standard deviation ``imbalance`` (unequal class frequencies). The learner
+    predicts ``max_classes`` logits; a task with ``C`` classes uses labels ``0..C-1`` only and its
+    absent classes have true logit ``-inf``.
+    """
+
+    def __init__(
+        self,
+        max_dim: int = 32,
+        max_classes: int = 10,
+        min_dim: int = 1,
+        linear_share: float = 0.5,
+        hidden: tuple[int, ...] = (32,),
+        correlation: float = 1.0,
+        sharpness: tuple[float, float] = (1.0, 10.0),
+        imbalance: float = 0.5,
+    ) -> None:
+        super().__init__(max_dim, min_dim, linear_share, hidden, correlation)
+        self.max_classes = check_positive_int("max_classes", max_classes)
+        if max_classes < 2:
+            raise ConfigError(f"max_classes must be >= 2, got {max_classes}")
+        self.sharpness = _check_range("sharpness", sharpness)
+        if not isinstance(imbalance, int | float) or imbalance < 0:
+            raise ConfigError(f"imbalance must be a number >= 0, got {imbalance!r}")
+        self.imbalance = float(imbalance)
+        self.num_classes = self.output_dim = max_classes
+
+    def _sample(self, num_tasks, num_train, num_query, generator):
+        num_points = num_train + num_query
+        x, mask = self._inputs(num_tasks, num_points, generator)
+        classes = 2 + torch.randint(self.max_classes - 1, (num_tasks,), generator=generator)
+        present = torch.arange(self.max_classes) < classes[:, None]
+        sharpness = _log_uniform((num_tasks, 1, 1), *self.sharpness, generator)
+        bias = self.imbalance * draw.normal((num_tasks, 1, self.max_classes), generator)
+        logits = self._function(x, mask, self.max_classes, generator) * sharpness + bias
+        logits = logits.masked_fill(~present[:, None, :], -math.inf)
+        probs = torch.softmax(logits, -1).reshape(-1, self.max_classes)
+        y = torch.multinomial(probs, 1, generator=generator).view(num_tasks, num_points)
+        x, _, _ = _standardise_by_train(x, num_train)
+        x = x * mask
+        return TaskBatch(
+            x_train=x[:, :num_train],
+            y_train=y[:, :num_train],
+            x_query=x[:, num_train:],
+            y_query=y[:, num_train:],
+            f_query=logits[:, num_train:],
+            params={"num_classes": classes, "dims": mask.sum((1, 2))},
+        )

@@ -1,0 +1,309 @@
+"""The scikit-learn estimators: sklearn's own checks, preprocessing, errors, and the bundled learners.
+
+``check_estimator`` runs on estimators built from a tiny untrained learner saved to a checkpoint
+(a path is a plain-string parameter, so sklearn's clone and parameter checks see a simple value).
+Checks skipped there, and why:
+
+- ``check_classifiers_train`` / ``check_regressors_train`` assert a minimum training accuracy
+  (0.83) or R² (0.5); an untrained learner cannot reach it. They are run below on the bundled
+  pretrained learners instead, which pass them.
+
+sklearn itself skips the pandas checks when pandas is not installed and the array-API check unless
+``SCIPY_ARRAY_API`` is set.
+
+A :class:`Learner` object given as ``learner`` would also fail ``check_estimators_overwrite_params``:
+``joblib.hash`` of a torch tensor differs from that of its deep copy, even unchanged, and the check
+compares against a deep copy. ``test_fit_does_not_change_a_given_learner`` checks that instead.
+"""
+
+import atexit
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.datasets import load_breast_cancer, load_iris, load_wine
+from sklearn.model_selection import cross_val_score, train_test_split
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import (
+    check_classifiers_train,
+    check_regressors_train,
+    parametrize_with_checks,
+)
+
+import amortized
+from amortized import estimators
+from amortized.errors import ConfigError, LabelError, ShapeError
+from amortized.estimators import AmortizedClassifier, AmortizedRegressor, pretrained_path
+from amortized.learners import InContext, LearnedUpdate
+from amortized.models import Linear
+
+TINY = {"width": 16, "depth": 1, "heads": 2}
+WIDTH = 4
+
+
+def tiny_learner(task="classification", classes=5):
+    outputs = classes if task == "classification" else 1
+    return LearnedUpdate(Linear(WIDTH, outputs), task=task, **TINY)
+
+
+CHECKPOINTS = Path(tempfile.mkdtemp(prefix="amortized-estimator-tests-"))
+atexit.register(shutil.rmtree, CHECKPOINTS, ignore_errors=True)
+
+
+def tiny_checkpoint(task):
+    """A tiny untrained learner saved to a file: sklearn's checks need estimators at collection."""
+    path = CHECKPOINTS / f"tiny-{task}.pt"
+    amortized.save(tiny_learner(task), path)
+    return str(path)
+
+
+SKIPPED_WITH_TINY_LEARNER = {
+    "check_classifiers_train": "needs a trained learner; run on the pretrained one below",
+    "check_regressors_train": "needs a trained learner; run on the pretrained one below",
+}
+
+
+@parametrize_with_checks(
+    [
+        AmortizedClassifier(tiny_checkpoint("classification"), random_state=0),
+        AmortizedRegressor(tiny_checkpoint("regression"), random_state=0),
+    ]
+)
+def test_sklearn_estimator_checks(estimator, check):
+    name = check.func.__name__
+    if name in SKIPPED_WITH_TINY_LEARNER:
+        pytest.skip(SKIPPED_WITH_TINY_LEARNER[name])
+    check(estimator)
+
+
+def test_pretrained_learners_pass_the_training_checks():
+    check_classifiers_train("AmortizedClassifier", AmortizedClassifier(random_state=0))
+    check_regressors_train("AmortizedRegressor", AmortizedRegressor(random_state=0))
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    generator = np.random.default_rng(0)
+    centres = generator.normal(size=(3, WIDTH)) * 3
+    labels = generator.integers(0, 3, size=120)
+    return centres[labels] + generator.normal(size=(120, WIDTH)), labels
+
+
+def test_labels_of_any_type_are_mapped_and_restored(blobs):
+    X, labels = blobs
+    for names in (np.array(["cat", "dog", "eel"]), np.array([-7, 3, 40]), np.array([5.0, 1.0, 2.0])):
+        y = names[labels]
+        model = AmortizedClassifier(tiny_learner(), random_state=0).fit(X, y)
+        assert list(model.classes_) == sorted(names)
+        predicted = model.predict(X)
+        assert predicted.dtype == y.dtype and set(predicted) <= set(names)
+        proba = model.predict_proba(X)
+        assert proba.shape == (len(X), 3) and np.allclose(proba.sum(1), 1)
+        assert np.array_equal(model.classes_[proba.argmax(1)], predicted)
+        assert np.allclose(np.exp(model.predict_log_proba(X)), proba)
+
+
+def test_probabilities_are_a_softmax_over_the_present_classes_only():
+    learner = tiny_learner(classes=10)
+    torch.nn.init.normal_(learner.theta0)  # the untrained update leaves θ at θ_0: make all logits differ
+    X, y = np.random.default_rng(0).normal(size=(40, WIDTH)), np.arange(40) % 3
+    model = AmortizedClassifier(learner).fit(X, y)
+    logits = model._outputs(X)
+    assert logits.shape == (40, 10)
+    expected = np.exp(logits[:, :3]) / np.exp(logits[:, :3]).sum(1, keepdims=True)
+    assert np.allclose(model.predict_proba(X), expected)
+
+
+def test_narrow_inputs_are_padded_with_zero_columns(blobs):
+    X, y = blobs
+    narrow = X[:, :2]
+    padded = np.hstack([narrow, np.zeros((len(X), WIDTH - 2))])
+    a = AmortizedClassifier(tiny_learner(), random_state=0).fit(narrow, y)
+    b = AmortizedClassifier(tiny_learner(), random_state=0).fit(padded, y)
+    assert np.allclose(a.predict_proba(narrow), b.predict_proba(padded))
+    inputs = a._inputs(narrow[:5])
+    assert inputs.shape == (1, 5, WIDTH) and torch.equal(inputs[0, :, 2:], torch.zeros(5, WIDTH - 2))
+
+
+@pytest.mark.parametrize("wide_inputs", ["project", "pca"])
+def test_wide_inputs_are_reduced_to_standardised_columns(wide_inputs):
+    generator = np.random.default_rng(1)
+    X = generator.normal(size=(300, 3)) @ generator.normal(size=(3, 12)) * 5 + 100
+    y = (X[:, 0] > 100).astype(int)
+    model = AmortizedClassifier(tiny_learner(), wide_inputs=wide_inputs, random_state=0).fit(X, y)
+    assert model.projection_.shape == (12, WIDTH)
+    inputs = model._inputs(X)[0].double()
+    assert torch.allclose(inputs.mean(0), torch.zeros(WIDTH, dtype=torch.float64), atol=1e-5)
+    if wide_inputs == "pca":  # rank 3: three unit-variance components, the rest constant (zero)
+        assert torch.allclose(inputs.std(0, correction=0)[:3], torch.ones(3, dtype=torch.float64), atol=1e-4)
+        assert inputs[:, 3:].abs().max() < 1e-4
+    else:
+        assert torch.allclose(inputs.std(0, correction=0), torch.ones(WIDTH, dtype=torch.float64), atol=1e-4)
+    assert model.predict(X).shape == (300,)
+    with pytest.raises(ShapeError, match="12 features but the learner reads at most 4"):
+        AmortizedClassifier(tiny_learner(), wide_inputs="error").fit(X, y)
+
+
+def test_memory_is_bounded_by_the_mini_batch(monkeypatch, blobs):
+    X, y = blobs
+    X, y = np.tile(X, (5, 1)), np.tile(y, 5)
+    sizes = []
+    original = estimators._Amortized._inputs
+
+    def spy(self, rows):
+        sizes.append(len(rows))
+        return original(self, rows)
+
+    monkeypatch.setattr(estimators._Amortized, "_inputs", spy)
+    monkeypatch.setattr(estimators, "PREDICT_CHUNK_ROWS", 100)
+    model = AmortizedClassifier(tiny_learner(), batch_size=32, num_passes=2, random_state=0).fit(X, y)
+    assert (model.n_steps_, model.n_runs_) == (2 * 19, 2)  # 38 steps: two runs of 19
+    assert max(sizes) == 32 and sum(sizes) == 2 * 600
+    sizes.clear()
+    model.predict(X)
+    assert max(sizes) == 100 and sum(sizes) == 600
+
+
+@pytest.mark.parametrize(
+    ("rows", "batch_size", "num_passes"),
+    [(20, 20, 32), (105, 64, 16), (1_000, 64, 2), (5_000, 157, 1), (10**6, 4096, 1)],
+)
+def test_auto_schedule_fills_the_horizon_and_caps_the_batch(rows, batch_size, num_passes):
+    assert AmortizedClassifier()._schedule(rows) == (batch_size, num_passes)
+    assert AmortizedClassifier(batch_size=10, num_passes=3)._schedule(rows) == (min(10, rows), 3)
+
+
+def test_runs_restart_from_the_initial_state_and_are_averaged():
+    X, y = load_iris(return_X_y=True)
+    full_batch = {"batch_size": len(X), "random_state": 0}
+    two_runs = AmortizedClassifier(horizon=4, num_passes=8, **full_batch).fit(X, y)
+    one_run = AmortizedClassifier(horizon=None, num_passes=4, **full_batch).fit(X, y)
+    longer = AmortizedClassifier(horizon=None, num_passes=8, **full_batch).fit(X, y)
+    assert (two_runs.n_runs_, two_runs.n_steps_, one_run.n_runs_) == (2, 8, 1)
+    # every step reads all rows, so both runs equal the one 4-step run, and so does their average
+    assert torch.allclose(two_runs.state_.value, one_run.state_.value, atol=1e-5)
+    assert not torch.allclose(two_runs.state_.value, longer.state_.value, atol=1e-3)
+
+
+def test_torch_threads_are_set_during_fit_and_restored(monkeypatch, blobs):
+    X, y = blobs
+    seen = []
+    original = LearnedUpdate.step
+    monkeypatch.setattr(
+        LearnedUpdate, "step", lambda *args: seen.append(torch.get_num_threads()) or original(*args)
+    )
+    threads = torch.get_num_threads()
+    AmortizedClassifier(tiny_learner(), n_threads=1).fit(X, y)
+    assert set(seen) == {1} and torch.get_num_threads() == threads
+
+
+@pytest.mark.parametrize(
+    ("make", "X", "y", "error", "match"),
+    [
+        (AmortizedClassifier, [[np.nan, 1.0, 0.0, 0.0]] * 4, [0, 1, 0, 1], ValueError, "NaN"),
+        (AmortizedRegressor, np.ones((4, WIDTH)), ["a", "b", "a", "b"], ValueError, "could not convert"),
+        (AmortizedClassifier, np.ones((4, WIDTH)), [1, 1, 1, 1], LabelError, "at least 2 classes"),
+        (AmortizedClassifier, np.ones((4, WIDTH)), [0.5, 1.5, 2.5, 3.5], ValueError, "Unknown label type"),
+        (AmortizedClassifier, np.ones((6, WIDTH)), list(range(6)), LabelError, "6 classes .* at most 5"),
+        (AmortizedClassifier, np.ones(4), [0, 1, 0, 1], ValueError, "2D array"),
+        (AmortizedClassifier, np.ones((4, WIDTH)), [0, 1, 0], ValueError, "inconsistent numbers of samples"),
+    ],
+)
+def test_bad_inputs_raise_clear_errors(make, X, y, error, match):
+    task = "classification" if make is AmortizedClassifier else "regression"
+    with pytest.raises(error, match=match):
+        make(tiny_learner(task)).fit(X, y)
+
+
+def test_bad_options_and_learners_raise_clear_errors(blobs):
+    X, y = blobs
+    with pytest.raises(ConfigError, match="batch_size must be > 0"):
+        AmortizedClassifier(tiny_learner(), batch_size=0).fit(X, y)
+    with pytest.raises(ConfigError, match="num_passes must be an integer"):
+        AmortizedClassifier(tiny_learner(), num_passes=1.5).fit(X, y)
+    with pytest.raises(ConfigError, match="horizon must be > 0"):
+        AmortizedClassifier(tiny_learner(), horizon=0).fit(X, y)
+    with pytest.raises(ConfigError, match="n_threads must be an integer"):
+        AmortizedClassifier(tiny_learner(), n_threads="all").fit(X, y)
+    with pytest.raises(ConfigError, match="wide_inputs"):
+        AmortizedClassifier(tiny_learner(), wide_inputs="crop").fit(X, y)
+    with pytest.raises(ConfigError, match="needs a regression learner"):
+        AmortizedRegressor(tiny_learner()).fit(X, y.astype(float))
+    with pytest.raises(ConfigError, match="implicit learner"):
+        AmortizedClassifier(InContext(WIDTH, 5, task="classification", **TINY)).fit(X, y)
+    with pytest.raises(ConfigError, match="learner must be"):
+        AmortizedClassifier(learner=3).fit(X, y)
+    model = AmortizedClassifier(tiny_learner()).fit(X, y)
+    with pytest.raises(ValueError, match="X has 3 features, but AmortizedClassifier is expecting 4"):
+        model.predict(X[:, :3])
+
+
+def test_fit_does_not_change_a_given_learner(blobs):
+    X, y = blobs
+    learner = tiny_learner().train()
+    before = {name: value.clone() for name, value in learner.state_dict().items()}
+    AmortizedClassifier(learner, random_state=0).fit(X, y)
+    assert learner.training
+    assert all(torch.equal(before[name], value) for name, value in learner.state_dict().items())
+
+
+def test_learner_from_a_checkpoint_file_or_run_folder(tmp_path, blobs):
+    X, y = blobs
+    learner = tiny_learner()
+    amortized.save(learner, tmp_path / "checkpoint.pt")
+    expected = AmortizedClassifier(learner, random_state=0).fit(X, y).predict_proba(X)
+    for source in (tmp_path, tmp_path / "checkpoint.pt", str(tmp_path / "checkpoint.pt")):
+        assert np.allclose(AmortizedClassifier(source, random_state=0).fit(X, y).predict_proba(X), expected)
+
+
+def test_random_state_fixes_the_result():
+    X, y = load_wine(return_X_y=True)
+    runs = [AmortizedClassifier(random_state=seed).fit(X, y).predict_proba(X) for seed in (3, 3, 4)]
+    assert np.array_equal(runs[0], runs[1])
+    assert not np.allclose(runs[0], runs[2])
+
+
+@pytest.mark.parametrize(
+    ("load", "margin"),
+    [(load_iris, 0.4), (load_wine, 0.4), (load_breast_cancer, 0.25)],
+    ids=["iris", "wine", "breast_cancer"],
+)
+def test_pretrained_classifier_beats_the_majority_class(load, margin):
+    X, y = load(return_X_y=True)
+    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.3, random_state=0, stratify=y)
+    majority = np.mean(y_test == np.bincount(y_train).argmax())
+    accuracy = AmortizedClassifier(random_state=0).fit(X_train, y_train).score(X_test, y_test)
+    assert accuracy > majority + margin, (accuracy, majority)
+
+
+def test_pretrained_regressor_beats_predicting_the_mean():
+    generator = np.random.default_rng(0)
+    X = generator.normal(size=(600, 5)) * [1, 10, 0.1, 3, 1] + 50
+    y = X @ np.array([2.0, -0.3, 10.0, 0.5, 0.0]) + 7 + generator.normal(size=600)
+    model = AmortizedRegressor(random_state=0).fit(X[:400], y[:400])
+    assert model.score(X[400:], y[400:]) > 0.9  # R²: predicting the mean scores 0
+
+
+def test_estimators_work_in_pipelines_and_cross_validation():
+    X, y = load_iris(return_X_y=True)
+    pipeline = make_pipeline(StandardScaler(), AmortizedClassifier(random_state=0))
+    scores = cross_val_score(pipeline, X, y, cv=3)
+    assert scores.mean() > 0.7, scores
+    assert clone(AmortizedClassifier(batch_size=16)).get_params()["batch_size"] == 16
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_bundled_checkpoints_are_small_and_carry_cards(task):
+    path = pretrained_path(task)
+    assert path.stat().st_size < 4 * 2**20
+    card = json.loads(path.with_suffix(".json").read_text())
+    learner = amortized.load(path)
+    assert card["learner"] == learner.describe()
+    assert learner.task == task and card["prior"]["class"].startswith("Mixture")
+    assert {"train_config", "train_cpu_seconds", "command", "evaluation"} <= set(card)
