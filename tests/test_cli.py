@@ -62,7 +62,7 @@ def test_without_a_command_prints_help(capsys):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["run", "quickstrat"], "unknown preset 'quickstrat'; valid presets: digits"),
+        (["run", "quickstrat"], "unknown preset 'quickstrat'; valid presets: alphabet, digits"),
         (
             ["run", "tiny", "--set", "train.iterations=abc"],
             "train.iterations must be an integer, got str 'abc'",

@@ -63,12 +63,17 @@ FAMILIES: dict[str, Callable[..., TaskFamily]] = {
         "MNIST",
         "FashionMNIST",
         "NPZDataset",
+        "GaussianMixture",
+        "Alphabet",
+        "RandomSCM",
     )
 }
 """Task families a preset can name in ``[family] class``."""
 
 TUNED_BASELINES = ("SGD", "Adam")
 REFERENCE = "BayesLinearRegression"
+FIXED_BASELINES = ("GaussianMixtureFit", "EmpiricalSamples", "RandomOrder", "VarianceOrder")
+"""References with nothing to learn or tune (of generative and causal tasks): run as they are."""
 PREDICTORS = {"linear": Linear, "mlp": MLP}
 
 _TOP_KEYS = ("preset", "description", "data", "family", "train", "evaluation", "learners", "baselines")
@@ -373,7 +378,8 @@ class LearnerSpec:
 
 @dataclass
 class BaselineSpec:
-    """One ``[[baselines]]`` entry: a per-task optimizer with a tuned rate, or the Bayes reference."""
+    """One ``[[baselines]]`` entry: a per-task optimizer with a tuned rate, the Bayes reference, or a
+    fixed reference (nothing to tune)."""
 
     name: str
     cls: str
@@ -386,11 +392,18 @@ class BaselineSpec:
     def is_reference(self) -> bool:
         return self.cls == REFERENCE
 
+    @property
+    def is_fixed(self) -> bool:
+        """A reference with no learning rate (:data:`FIXED_BASELINES`)."""
+        return self.cls in FIXED_BASELINES
+
     def make(self, family: TaskFamily) -> Callable[[float], Learner]:
-        """A function from a learning rate to the baseline learner."""
+        """A function from a learning rate to the baseline learner (a fixed baseline ignores it)."""
         where = f"baselines.{self.name}"
         factory = Learner.registry[self.cls]
         kwargs = _fill(where, factory, self.kwargs, family)
+        if self.is_fixed:
+            return lambda lr: _construct(where, factory, kwargs)
         return lambda lr: _construct(where, factory, {**kwargs, "lr": lr})
 
     def reference(self, family: TaskFamily) -> Learner:
@@ -444,7 +457,7 @@ def _baseline_spec(index: int, entry: Any) -> BaselineSpec:
     }
     _check_table(where, entry, schema, required=("name", "class"))
     name = entry["name"]
-    valid = {k: Learner.registry[k] for k in (*TUNED_BASELINES, REFERENCE)}
+    valid = {k: Learner.registry[k] for k in (*TUNED_BASELINES, REFERENCE, *FIXED_BASELINES)}
     factory = _check_class(f"{where}.class", entry["class"], valid, "baseline class")
     kwargs = entry.get("kwargs", {})
     if entry["class"] == REFERENCE:
@@ -452,6 +465,12 @@ def _baseline_spec(index: int, entry: Any) -> BaselineSpec:
         if extra or kwargs:
             raise ConfigError(f"{where}: the Bayes reference takes its options from the family; drop {extra}")
         return BaselineSpec(name, REFERENCE, {}, [], "once", None)
+    if entry["class"] in FIXED_BASELINES:
+        extra = sorted(set(entry) - {"name", "class", "kwargs"})
+        if extra:
+            raise ConfigError(f"{where}: {entry['class']} has no learning rate to tune; drop {extra}")
+        _check_table(f"{where}.kwargs", kwargs, _parameters(factory))
+        return BaselineSpec(name, entry["class"], kwargs, [], "none", None)
     parameters = {k: v for k, v in _parameters(factory).items() if k != "lr"}
     if "lr" in kwargs:
         raise ConfigError(

@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from amortized.checkpoints import load_checkpoint
 from amortized.config import BaselineSpec, Experiment, LearnerSpec, dump_toml, read_toml
 from amortized.distributed import is_main
@@ -29,11 +31,13 @@ from amortized.evaluation import (
     family_likelihood,
     learner_curves,
 )
-from amortized.learners import Learner
+from amortized.learners import Learner, adapt
 from amortized.training import train
 
 RESULTS_FORMAT = "amortized-results"
 RESULTS_VERSION = 1
+SAMPLE_TASKS = 4
+"""Tasks of a generative family whose generated samples ``results.json`` keeps for the report."""
 
 
 class RunFolder:
@@ -276,6 +280,12 @@ class _Evaluator:
         make = spec.make(self.experiment.family)
 
         def compute() -> dict[str, Any]:
+            if spec.is_fixed:
+                learner = make(None)
+                return {
+                    "curves": learner_curves(learner, self.suite, self.config),
+                    "cost": self.cost(learner, False),
+                }
             curves = baseline_curves(
                 make, self.suite, self.config, grid=spec.lr_grid, tune=spec.tune, tune_steps=spec.tune_steps
             )
@@ -309,6 +319,32 @@ class _Evaluator:
         entry = self.cached(self.run.baseline_dir(spec.name), spec.name, compute, spec.cls)
         return {"name": spec.name, "class": spec.cls, "curves": entry["curves"]}
 
+    def samples(self, trained: dict[str, Trained]) -> dict[str, Any]:
+        """Held-out and generated samples of the first step-curve tasks, for the report's plot.
+
+        Every generator reads each task's training points once (one-shot learners in one step) and
+        transports the tasks' query noise.
+        """
+        tasks = self.suite.steps[:SAMPLE_TASKS]
+        generators = {
+            spec.name: (trained[spec.name].learner, spec.one_shot) for spec in self.experiment.learners
+        }
+        for spec in self.experiment.baselines:
+            if spec.is_fixed:
+                generators[spec.name] = (spec.make(self.experiment.family)(None), False)
+        generated = {}
+        for name, (learner, one_shot) in generators.items():
+            state = adapt(
+                learner,
+                tasks.x_train,
+                tasks.y_train,
+                batch_size=tasks.num_train if one_shot else self.config.batch_size,
+                generator=torch.Generator().manual_seed(self.config.seed),
+            )
+            with torch.no_grad():
+                generated[name] = learner.predict(state, tasks.x_query).round(decimals=4).tolist()
+        return {"truth": tasks.y_query.round(decimals=4).tolist(), "generated": generated}
+
 
 def evaluate_experiment(
     experiment: Experiment, run: RunFolder, trained: dict[str, Trained], *, log: Log = print
@@ -326,7 +362,9 @@ def evaluate_experiment(
         "preset": experiment.name,
         "description": experiment.description,
         "family": repr(family),
-        "task": "classification" if family.is_classification else "regression",
+        "task": {"categorical": "classification", "gaussian": "regression"}.get(
+            family.likelihood, family.likelihood
+        ),
         "metric": family_likelihood(family).main_metric,
         "evaluation": {k: v for k, v in asdict(experiment.evaluation).items() if k != "ood"},
         "ood": {name: repr(shifted) for name, shifted in experiment.ood_families.items()},
@@ -340,6 +378,8 @@ def evaluate_experiment(
             results["reference"] = evaluator.reference(spec)
         else:
             results["learners"][spec.name] = evaluator.baseline(spec)
+    if family.likelihood == "samples":
+        results["samples"] = evaluator.samples(trained)
     add_reference_ratios(results)
     _write_atomic(run.results_path, json.dumps(results, indent=1))
     return results

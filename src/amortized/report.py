@@ -344,6 +344,32 @@ def plot_cost(results: dict[str, Any], path: Path) -> str:
     return _save(figure, path)
 
 
+def plot_samples(results: dict[str, Any], path: Path) -> str:
+    """Generated samples against the held-out truth: one row per task, one column per generator."""
+    samples = results["samples"]
+    names = list(samples["generated"])
+    rows, columns = len(samples["truth"]), len(names) + 1
+    figure = Figure(figsize=(2.4 * columns, 2.4 * rows), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(rows, columns, squeeze=False)
+    for row, truth in enumerate(samples["truth"]):
+        xs, ys = zip(*truth, strict=True)
+        for column, name in enumerate(["truth (held out)", *names]):
+            axis = axes[row][column]
+            axis.scatter(xs, ys, s=3, color="0.75" if column else "black")
+            if column:
+                gx, gy = zip(*samples["generated"][name][row], strict=True)
+                axis.scatter(gx, gy, s=3, color=f"C{(column - 1) % 10}")
+            axis.set_xlim(min(xs) - 1, max(xs) + 1)
+            axis.set_ylim(min(ys) - 1, max(ys) + 1)
+            axis.set_aspect("equal")
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if row == 0:
+                axis.set_title(name, fontsize=8)
+    return _save(figure, path)
+
+
 def plot_training(metrics_path: Path, path: Path) -> str | None:
     """Meta-training loss per learner from the run's ``metrics.jsonl``."""
     if not metrics_path.is_file():
@@ -405,7 +431,9 @@ def write_report(run_dir: str | Path, results: dict[str, Any]) -> Path:
         "|---|---|---|---|---|---|",
     ]
     for name, entry in results["learners"].items():
-        if entry["regime"] == "baseline":
+        if entry["regime"] == "baseline" and entry.get("tune") == "none":
+            training = "nothing learned or tuned"
+        elif entry["regime"] == "baseline":
             training = f"lr tuned {entry.get('tune', '')} over {entry.get('lr_grid', [])}"
         else:
             training = f"{entry.get('train_iterations', '?')} iterations, {entry['train_seconds']:.0f} s"
@@ -430,6 +458,17 @@ def write_report(run_dir: str | Path, results: dict[str, Any]) -> Path:
         lines += [f"### {metric} ÷ Bayes", ""]
         lines += _table(results, ["steps"], f"{metric}_ratio", "k")
         lines += [""]
+
+    if results.get("samples"):
+        lines += [
+            "## Generated samples",
+            "",
+            "Held-out samples of the first tasks (grey) and each generator's samples from the same noise, "
+            "after one pass over the task's training points (one step for one-shot learners).",
+            "",
+            f"![generated samples]({plot_samples(results, run_dir / 'samples.png')})",
+            "",
+        ]
 
     lines += [
         "## Data set size N",

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from amortized.errors import ConfigError
+
+if TYPE_CHECKING:
+    from amortized.tasks.causal import OrderMetrics
+    from amortized.tasks.generative import SampleMetrics
 
 
 def mse(pred: Tensor, y: Tensor) -> Tensor:
@@ -75,10 +80,24 @@ class Categorical:
         return out
 
 
-def likelihood(name: str, noise: float | None = None) -> Gaussian | Categorical:
-    """The likelihood called ``name`` (``"gaussian"`` or ``"categorical"``)."""
+def likelihood(
+    name: str, noise: float | None = None
+) -> Gaussian | Categorical | SampleMetrics | OrderMetrics:
+    """The likelihood called ``name``: ``"gaussian"``, ``"categorical"``, ``"samples"`` or ``"order"``.
+
+    ``"samples"`` scores generated samples and ``"order"`` causal orders; both are defined with their
+    tasks (:mod:`amortized.tasks.generative`, :mod:`amortized.tasks.causal`).
+    """
     if name == "gaussian":
         return Gaussian(noise)
     if name == "categorical":
         return Categorical()
-    raise ConfigError(f"unknown likelihood {name!r}; choose 'gaussian' or 'categorical'")
+    if name == "samples":
+        from amortized.tasks.generative import SampleMetrics
+
+        return SampleMetrics()
+    if name == "order":
+        from amortized.tasks.causal import OrderMetrics
+
+        return OrderMetrics()
+    raise ConfigError(f"unknown likelihood {name!r}; choose 'gaussian', 'categorical', 'samples' or 'order'")

@@ -1,6 +1,7 @@
 """Task families: distributions over tasks that sample batches of train/query splits."""
 
 from amortized.tasks.base import TaskBatch, TaskFamily
+from amortized.tasks.causal import OrderMetrics, RandomSCM
 from amortized.tasks.classification import LinearClassification, NonlinearClassification
 from amortized.tasks.datasets import (
     MNIST,
@@ -11,6 +12,7 @@ from amortized.tasks.datasets import (
     NPZDataset,
     read_idx,
 )
+from amortized.tasks.generative import Alphabet, GaussianMixture, SampleMetrics
 from amortized.tasks.mixture import MixtureClassification, MixtureRegression
 from amortized.tasks.regression import (
     GaussianProcess,
@@ -22,8 +24,10 @@ from amortized.tasks.regression import (
 __all__ = [
     "MNIST",
     "MNIST1D",
+    "Alphabet",
     "Digits",
     "FashionMNIST",
+    "GaussianMixture",
     "GaussianProcess",
     "LabelledDataset",
     "LinearClassification",
@@ -33,6 +37,9 @@ __all__ = [
     "NPZDataset",
     "NonlinearClassification",
     "NonlinearRegression",
+    "OrderMetrics",
+    "RandomSCM",
+    "SampleMetrics",
     "Sinusoid",
     "TaskBatch",
     "TaskFamily",
