@@ -14,9 +14,16 @@ from hypothesis import strategies as st
 
 import amortized
 from amortized.errors import AmortizedError
-from amortized.learners import SGD, BayesLinearRegression, InContext, LearnedUpdate
+from amortized.learners import (
+    SGD,
+    BayesLinearRegression,
+    FlowMatching,
+    InContext,
+    LearnedUpdate,
+    OrderScores,
+)
 from amortized.models import Linear
-from amortized.tasks import LinearClassification, LinearRegression
+from amortized.tasks import Alphabet, GaussianMixture, LinearClassification, LinearRegression, RandomSCM
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 TINY = {"width": 16, "depth": 1, "heads": 2}
@@ -90,6 +97,54 @@ def test_training_options_raise_only_documented_errors(options):
     options = {"eval_every": 0, "tasks_per_batch": 2, "iterations": 1, **options}
     with contextlib.suppress(AmortizedError):
         amortized.train(LearnedUpdate(Linear(2), **TINY), LinearRegression(2), **options)
+
+
+@FAST
+@given(x=tensors, y=tensors)
+def test_step_raises_only_documented_errors(x, y):
+    learners = (
+        SGD(Linear(2), lr=0.1),
+        FlowMatching(2, width=16, depth=1, heads=2, memory_tokens=2),
+        OrderScores(2, width=16, depth=1, heads=2, pair_width=4),
+    )
+    for learner in learners:
+        state = learner.init_state(max(1, x.shape[0]) if x.dim() else 1)
+        try:
+            learner.step(state, x, y)
+        except AmortizedError:
+            continue
+
+
+ranges = st.one_of(
+    st.tuples(st.integers(-1, 12), st.integers(-1, 12)),
+    st.tuples(st.floats(-1, 3), st.floats(-1, 3)),
+    st.sampled_from([None, "wide", (1,), (1, 2, 3)]),
+)
+
+
+@FAST
+@given(
+    family=st.sampled_from(["gmm", "alphabet", "scm"]),
+    first=ranges,
+    second=ranges,
+    number=st.one_of(st.floats(-2, 5), st.sampled_from([True, "x", None, float("nan")])),
+    num_tasks=st.integers(-1, 3),
+    num_train=st.integers(-1, 5),
+)
+def test_generative_and_causal_families_raise_only_documented_errors(
+    family, first, second, number, num_tasks, num_train
+):
+    makers = {
+        "gmm": lambda: GaussianMixture(components=first, scale=second, mean_bound=number),
+        "alphabet": lambda: Alphabet(size=first, width=second, rotation=number),
+        "scm": lambda: RandomSCM(variables=first, noise=second, nonlinear_share=number),
+    }
+    try:
+        batch = makers[family]().sample(num_tasks, num_train, 2)
+    except AmortizedError:
+        return
+    assert batch.x_train.shape[:2] == (num_tasks, num_train)
+    assert torch.isfinite(batch.x_train).all() and torch.isfinite(batch.y_train).all()
 
 
 SCRIPT = """

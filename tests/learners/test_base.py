@@ -78,3 +78,26 @@ def test_adapt_rejects_bad_labels():
         adapt(learner, x, torch.zeros(2, 6), batch_size=3)
     with pytest.raises(ShapeError, match="query_x has 1 tasks"):
         adapt(learner, x, torch.zeros(2, 6, dtype=torch.long), batch_size=3, query_x=torch.randn(1, 2, 2))
+
+
+@pytest.mark.parametrize(
+    ("make_state", "x", "y", "error", "match"),
+    [
+        (lambda s: s, torch.randn(3, 4, 5), torch.randn(3, 4, 1), ShapeError, "batch_x has 5 features"),
+        (lambda s: s, torch.randn(3, 4, 2), torch.ones(3, 4, 1).long(), DTypeError, "batch_y must be a fl"),
+        (lambda s: s, torch.full((3, 4, 2), float("nan")), torch.randn(3, 4, 1), NonFiniteError, "batch_x"),
+        (lambda s: s, torch.randn(2, 4, 2), torch.randn(2, 4, 1), ShapeError, "2 tasks but the state 3"),
+        (lambda s: s.value, torch.randn(3, 4, 2), torch.randn(3, 4, 1), DTypeError, "state must be a State"),
+    ],
+)
+def test_step_checks_the_state_and_the_mini_batch(make_state, x, y, error, match):
+    learner = SGD(Linear(2), lr=0.1)
+    state = make_state(learner.init_state(3))
+    with pytest.raises(error, match=match):
+        learner.step(state, x, y)
+
+
+def test_step_on_a_checked_batch_equals_the_update():
+    learner = SGD(Linear(2), lr=0.1)
+    state, x, y = learner.init_state(3), torch.randn(3, 4, 2), torch.randn(3, 4, 1)
+    assert torch.equal(learner.step(state, x, y).value, learner._step(state, x, y).value)

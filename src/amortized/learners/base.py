@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from amortized.errors import ConfigError, ShapeError
+from amortized.errors import ConfigError, DTypeError, ShapeError
 from amortized.learners.state import State
 from amortized.models.likelihoods import Categorical, Gaussian, likelihood
 from amortized.models.predictors import Predictor
@@ -20,7 +20,8 @@ REGIMES = ("parametric", "explicit", "implicit", "baseline")
 class Learner(nn.Module):
     """A learner adapts to a batch of tasks by refining a :class:`State` over mini-batches.
 
-    Subclasses set ``regime`` and implement ``init_state``, ``step`` and ``predict``. ``config`` holds
+    Subclasses set ``regime`` and implement ``init_state``, ``_step`` (called by the checked ``step``)
+    and ``predict``. ``config`` holds
     the constructor arguments as plain data, so a checkpoint can rebuild the learner.
     """
 
@@ -50,7 +51,21 @@ class Learner(nn.Module):
         raise NotImplementedError
 
     def step(self, state: State, x: Tensor, y: Tensor) -> State:
-        """One refinement of the state on a mini-batch ``x`` ``[tasks, B, D]``, ``y``."""
+        """One refinement of the state on a mini-batch ``x`` ``[tasks, B, D]``, ``y``.
+
+        Checks the state and the mini-batch, then applies the learner's update (:meth:`_step`).
+        """
+        if not isinstance(state, State):
+            raise DTypeError(f"state must be a State from init_state or step, got {type(state).__name__}")
+        x, y = self.check_data("batch", x, y)
+        if x.shape[0] != state.num_tasks:
+            raise ShapeError(
+                f"the mini-batch holds {x.shape[0]} tasks but the state {state.num_tasks}; they must match"
+            )
+        return self._step(state, x, y)
+
+    def _step(self, state: State, x: Tensor, y: Tensor) -> State:
+        """The update itself, on a checked mini-batch: what a learner implements."""
         raise NotImplementedError
 
     def predict(self, state: State, x: Tensor | None = None) -> Tensor:

@@ -64,7 +64,7 @@ class SGD(_PerTaskOptimizer):
     def init_state(self, num_tasks: int, query_x: Tensor | None = None) -> State:
         return State.initial(self.theta0.expand(num_tasks, -1).clone())
 
-    def step(self, state: State, x: Tensor, y: Tensor) -> State:
+    def _step(self, state: State, x: Tensor, y: Tensor) -> State:
         return state.advance(state.value - self.lr * self._gradient(state, x, y), x.shape[1])
 
 
@@ -92,7 +92,7 @@ class Adam(_PerTaskOptimizer):
         moments = {"m": torch.zeros_like(theta), "v": torch.zeros_like(theta)}
         return State.initial(theta, moments)
 
-    def step(self, state: State, x: Tensor, y: Tensor) -> State:
+    def _step(self, state: State, x: Tensor, y: Tensor) -> State:
         grad = self._gradient(state, x, y)
         beta1, beta2 = self.betas
         m = beta1 * state.memory["m"] + (1 - beta1) * grad
@@ -135,7 +135,7 @@ class BayesLinearRegression(Learner):
         }
         return State.initial(torch.zeros(num_tasks, size), memory)
 
-    def step(self, state: State, x: Tensor, y: Tensor) -> State:
+    def _step(self, state: State, x: Tensor, y: Tensor) -> State:
         phi = self._features(x)
         precision = state.memory["precision"] + phi.mT @ phi / self.noise**2
         scaled_xty = state.memory["scaled_xty"] + (phi.mT @ y.double()).squeeze(-1) / self.noise**2

@@ -43,11 +43,6 @@ def _mlp(inputs: int, width: int, outputs: int | None = None) -> nn.Sequential:
     return nn.Sequential(nn.Linear(inputs, width), nn.GELU(), nn.Linear(width, outputs or width))
 
 
-def _share(state: State, batch_points: int) -> Tensor:
-    """The weight ``B / (seen + B)`` ``[tasks]`` of a new mini-batch in a running average."""
-    return batch_points / (state.num_seen + batch_points)
-
-
 def _running(old: Tensor, new: Tensor, share: Tensor) -> Tensor:
     """``old`` moved towards ``new`` by ``share`` (per task, broadcast over the other dims)."""
     share = share.view(-1, *([1] * (old.dim() - 1)))
@@ -134,10 +129,10 @@ class FlowMatching(Learner):
         zeros = tokens.new_zeros(num_tasks, self.input_dim)
         return State.initial(tokens, {"mean": zeros, "square": torch.ones_like(zeros)})
 
-    def step(self, state: State, x: Tensor, y: Tensor) -> State:
+    def _step(self, state: State, x: Tensor, y: Tensor) -> State:
         """Add the samples ``y`` of a mini-batch to the summary (``x``, their noise, is not read)."""
         batch = y.shape[1]
-        share = _share(state, batch)
+        share = state.share(batch)
         mean, square, scale = _moments(state, y, share)
         tokens = self.samples((y - mean[:, None]) / scale[:, None])
         latents = self.latents.expand(y.shape[0], -1, -1)
@@ -272,10 +267,10 @@ class OrderScores(Learner):
         )
         return scale, 2 * scale.log() * mask, explained, correlation * (1 - eye), partial
 
-    def step(self, state: State, x: Tensor, y: Tensor) -> State:
+    def _step(self, state: State, x: Tensor, y: Tensor) -> State:
         """Refine the scores from samples ``x`` ``[tasks, B, D]`` with the variable mask ``y``."""
         batch, size = x.shape[1], x.shape[2]
-        share = _share(state, batch)
+        share = state.share(batch)
         mask = y.amax(1)
         mean = _running(state.memory["mean"], x.mean(1), share)
         cross = _running(state.memory["cross"], x.transpose(1, 2) @ x / batch, share)
@@ -329,7 +324,7 @@ class _Collector(Learner):
     def init_state(self, num_tasks: int, query_x: Tensor | None = None) -> State:
         return State.initial(torch.zeros(num_tasks, 0, self.input_dim))
 
-    def step(self, state: State, x: Tensor, y: Tensor) -> State:
+    def _step(self, state: State, x: Tensor, y: Tensor) -> State:
         kept = torch.cat([state.value, y], 1)[:, : self.capacity]
         return state.advance(kept, y.shape[1])
 
@@ -424,7 +419,7 @@ class RandomOrder(Learner):
         generator = torch.Generator().manual_seed(self.seed)
         return State.initial(torch.rand(num_tasks, self.input_dim, 1, generator=generator), query_x=query_x)
 
-    def step(self, state: State, x: Tensor, y: Tensor) -> State:
+    def _step(self, state: State, x: Tensor, y: Tensor) -> State:
         return state.advance(state.value, x.shape[1])
 
     def predict(self, state: State, x: Tensor | None = None) -> Tensor:
@@ -452,8 +447,8 @@ class VarianceOrder(Learner):
         memory = {"mean": zeros, "square": torch.zeros_like(zeros)}
         return State.initial(zeros[..., None], memory, query_x)
 
-    def step(self, state: State, x: Tensor, y: Tensor) -> State:
-        mean, square, scale = _moments(state, x, _share(state, x.shape[1]))
+    def _step(self, state: State, x: Tensor, y: Tensor) -> State:
+        mean, square, scale = _moments(state, x, state.share(x.shape[1]))
         return state.advance(scale.square()[..., None], x.shape[1], {"mean": mean, "square": square})
 
     def predict(self, state: State, x: Tensor | None = None) -> Tensor:
