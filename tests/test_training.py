@@ -9,7 +9,7 @@ from amortized.learners import SGD, LearnedInit, LearnedUpdate
 from amortized.learners.base import minibatches
 from amortized.models import Linear
 from amortized.tasks import LinearClassification, LinearRegression
-from amortized.training import TrainConfig, draw_num_steps, meta_loss
+from amortized.training import TrainConfig, draw_num_steps, evaluate_tasks, meta_loss
 
 TINY = {"width": 16, "depth": 1, "heads": 2}
 FAMILY = LinearRegression(dim=2, noise=0.1)
@@ -197,3 +197,25 @@ def test_learner_and_family_must_fit():
 def test_config_round_trips_through_plain_data():
     config = TrainConfig(num_steps=[2, 8], objective="truncated")
     assert TrainConfig.from_dict(vars(config)).num_steps == (2, 8)
+
+
+def test_first_order_maml_trains_with_truncated_windows():
+    """Windows after the first reach no parameter (fixed step size, first-order): they are skipped."""
+    family = LinearRegression(dim=2, noise=0.1)
+    learner = LearnedInit(Linear(2), inner_lr=0.1, first_order=True)
+    tasks = family.sample(64, 16, 16, torch.Generator().manual_seed(3))
+    before = evaluate_tasks(learner, tasks, batch_size=4, num_steps=4, seed=1)["mse"]
+    amortized.train(
+        learner,
+        family,
+        iterations=60,
+        objective="truncated",
+        truncation=2,
+        num_steps=4,
+        batch_size=4,
+        lr=3e-2,
+        warmup=0,
+        eval_every=0,
+    )
+    after = evaluate_tasks(learner, tasks, batch_size=4, num_steps=4, seed=1)["mse"]
+    assert after < 0.9 * before, (before, after)

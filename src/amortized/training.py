@@ -174,13 +174,16 @@ def _forward(replicas: Replicas | None, last: bool, compute: Callable[..., T], *
 def _backward(loss: Tensor, replicas: Replicas | None, last: bool) -> float:
     """Backpropagate one part of the objective (``last``: the iteration's last) and return its value.
 
-    Alone, a non-finite loss stops the iteration at once. The ranks of a distributed run all finish
+    A part that reaches no trainable parameter (a window of first-order MAML with a fixed step size
+    after the first) has no gradient and is only counted. Alone, a non-finite loss stops the
+    iteration at once. The ranks of a distributed run all finish
     the iteration's backward passes (a rank that stopped early would leave the others waiting in
     DDP's all-reduce) and ``train`` checks their averaged loss.
     """
     if replicas is None or not replicas.distributed:
         _check_finite(loss)
-        loss.backward()
+        if loss.requires_grad:
+            loss.backward()
     else:
         replicas.backward(loss, last=last)
     return loss.item()
