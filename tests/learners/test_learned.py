@@ -25,9 +25,22 @@ LEARNERS = {
         "greedy",
         3e-3,
     ),
+    "LearnedUpdate/refined, share-scaled": (
+        lambda: LearnedUpdate(Linear(2), refinements=3, scale_by_share=True, **TINY),
+        "greedy",
+        3e-3,
+    ),
     "LatentUpdate": (lambda: LatentUpdate(2, latent_dim=8, decoder_hidden=(32,), **TINY), "greedy", 3e-3),
+    "LatentUpdate/refined, share-scaled": (
+        lambda: LatentUpdate(
+            2, latent_dim=8, decoder_hidden=(32,), refinements=2, scale_by_share=True, **TINY
+        ),
+        "greedy",
+        3e-3,
+    ),
     "LatentSGD": (lambda: LatentSGD(2, latent_dim=8, decoder_hidden=(32,), inner_lr=0.3), "full", 3e-3),
     "InContext": (lambda: InContext(2, **TINY), "greedy", 3e-3),
+    "InContext/share-scaled": (lambda: InContext(2, scale_by_share=True, **TINY), "greedy", 3e-3),
 }
 
 
@@ -133,3 +146,28 @@ def test_unknown_update_inputs_are_rejected():
         LearnedUpdate(Linear(2), inputs=["hessians"])
     with pytest.raises(ConfigError, match="inputs"):
         LatentUpdate(2, inputs=[])
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda scaled: LearnedUpdate(Linear(2), scale_by_share=scaled, **TINY),
+        lambda scaled: InContext(2, scale_by_share=scaled, **TINY),
+    ],
+)
+def test_share_scaled_updates_shrink_with_the_points_seen(make):
+    """After 96 points, a batch of 32 moves the state by a quarter of the unscaled update."""
+    plain, scaled = make(False), make(True)
+    for learner in (plain, scaled):
+        with torch.no_grad():
+            for parameter in learner.parameters():
+                parameter.copy_(torch.linspace(-0.3, 0.3, parameter.numel()).view_as(parameter))
+    x, y = torch.randn(2, 32, 2), torch.randn(2, 32, 1)
+    moves = []
+    for learner in (plain, scaled):
+        state = learner.init_state(2, query_x=x)
+        state = state.advance(state.value, 96)
+        with torch.no_grad():
+            moves.append(learner.step(state, x, y).value - state.value)
+    assert moves[0].abs().max() > 1e-3
+    torch.testing.assert_close(moves[1], 0.25 * moves[0])

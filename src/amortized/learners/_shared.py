@@ -17,6 +17,7 @@ from amortized.errors import ConfigError
 from amortized.learners.base import Learner, loss_gradient
 from amortized.learners.state import State
 from amortized.nn import ChunkTokens, ObservationTokens, ProgressEmbedding, Transformer
+from amortized.validation import check_positive_int
 
 INPUT_CHOICES = ("observations", "gradients")
 ADAM_BETAS = (0.9, 0.999)
@@ -37,6 +38,17 @@ def check_update_inputs(inputs: tuple[str, ...] | list[str] | str) -> tuple[str,
     if unknown or not inputs:
         raise ConfigError(f"inputs must be a non-empty subset of {INPUT_CHOICES}, got {inputs!r}")
     return tuple(name for name in INPUT_CHOICES if name in inputs)
+
+
+def _adam_direction(memory: dict[str, Tensor], grad: Tensor, num_steps: Tensor) -> Tensor:
+    """Adam's bias-corrected direction ``m̂ / sqrt(v̂)``, updating the moments held in ``memory``."""
+    beta1, beta2 = ADAM_BETAS
+    memory["grad_m"] = beta1 * memory["grad_m"] + (1 - beta1) * grad
+    memory["grad_v"] = beta2 * memory["grad_v"] + (1 - beta2) * grad.square()
+    t = (num_steps + 1)[:, None]
+    m_hat = memory["grad_m"] / (1 - beta1**t)
+    v_hat = memory["grad_v"] / (1 - beta2**t)
+    return m_hat / (v_hat.sqrt() + 1e-12)
 
 
 class _VectorLearner(Learner):
@@ -70,7 +82,7 @@ class _GradientStep(_VectorLearner):
             self.register_buffer("log_lr", log_lr)
         self.first_order = bool(first_order)
 
-    def step(self, state: State, x: Tensor, y: Tensor) -> State:
+    def _step(self, state: State, x: Tensor, y: Tensor) -> State:
         create_graph = torch.is_grad_enabled() and not self.first_order
         grad, _ = loss_gradient(self._loss_of(x, y), state.value, create_graph=create_graph)
         return state.advance(state.value - self.log_lr.exp() * grad, x.shape[1])
@@ -84,6 +96,13 @@ class _TransformerUpdate(_VectorLearner):
     progress (points seen, steps taken, gradient scale). Observation tokens hold ``[x, y, f(x; v)]``.
     Optional memory tokens persist across steps (trained when gradients cross steps: ``truncated``
     or ``full`` objectives).
+
+    ``refinements > 1`` applies the transformer that many times per mini-batch, each time with the
+    gradient and predictions at the refined state and its displacement from the step's start: an
+    early step can then nearly solve its batch (as a posterior update solves a small linear system)
+    instead of taking one gradient-like move. ``scale_by_share`` multiplies each update by
+    ``B / (seen + B)``, so the rule's outputs keep one scale while its steps shrink like a
+    posterior's (``1/t``) as evidence, re-reads included, accumulates.
     """
 
     def _build(
@@ -95,12 +114,17 @@ class _TransformerUpdate(_VectorLearner):
         heads: int,
         chunk_size: int,
         memory_tokens: int,
+        refinements: int = 1,
+        scale_by_share: bool = False,
     ) -> None:
         self.inputs = check_update_inputs(inputs)
+        self.scale_by_share = bool(scale_by_share)
         self.uses_gradients = "gradients" in self.inputs
-        num_features = 3 if self.uses_gradients else 1
+        self.refinements = check_positive_int("refinements", refinements)
+        refining = self.refinements > 1
+        num_features = (3 if self.uses_gradients else 1) + refining
         self.chunks = ChunkTokens(size, chunk_size, num_features, width)
-        self.progress = ProgressEmbedding(6 if self.uses_gradients else 5, width)
+        self.progress = ProgressEmbedding(5 + self.uses_gradients + refining, width)
         self.observations = (
             ObservationTokens(self.input_dim, self.output_dim, self.num_classes, width, True)
             if "observations" in self.inputs
@@ -119,28 +143,32 @@ class _TransformerUpdate(_VectorLearner):
             memory["tokens"] = self.memory0.expand(value.shape[0], -1, -1)
         return State.initial(value, memory)
 
-    def step(self, state: State, x: Tensor, y: Tensor) -> State:
-        value, memory = state.value, dict(state.memory)
-        progress = state.progress_features(x.shape[1])
-        features = [value]
-        if self.uses_gradients:
-            grad, _ = loss_gradient(self._loss_of(x, y), value, create_graph=False)
-            beta1, beta2 = ADAM_BETAS
-            memory["grad_m"] = beta1 * memory["grad_m"] + (1 - beta1) * grad
-            memory["grad_v"] = beta2 * memory["grad_v"] + (1 - beta2) * grad.square()
-            t = (state.num_steps + 1)[:, None]
-            m_hat = memory["grad_m"] / (1 - beta1**t)
-            v_hat = memory["grad_v"] / (1 - beta2**t)
-            rms = grad.square().mean(-1, keepdim=True).sqrt()
-            features += [grad / (rms + 1e-12), m_hat / (v_hat.sqrt() + 1e-12)]
-            progress = torch.cat([progress, torch.log(rms + 1e-12) / 10], -1)
-        tokens = [self.chunks(features) + self.progress(progress)]
-        if self.memory_tokens:
-            tokens.append(memory["tokens"])
-        if self.observations is not None:
-            tokens.append(self.observations(x, y, self._forward(value, x)))
-        out = self.transformer(torch.cat(tokens, 1))
-        num_chunks = self.chunks.num_chunks
-        if self.memory_tokens:
-            memory["tokens"] = out[:, num_chunks : num_chunks + self.memory_tokens]
-        return state.advance(value + self.chunks.decode(out[:, :num_chunks]), x.shape[1], memory)
+    def _step(self, state: State, x: Tensor, y: Tensor) -> State:
+        memory = dict(state.memory)
+        start = value = state.value
+        scale = state.share(x.shape[1])[:, None] if self.scale_by_share else 1.0
+        for refinement in range(self.refinements):
+            progress = state.progress_features(x.shape[1])
+            features = [value]
+            if self.uses_gradients:
+                grad, _ = loss_gradient(self._loss_of(x, y), value, create_graph=False)
+                if refinement == 0:
+                    adam = _adam_direction(memory, grad, state.num_steps)
+                rms = grad.square().mean(-1, keepdim=True).sqrt()
+                features += [grad / (rms + 1e-12), adam]
+                progress = torch.cat([progress, torch.log(rms + 1e-12) / 10], -1)
+            if self.refinements > 1:
+                features.append(value - start)
+                fraction = torch.full_like(progress[:, :1], refinement / self.refinements)
+                progress = torch.cat([progress, fraction], -1)
+            tokens = [self.chunks(features) + self.progress(progress)]
+            if self.memory_tokens:
+                tokens.append(memory["tokens"])
+            if self.observations is not None:
+                tokens.append(self.observations(x, y, self._forward(value, x)))
+            out = self.transformer(torch.cat(tokens, 1))
+            num_chunks = self.chunks.num_chunks
+            if self.memory_tokens:
+                memory["tokens"] = out[:, num_chunks : num_chunks + self.memory_tokens]
+            value = value + scale * self.chunks.decode(out[:, :num_chunks])
+        return state.advance(value, x.shape[1], memory)

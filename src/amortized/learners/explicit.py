@@ -76,6 +76,8 @@ class LatentUpdate(_LatentLearner, _TransformerUpdate):
         heads: int = 4,
         chunk_size: int = 32,
         memory_tokens: int = 0,
+        refinements: int = 1,
+        scale_by_share: bool = False,
         seed: int = 0,
     ) -> None:
         config = plain_arguments(locals())
@@ -83,7 +85,17 @@ class LatentUpdate(_LatentLearner, _TransformerUpdate):
         decoder_hidden = tuple(decoder_hidden)
         with seeded(seed):
             self._build_latent(latent_dim, decoder_hidden)
-            self._build(latent_dim, inputs, width, depth, heads, chunk_size, memory_tokens)
+            self._build(
+                latent_dim,
+                inputs,
+                width,
+                depth,
+                heads,
+                chunk_size,
+                memory_tokens,
+                refinements,
+                scale_by_share,
+            )
         self.config = config
 
     def init_state(self, num_tasks: int, query_x: Tensor | None = None) -> State:

@@ -37,10 +37,12 @@ class InContext(Learner):
         depth: int = 2,
         heads: int = 4,
         memory_tokens: int = 0,
+        scale_by_share: bool = False,
         seed: int = 0,
     ) -> None:
         config = plain_arguments(locals())
         super().__init__(input_dim, output_dim, task, None)
+        self.scale_by_share = bool(scale_by_share)
         with seeded(seed):
             self.context = ObservationTokens(input_dim, output_dim, self.num_classes, width, False)
             self.queries = nn.Sequential(
@@ -66,7 +68,7 @@ class InContext(Learner):
         memory = {"tokens": self.memory0.expand(num_tasks, -1, -1)} if self.memory_tokens else {}
         return State.initial(prediction, memory, query_x)
 
-    def step(self, state: State, x: Tensor, y: Tensor) -> State:
+    def _step(self, state: State, x: Tensor, y: Tensor) -> State:
         prediction, query_x = state.value, state.query_x
         shown = prediction.softmax(-1) if self.num_classes else prediction
         queries = self.queries(torch.cat([query_x, shown], -1))
@@ -80,6 +82,8 @@ class InContext(Learner):
         if self.memory_tokens:
             memory["tokens"] = out[:, x.shape[1] : x.shape[1] + self.memory_tokens]
         update = self.head(out[:, -query_x.shape[1] :])
+        if self.scale_by_share:
+            update = update * state.share(x.shape[1])[:, None, None]
         return state.advance(prediction + update, x.shape[1], memory)
 
     def predict(self, state: State, x: Tensor | None = None) -> Tensor:

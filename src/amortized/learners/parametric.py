@@ -69,6 +69,8 @@ class LearnedUpdate(_TransformerUpdate):
         heads: int = 4,
         chunk_size: int = 32,
         memory_tokens: int = 0,
+        refinements: int = 1,
+        scale_by_share: bool = False,
         seed: int = 0,
     ) -> None:
         config = plain_arguments(locals())
@@ -76,7 +78,17 @@ class LearnedUpdate(_TransformerUpdate):
         super().__init__(model.input_dim, model.output_dim, task, None)
         self.model = model
         with seeded(seed):
-            self._build(model.num_params, inputs, width, depth, heads, chunk_size, memory_tokens)
+            self._build(
+                model.num_params,
+                inputs,
+                width,
+                depth,
+                heads,
+                chunk_size,
+                memory_tokens,
+                refinements,
+                scale_by_share,
+            )
         self.theta0 = nn.Parameter(model.init(torch.Generator().manual_seed(seed)))
         self.config = config
 

@@ -72,6 +72,13 @@ class State:
             query_x,
         )
 
+    def share(self, batch_points: int) -> Tensor:
+        """``B / (seen + B)`` ``[tasks]``: the weight a new batch of ``B`` points gets in a running average.
+
+        A posterior's update or a ``1/t`` step size shrinks by it as evidence accumulates.
+        """
+        return batch_points / (self.num_seen + batch_points)
+
     def progress_features(self, batch_points: int) -> Tensor:
         """Features of how much evidence the state holds, ``[tasks, 5]``, for learned updates.
 
@@ -79,7 +86,7 @@ class State:
         ``B / (seen + B)`` (and its log), the quantity a posterior or a decaying step size is built on.
         """
         seen = self.num_seen
-        share = batch_points / (seen + batch_points)
+        share = self.share(batch_points)
         return torch.stack(
             [
                 share,
