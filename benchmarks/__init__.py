@@ -1,4 +1,4 @@
-"""Benchmarks of ``amortized`` (not part of the test suite): quality, cost, speed, estimators.
+"""Benchmarks of ``amortized`` (not part of the test suite): quality, iterative, cost, speed, estimators.
 
 Each benchmark is a module here with ``main(out_dir: Path) -> dict`` returning plain data (saved as
 JSON). It may also take ``quick: bool`` (toy sizes, a smoke run in seconds), define
@@ -8,4 +8,4 @@ name figures it wrote into ``out_dir`` under the result's ``"plot"`` or ``"plots
 ``benchmarks/README.md``.
 """
 
-BENCHMARKS = ("quality", "cost", "speed", "estimators")
+BENCHMARKS = ("quality", "iterative", "cost", "speed", "estimators")

@@ -58,3 +58,40 @@ def test_fit_slope_reads_powers_on_log_log_axes():
     assert cost.fit_slope(sizes, [3.0 * n for n in sizes]) == pytest.approx(1.0)
     assert cost.fit_slope(sizes, [1e-6 * n * n for n in sizes]) == pytest.approx(2.0)
     assert cost.fit_slope(sizes[:1], [1.0]) is None
+
+
+def test_iterative_report_checks_each_target():
+    from benchmarks.iterative import STEPS, report
+
+    def curve(values):
+        return {str(k): {"excess_mse": v, "error": v} for k, v in zip(STEPS, values, strict=True)}
+
+    falling = [0.8 / 2**i for i in range(len(STEPS))]
+    rising = [*falling[:-1], falling[-2] * 1.2]
+    result = {
+        "linear-regression": {
+            "family": "LinearRegression(...)",
+            "metric": "excess_mse",
+            "learner": {"iterations": 1, "train_cpu_seconds": 1, "train_wall_seconds": 1},
+            "curve": curve(rising),
+            "sgd": curve([3 * v for v in falling]),
+            "bayes": curve([v / 1.4 for v in falling]),
+        },
+        "linear-classification": {
+            "family": "LinearClassification(...)",
+            "metric": "error",
+            "learner": {"iterations": 1, "train_cpu_seconds": 1, "train_wall_seconds": 1},
+            "curve": curve(falling),
+            "sgd": curve([v / 2 for v in falling]),
+            "logistic_regression_error": falling[STEPS.index(32)] - 0.005,
+            "bayes_error": 0.0,
+        },
+    }
+    text = report(result)
+    regression, classification = text.split("#### linear-classification")
+    assert "met at k = [1, 2, 4, 8, 16, 32] of" in regression
+    assert "never increasing with k: not met (largest step-to-step ratio 1.200)" in regression
+    assert "below tuned SGD at every k: met" in regression
+    assert "gap +0.0050" in classification
+    assert "never increasing with k: met" in classification
+    assert "below tuned SGD at every k: not met" in classification
