@@ -9,15 +9,7 @@ from benchmarks import cost
 from benchmarks.__main__ import main, run_benchmark
 
 
-@pytest.fixture
-def one_thread():
-    """The runner's ``--threads 1`` sets torch's global thread count: restore it afterwards."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_runner_writes_json_and_readme_for_cost_and_speed(tmp_path, one_thread):
+def test_runner_writes_json_and_readme_for_cost_and_speed(tmp_path):
     out, readme = tmp_path / "results", tmp_path / "README.md"
     code = main(["cost", "speed", "--quick", "--threads", "1", "--out", str(out), "--readme", str(readme)])
     assert code == 0

@@ -5,7 +5,6 @@ import sys
 import time
 
 import pytest
-import torch
 
 import amortized.cli
 from amortized.checkpoints import load_checkpoint
@@ -22,13 +21,6 @@ FAST = [
     "evaluation.cost_sizes=[8, 16]",
 ]
 SETS = [arg for option in FAST for arg in ("--set", option)]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 def run_cli(capsys, *argv):

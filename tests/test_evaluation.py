@@ -25,14 +25,6 @@ FAMILY = LinearRegression(dim=2, noise=0.1)
 TINY = {"width": 16, "depth": 1, "heads": 2}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tasks():
     return FAMILY.sample(12, 24, 16, torch.Generator().manual_seed(3))

@@ -1,7 +1,6 @@
 import json
 
 import pytest
-import torch
 
 import amortized.training
 from amortized.checkpoints import load_checkpoint
@@ -20,14 +19,6 @@ FAST = [
     "evaluation.cost_sizes=[8, 16]",
 ]
 SILENT = {"log": lambda message: None}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -28,14 +28,6 @@ TINY = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def run_preset(name, folder):
     shrink = [f"learners.{learner}.kwargs.{key}" for learner in TINY[name] for key in ("width=16", "depth=1")]
     shrink += [f"learners.{TINY[name][1]}.train.{key}=64" for key in ("batch_size", "num_train")]

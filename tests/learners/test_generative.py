@@ -23,15 +23,6 @@ TINY_FLOW = {"width": 16, "depth": 1, "heads": 2, "memory_tokens": 4, "integrati
 TINY_ORDER = {"width": 16, "depth": 1, "heads": 2, "pair_width": 8}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread; the margins below were measured so."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def two_blobs():
     """Mixtures of two well-separated blobs: a single Gaussian fitted to them is a poor generator."""
