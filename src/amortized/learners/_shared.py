@@ -147,8 +147,10 @@ class _TransformerUpdate(_VectorLearner):
         memory = dict(state.memory)
         start = value = state.value
         scale = state.share(x.shape[1])[:, None] if self.scale_by_share else 1.0
+        step_progress = state.progress_features(x.shape[1])
+        num_chunks = self.chunks.num_chunks
         for refinement in range(self.refinements):
-            progress = state.progress_features(x.shape[1])
+            progress = step_progress
             features = [value]
             if self.uses_gradients:
                 grad, _ = loss_gradient(self._loss_of(x, y), value, create_graph=False)
@@ -167,7 +169,6 @@ class _TransformerUpdate(_VectorLearner):
             if self.observations is not None:
                 tokens.append(self.observations(x, y, self._forward(value, x)))
             out = self.transformer(torch.cat(tokens, 1))
-            num_chunks = self.chunks.num_chunks
             if self.memory_tokens:
                 memory["tokens"] = out[:, num_chunks : num_chunks + self.memory_tokens]
             value = value + scale * self.chunks.decode(out[:, :num_chunks])
