@@ -23,7 +23,8 @@ class InContext(Learner):
 
     Context and memory tokens attend to each other; query tokens attend to them only, so queries
     never influence one another and memory stays linear in the number of points. Predictions are only
-    available at the ``query_x`` given to ``init_state`` / ``adapt``.
+    available at the ``query_x`` given to ``init_state`` / ``adapt``. ``scale_by_share`` multiplies each
+    update of the predictions by ``B / (seen + B)``, so later steps move them less.
     """
 
     regime = "implicit"
