@@ -1,6 +1,19 @@
 import pytest
 import torch
 
+FAST = [
+    "train.iterations=6",
+    "train.checkpoint_every=3",
+    "evaluation.steps=[1, 4]",
+    "evaluation.sizes=[8, 16]",
+    "evaluation.num_tasks=8",
+    "evaluation.tune_tasks=4",
+    "evaluation.cost_sizes=[8, 16]",
+]
+"""Preset overrides that run an experiment end to end in seconds (CLI and experiment tests)."""
+SILENT = {"log": lambda message: None}
+"""Keyword arguments that keep experiment runs quiet."""
+
 
 @pytest.fixture(autouse=True)
 def one_thread():

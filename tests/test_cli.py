@@ -11,15 +11,8 @@ from amortized.checkpoints import load_checkpoint
 from amortized.cli import EXIT_ERROR, EXIT_INTERRUPTED, main
 from amortized.config import list_presets
 
-FAST = [
-    "train.iterations=6",
-    "train.checkpoint_every=3",
-    "evaluation.steps=[1, 4]",
-    "evaluation.sizes=[8, 16]",
-    "evaluation.num_tasks=8",
-    "evaluation.tune_tasks=4",
-    "evaluation.cost_sizes=[8, 16]",
-]
+from .conftest import FAST
+
 SETS = [arg for option in FAST for arg in ("--set", option)]
 
 

@@ -8,17 +8,9 @@ from amortized.config import Experiment
 from amortized.errors import CheckpointError, ConfigError
 from amortized.experiments import RunFolder, evaluate_experiment, load_trained, train_learners
 
+from .conftest import FAST, SILENT
+
 # Fewer iterations and a smaller evaluation than the tiny preset: every test here runs in seconds.
-FAST = [
-    "train.iterations=6",
-    "train.checkpoint_every=3",
-    "evaluation.steps=[1, 4]",
-    "evaluation.sizes=[8, 16]",
-    "evaluation.num_tasks=8",
-    "evaluation.tune_tasks=4",
-    "evaluation.cost_sizes=[8, 16]",
-]
-SILENT = {"log": lambda message: None}
 
 
 @pytest.fixture(scope="module")

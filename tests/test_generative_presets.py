@@ -8,7 +8,8 @@ from amortized.errors import ConfigError
 from amortized.experiments import RunFolder, evaluate_experiment, train_learners
 from amortized.report import write_report
 
-SILENT = {"log": lambda message: None}
+from .conftest import SILENT
+
 FAST = [
     "train.iterations=3",
     "train.eval_every=0",
