@@ -7,6 +7,7 @@ import amortized
 from amortized import adapt
 from amortized.errors import ConfigError
 from amortized.learners import InContext, LatentSGD, LatentUpdate, LearnedInit, LearnedUpdate
+from amortized.learners.state import State
 from amortized.models import MLP, Linear
 from amortized.tasks import LinearClassification
 
@@ -27,6 +28,13 @@ LEARNERS = {
     ),
     "LearnedUpdate/refined, share-scaled": (
         lambda: LearnedUpdate(Linear(2), refinements=3, scale_by_share=True, **TINY),
+        "greedy",
+        3e-3,
+    ),
+    "LearnedUpdate/momentum, tapered": (
+        lambda: LearnedUpdate(
+            Linear(2), refinements=4, scale_by_share=True, momentum=True, taper_refinements=True, **TINY
+        ),
         "greedy",
         3e-3,
     ),
@@ -148,6 +156,14 @@ def test_unknown_update_inputs_are_rejected():
         LatentUpdate(2, inputs=[])
 
 
+def _randomised(learner):
+    """``learner`` with fixed non-zero parameters, so untrained updates move the state."""
+    with torch.no_grad():
+        for parameter in learner.parameters():
+            parameter.copy_(torch.linspace(-0.3, 0.3, parameter.numel()).view_as(parameter))
+    return learner
+
+
 @pytest.mark.parametrize(
     "make",
     [
@@ -157,11 +173,7 @@ def test_unknown_update_inputs_are_rejected():
 )
 def test_share_scaled_updates_shrink_with_the_points_seen(make):
     """After 96 points, a batch of 32 moves the state by a quarter of the unscaled update."""
-    plain, scaled = make(False), make(True)
-    for learner in (plain, scaled):
-        with torch.no_grad():
-            for parameter in learner.parameters():
-                parameter.copy_(torch.linspace(-0.3, 0.3, parameter.numel()).view_as(parameter))
+    plain, scaled = _randomised(make(False)), _randomised(make(True))
     x, y = torch.randn(2, 32, 2), torch.randn(2, 32, 1)
     moves = []
     for learner in (plain, scaled):
@@ -171,3 +183,58 @@ def test_share_scaled_updates_shrink_with_the_points_seen(make):
             moves.append(learner.step(state, x, y).value - state.value)
     assert moves[0].abs().max() > 1e-3
     torch.testing.assert_close(moves[1], 0.25 * moves[0])
+
+
+def test_momentum_needs_refinements():
+    with pytest.raises(ConfigError, match="momentum needs refinements > 1"):
+        LearnedUpdate(Linear(2), momentum=True)
+
+
+TAPERED = {"refinements": 4, "momentum": True, "taper_refinements": True, "memory_tokens": 2, **TINY}
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: LearnedUpdate(Linear(2), **TAPERED),
+        lambda: LearnedUpdate(Linear(2), inputs=["gradients"], **TAPERED),
+        lambda: LearnedUpdate(Linear(2), inputs=["observations"], **TAPERED),
+        lambda: LatentUpdate(2, latent_dim=8, decoder_hidden=(16,), **TAPERED),
+    ],
+)
+def test_tapered_refinements_stack_states_of_different_progress(make):
+    """Tasks stepped together (as greedy training stacks steps) move as they would alone.
+
+    With tapering, a fresh state gets all four passes and one that has seen three batches gets one,
+    so stacking them runs passes on some tasks only.
+    """
+    learner = _randomised(make())
+    x, y = torch.randn(2, 8, 2), torch.randn(2, 8, 1)
+    fresh = learner.init_state(1)
+    seasoned = learner.init_state(1)
+    seasoned = seasoned.advance(seasoned.value + 0.5, 24)
+    with torch.no_grad():
+        together = learner.step(State.cat([fresh, seasoned]), x, y)
+        alone = [learner.step(fresh, x[:1], y[:1]), learner.step(seasoned, x[1:], y[1:])]
+    torch.testing.assert_close(together.value, State.cat(alone).value)
+    torch.testing.assert_close(together.memory["tokens"], State.cat(alone).memory["tokens"])
+
+
+def test_tapered_refinements_shrink_with_the_share_of_the_batch():
+    """ceil(4 · B / (seen + B)) passes: 4 on a fresh state (as without tapering), 2, then 1."""
+    full, tapered = (
+        _randomised(LearnedUpdate(Linear(2), refinements=4, taper_refinements=taper, **TINY))
+        for taper in (False, True)
+    )
+    passes = []
+    tapered.transformer.register_forward_hook(lambda *args: passes.append(1))
+    x, y = torch.randn(2, 8, 2), torch.randn(2, 8, 1)
+    fresh = tapered.init_state(2)
+    counts = []
+    with torch.no_grad():
+        torch.testing.assert_close(tapered.step(fresh, x, y).value, full.step(fresh, x, y).value)
+        for seen in (0, 8, 16, 120):
+            passes.clear()
+            tapered.step(fresh.advance(fresh.value, seen), x, y)
+            counts.append(len(passes))
+    assert counts == [4, 2, 2, 1]

@@ -51,6 +51,16 @@ def _adam_direction(memory: dict[str, Tensor], grad: Tensor, num_steps: Tensor) 
     return m_hat / (v_hat.sqrt() + 1e-12)
 
 
+def _rows(active: Tensor) -> slice | Tensor:
+    """Every task as a plain slice when all are active (no copies), else the active tasks' indices."""
+    return slice(None) if bool(active.all()) else active.nonzero().squeeze(1)
+
+
+def _put(full: Tensor | None, rows: slice | Tensor, part: Tensor) -> Tensor:
+    """``full`` with ``rows`` replaced by ``part``, out of place so autograd sees both."""
+    return part if isinstance(rows, slice) else full.index_copy(0, rows, part)
+
+
 class _VectorLearner(Learner):
     """A learner whose state value is a flat per-task vector read by ``_forward(v, x)``."""
 
@@ -102,7 +112,13 @@ class _TransformerUpdate(_VectorLearner):
     early step can then nearly solve its batch (as a posterior update solves a small linear system)
     instead of taking one gradient-like move. ``scale_by_share`` multiplies each update by
     ``B / (seen + B)``, so the rule's outputs keep one scale while its steps shrink like a
-    posterior's (``1/t``) as evidence, re-reads included, accumulates.
+    posterior's (``1/t``) as evidence, re-reads included, accumulates. ``momentum`` (with
+    refinements) adds the previous refinement's update and the gradient change it caused: with a
+    direction and the curvature along it, refinements can act like conjugate-gradient or
+    quasi-Newton steps rather than preconditioned gradient steps. ``taper_refinements`` applies
+    ``ceil(refinements · B / (seen + B))`` of them per step: as evidence accumulates the posterior's
+    system is better conditioned and its update nears a gradient step, so late steps (the bulk of a
+    long run, in training too) cost one pass.
     """
 
     def _build(
@@ -116,13 +132,20 @@ class _TransformerUpdate(_VectorLearner):
         memory_tokens: int,
         refinements: int = 1,
         scale_by_share: bool = False,
+        momentum: bool = False,
+        taper_refinements: bool = False,
     ) -> None:
         self.inputs = check_update_inputs(inputs)
         self.scale_by_share = bool(scale_by_share)
         self.uses_gradients = "gradients" in self.inputs
         self.refinements = check_positive_int("refinements", refinements)
         refining = self.refinements > 1
+        if momentum and not refining:
+            raise ConfigError("momentum needs refinements > 1: it reads the previous refinement's update")
+        self.momentum = bool(momentum)
+        self.taper_refinements = bool(taper_refinements)
         num_features = (3 if self.uses_gradients else 1) + refining
+        num_features += self.momentum * (1 + self.uses_gradients)
         self.chunks = ChunkTokens(size, chunk_size, num_features, width)
         self.progress = ProgressEmbedding(5 + self.uses_gradients + refining, width)
         self.observations = (
@@ -143,33 +166,56 @@ class _TransformerUpdate(_VectorLearner):
             memory["tokens"] = self.memory0.expand(value.shape[0], -1, -1)
         return State.initial(value, memory)
 
+    def _refinement_counts(self, state: State, batch_points: int) -> Tensor:
+        """Transformer passes per task ``[tasks]`` for this step: all, or tapered by the batch's share."""
+        if not self.taper_refinements:
+            return torch.full(state.num_seen.shape, self.refinements, device=state.num_seen.device)
+        counts = torch.ceil(self.refinements * state.share(batch_points) - 1e-6)
+        return counts.long().clamp(min=1)
+
     def _step(self, state: State, x: Tensor, y: Tensor) -> State:
         memory = dict(state.memory)
         start = value = state.value
-        scale = state.share(x.shape[1])[:, None] if self.scale_by_share else 1.0
-        step_progress = state.progress_features(x.shape[1])
+        points = x.shape[1]
+        scale = state.share(points)[:, None] if self.scale_by_share else torch.ones_like(value[:, :1])
+        step_progress = state.progress_features(points)
+        counts = self._refinement_counts(state, points)
         num_chunks = self.chunks.num_chunks
-        for refinement in range(self.refinements):
-            progress = step_progress
-            features = [value]
+        last_output = last_grad = last_rms = None
+        for refinement in range(int(counts.max())):
+            rows = _rows(counts > refinement)
+            task_value, task_x, task_y = value[rows], x[rows], y[rows]
+            progress = step_progress[rows]
+            features = [task_value]
             if self.uses_gradients:
-                grad, _ = loss_gradient(self._loss_of(x, y), value, create_graph=False)
+                loss_of = self._loss_of(task_x, task_y)
+                grad, _ = loss_gradient(loss_of, task_value, create_graph=False)
                 if refinement == 0:
                     adam = _adam_direction(memory, grad, state.num_steps)
                 rms = grad.square().mean(-1, keepdim=True).sqrt()
-                features += [grad / (rms + 1e-12), adam]
+                features += [grad / (rms + 1e-12), adam[rows]]
                 progress = torch.cat([progress, torch.log(rms + 1e-12) / 10], -1)
             if self.refinements > 1:
-                features.append(value - start)
-                fraction = torch.full_like(progress[:, :1], refinement / self.refinements)
+                features.append(task_value - start[rows])
+                fraction = refinement / counts[rows, None].to(task_value.dtype)
                 progress = torch.cat([progress, fraction], -1)
+            if self.momentum:
+                first = refinement == 0
+                features.append(torch.zeros_like(task_value) if first else last_output[rows])
+                if self.uses_gradients:
+                    change = None if first else (grad - last_grad[rows]) / (last_rms[rows] + 1e-12)
+                    features.append(torch.zeros_like(grad) if first else change)
+                    last_grad, last_rms = _put(last_grad, rows, grad), _put(last_rms, rows, rms)
             tokens = [self.chunks(features) + self.progress(progress)]
             if self.memory_tokens:
-                tokens.append(memory["tokens"])
+                tokens.append(memory["tokens"][rows])
             if self.observations is not None:
-                tokens.append(self.observations(x, y, self._forward(value, x)))
+                tokens.append(self.observations(task_x, task_y, self._forward(task_value, task_x)))
             out = self.transformer(torch.cat(tokens, 1))
             if self.memory_tokens:
-                memory["tokens"] = out[:, num_chunks : num_chunks + self.memory_tokens]
-            value = value + scale * self.chunks.decode(out[:, :num_chunks])
-        return state.advance(value, x.shape[1], memory)
+                new_tokens = out[:, num_chunks : num_chunks + self.memory_tokens]
+                memory["tokens"] = _put(memory["tokens"], rows, new_tokens)
+            output = self.chunks.decode(out[:, :num_chunks])
+            last_output = _put(last_output, rows, output)
+            value = _put(value, rows, task_value + scale[rows] * output)
+        return state.advance(value, points, memory)

@@ -78,6 +78,8 @@ class LatentUpdate(_LatentLearner, _TransformerUpdate):
         memory_tokens: int = 0,
         refinements: int = 1,
         scale_by_share: bool = False,
+        momentum: bool = False,
+        taper_refinements: bool = False,
         seed: int = 0,
     ) -> None:
         config = plain_arguments(locals())
@@ -95,6 +97,8 @@ class LatentUpdate(_LatentLearner, _TransformerUpdate):
                 memory_tokens,
                 refinements,
                 scale_by_share,
+                momentum,
+                taper_refinements,
             )
         self.config = config
 

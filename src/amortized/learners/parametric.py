@@ -71,6 +71,8 @@ class LearnedUpdate(_TransformerUpdate):
         memory_tokens: int = 0,
         refinements: int = 1,
         scale_by_share: bool = False,
+        momentum: bool = False,
+        taper_refinements: bool = False,
         seed: int = 0,
     ) -> None:
         config = plain_arguments(locals())
@@ -88,6 +90,8 @@ class LearnedUpdate(_TransformerUpdate):
                 memory_tokens,
                 refinements,
                 scale_by_share,
+                momentum,
+                taper_refinements,
             )
         self.theta0 = nn.Parameter(model.init(torch.Generator().manual_seed(seed)))
         self.config = config
