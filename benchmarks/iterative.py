@@ -1,12 +1,12 @@
 """Iterative learners that keep improving with more data (issue 10): the targets, checked.
 
 The refined, share-scaled learned update (``LearnedUpdate(refinements=R, scale_by_share=True)``,
-observations and gradients; ``R`` and the iterations per family in :data:`SETTINGS`) is
-meta-trained once per family within a CPU budget, then adapts to the quality benchmark's held-out
-tasks (512 training points, B=32; k > 16 re-reads the data in a new order). It is compared with what
-each target names: the Bayes posterior mean and per-task SGD with its rate tuned per k (linear
-regression), scikit-learn's logistic regression with the prior-matched C (classification) and its
-own curve (monotonicity, all three families).
+observations and gradients, width 64, depth 2; per family further options, training horizons and
+iterations in :data:`SETTINGS`) is meta-trained once per family within a CPU budget, then adapts to
+the quality benchmark's held-out tasks (512 training points, B=32; k > 16 re-reads the data in a new
+order). It is compared with what each target names: the Bayes posterior mean and per-task SGD with
+its rate tuned per k (linear regression), scikit-learn's logistic regression with the prior-matched
+C (classification) and its own curve (monotonicity, all three families).
 
 Run: ``python -m benchmarks iterative`` (one family per core, about 15 min of CPU per family) or
 ``python -m benchmarks iterative --quick`` for a smoke run.
@@ -39,28 +39,34 @@ from benchmarks.quality import (
     family_metric,
 )
 
-SETTINGS = {
-    "linear-regression": (6, 1000),
-    "linear-classification": (6, 1000),
-    "nonlinear-regression": (3, 800),
+SETTINGS: dict[str, dict[str, Any]] = {
+    "linear-regression": {
+        "options": {"refinements": 8, "momentum": True, "taper_refinements": True},
+        "train": {"num_steps": (1, 64)},
+        "iterations": 1700,
+    },
+    "linear-classification": {"options": {"refinements": 6}, "train": {}, "iterations": 1000},
+    "nonlinear-regression": {"options": {"refinements": 3}, "train": {}, "iterations": 800},
 }
-"""Refinements per mini-batch and meta-training iterations per family, each within ~15 min of CPU."""
+"""Per family: ``LearnedUpdate`` options besides ``scale_by_share``, training overrides and the
+meta-training iterations, each within ~15 min of CPU (tapered refinements make an iteration cheaper)."""
 LEARNER = "LearnedUpdate[refined, share-scaled]"
 BAYES_RATIO_TARGET = 1.5
 
 
 def run_family(
-    name: str, family: TaskFamily, model: Callable[[], Any], refinements: int, iterations: int, num_tasks: int
+    name: str, family: TaskFamily, model: Callable[[], Any], settings: dict[str, Any], num_tasks: int
 ) -> dict:
-    """Train the learner on ``family``, then its curve and the references the targets name."""
+    """Train the learner with ``settings`` (:data:`SETTINGS`); its curve and the targets' references."""
     task = "classification" if family.is_classification else "regression"
     tasks = family.sample(num_tasks, NUM_TRAIN, NUM_QUERY, torch.Generator().manual_seed(2024))
-    learner = LearnedUpdate(
-        model(), task=task, width=64, depth=2, heads=4, refinements=refinements, scale_by_share=True
-    )
-    settings = {"tasks_per_batch": 16, "batch_size": BATCH, "lr": 1e-3, "warmup": 100, "eval_every": 0}
+    options = settings["options"]
+    learner = LearnedUpdate(model(), task=task, width=64, depth=2, heads=4, scale_by_share=True, **options)
+    training = {"tasks_per_batch": 16, "batch_size": BATCH, "lr": 1e-3, "warmup": 100, "eval_every": 0}
+    training.update(ITERATIVE, **settings["train"])
+    iterations = settings["iterations"]
     cpu, wall = time.process_time(), time.perf_counter()
-    amortized.train(learner, family, iterations=iterations, seed=0, **settings, **ITERATIVE)
+    amortized.train(learner, family, iterations=iterations, seed=0, **training)
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     curve = _curve(learner, tasks, BATCH)
     print(
@@ -72,7 +78,8 @@ def run_family(
         "family": repr(family),
         "metric": family_metric(family),
         "learner": {
-            "refinements": refinements,
+            "options": options,
+            "num_steps": list(training["num_steps"]),
             "train_cpu_seconds": round(cpu),
             "train_wall_seconds": round(wall),
             "iterations": iterations,
@@ -94,10 +101,10 @@ def _run_one(args: tuple[str, bool]) -> tuple[str, dict]:
     name, quick = args
     torch.set_num_threads(1)
     make_family, model, _ = FAMILIES[name]
-    refinements, iterations = SETTINGS[name]
-    return name, run_family(
-        name, make_family(), model, refinements, 20 if quick else iterations, 16 if quick else 256
-    )
+    settings = SETTINGS[name]
+    if quick:
+        settings = {**settings, "iterations": 20}
+    return name, run_family(name, make_family(), model, settings, 16 if quick else 256)
 
 
 def main(out_dir, quick: bool = False, workers: int = 2) -> dict:
@@ -132,8 +139,8 @@ def report(result: dict) -> str:
         lines += [
             "",
             f"#### {name}: `{family['family']}`",
-            f"Meta-training: {budget['iterations']} iterations with {budget.get('refinements', '?')} "
-            f"refinements per step, {budget['train_cpu_seconds']} s of CPU "
+            f"Meta-training: {budget['iterations']} iterations (options {budget.get('options', '?')}, "
+            f"horizons {budget.get('num_steps', '?')} steps), {budget['train_cpu_seconds']} s of CPU "
             f"({budget['train_wall_seconds']} s wall). Metric: `{metric}`.",
             "",
             header,
