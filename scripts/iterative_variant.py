@@ -4,7 +4,8 @@ The exploration behind ``benchmarks/iterative.py``: the same family, training op
 tasks, one variant at a time. Usage (keyword arguments of ``LearnedUpdate`` as JSON, plus
 ``iterations`` and ``train`` overrides)::
 
-    python scripts/iterative_variant.py '{"refinements": 6, "scale_by_share": true, "iterations": 1000}'
+    python scripts/iterative_variant.py '{"refinements": 8, "scale_by_share": true, "momentum": true,
+        "taper_refinements": true, "iterations": 1700, "train": {"num_steps": [1, 64]}}'
 """
 
 import json
