@@ -2,7 +2,7 @@
 
 The exploration behind ``benchmarks/iterative.py``: the same family, training options and held-out
 tasks, one variant at a time. Usage (keyword arguments of ``LearnedUpdate`` as JSON, plus
-``iterations`` and ``train`` overrides)::
+``iterations``, ``train`` overrides and the ``seed`` of both the learner and its training)::
 
     python scripts/iterative_variant.py '{"refinements": 8, "scale_by_share": true, "momentum": true,
         "taper_refinements": true, "iterations": 1700, "train": {"num_steps": [1, 64]}}'
@@ -27,6 +27,7 @@ def main(options: dict) -> dict:
     """Meta-train the variant, then its excess error and the ratio to Bayes at every k."""
     torch.set_num_threads(1)
     iterations = options.pop("iterations", 600)
+    seed = options.pop("seed", 0)
     settings = {
         "num_steps": (1, 32),
         "num_train": 512,
@@ -39,9 +40,9 @@ def main(options: dict) -> dict:
         **options.pop("train", {}),
     }
     family = LinearRegression(8, noise=0.5)
-    learner = LearnedUpdate(Linear(8), width=64, depth=2, heads=4, **options)
+    learner = LearnedUpdate(Linear(8), width=64, depth=2, heads=4, seed=seed, **options)
     began = time.process_time()
-    amortized.train(learner, family, iterations=iterations, seed=0, **settings)
+    amortized.train(learner, family, iterations=iterations, seed=seed, **settings)
     cpu = time.process_time() - began
     tasks = family.sample(256, 512, 128, torch.Generator().manual_seed(2024))
     bayes = BayesLinearRegression(8, family.noise, family.weight_std, family.bias)
