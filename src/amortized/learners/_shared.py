@@ -199,13 +199,14 @@ class _TransformerUpdate(_VectorLearner):
                 features.append(task_value - start[rows])
                 fraction = refinement / counts[rows, None].to(task_value.dtype)
                 progress = torch.cat([progress, fraction], -1)
-            if self.momentum:
-                first = refinement == 0
-                features.append(torch.zeros_like(task_value) if first else last_output[rows])
+            if self.momentum and refinement == 0:
+                features += [torch.zeros_like(task_value)] * (1 + self.uses_gradients)
+            elif self.momentum:
+                features.append(last_output[rows])
                 if self.uses_gradients:
-                    change = None if first else (grad - last_grad[rows]) / (last_rms[rows] + 1e-12)
-                    features.append(torch.zeros_like(grad) if first else change)
-                    last_grad, last_rms = _put(last_grad, rows, grad), _put(last_rms, rows, rms)
+                    features.append((grad - last_grad[rows]) / (last_rms[rows] + 1e-12))
+            if self.momentum and self.uses_gradients:
+                last_grad, last_rms = _put(last_grad, rows, grad), _put(last_rms, rows, rms)
             tokens = [self.chunks(features) + self.progress(progress)]
             if self.memory_tokens:
                 tokens.append(memory["tokens"][rows])
