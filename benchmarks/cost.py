@@ -78,7 +78,7 @@ def build_learner(name: str) -> Learner:
     if name == "InContext":
         return InContext(DIM, **TRANSFORMER, seed=0).eval()
     if name == "LearnedUpdate":
-        return LearnedUpdate(Linear(DIM), **TRANSFORMER, seed=0).eval()
+        return LearnedUpdate(Linear(DIM), seed=0, rule=TRANSFORMER).eval()
     raise ValueError(f"unknown learner {name!r}; choose InContext or LearnedUpdate")
 
 

@@ -1,6 +1,6 @@
 """Iterative learners that keep improving with more data (issue 10): the targets, checked.
 
-The refined, share-scaled learned update (``LearnedUpdate(refinements=R, scale_by_share=True)``,
+The refined, share-scaled learned update (``LearnedUpdate(rule={"refinements": R, "scale_by_share": True})``,
 observations and gradients, width 64, depth 2; per family further options, training horizons and
 iterations in :data:`SETTINGS`) is meta-trained once per family within a CPU budget, then adapts to
 the quality benchmark's held-out tasks (512 training points, B=32; k > 16 re-reads the data in a new
@@ -61,7 +61,9 @@ def run_family(
     task = "classification" if family.is_classification else "regression"
     tasks = family.sample(num_tasks, NUM_TRAIN, NUM_QUERY, torch.Generator().manual_seed(2024))
     options = settings["options"]
-    learner = LearnedUpdate(model(), task=task, width=64, depth=2, heads=4, scale_by_share=True, **options)
+    learner = LearnedUpdate(
+        model(), task=task, rule={"width": 64, "depth": 2, "heads": 4, "scale_by_share": True, **options}
+    )
     training = {"tasks_per_batch": 16, "batch_size": BATCH, "lr": 1e-3, "warmup": 100, "eval_every": 0}
     training.update(ITERATIVE, **settings["train"])
     iterations = settings["iterations"]

@@ -49,30 +49,30 @@ def _learners(task: str, dim: int, out: int, model: Callable[[], Any]) -> dict[s
     """Name -> (constructor, training options, evaluation batch size or None for B)."""
     width = {"width": 64, "depth": 2, "heads": 4}
     learners = {
-        "LearnedUpdate[obs+grad]": (lambda: LearnedUpdate(model(), task=task, **width), ITERATIVE, None),
+        "LearnedUpdate[obs+grad]": (lambda: LearnedUpdate(model(), task=task, rule=width), ITERATIVE, None),
         "LearnedUpdate[grad]": (
-            lambda: LearnedUpdate(model(), task=task, inputs=["gradients"], **width),
+            lambda: LearnedUpdate(model(), task=task, rule={"inputs": ["gradients"], **width}),
             ITERATIVE,
             None,
         ),
         "LearnedUpdate[obs]": (
-            lambda: LearnedUpdate(model(), task=task, inputs=["observations"], **width),
+            lambda: LearnedUpdate(model(), task=task, rule={"inputs": ["observations"], **width}),
             ITERATIVE,
             None,
         ),
         "LearnedUpdate[one-shot]": (
-            lambda: LearnedUpdate(model(), task=task, inputs=["observations"], **width),
+            lambda: LearnedUpdate(model(), task=task, rule={"inputs": ["observations"], **width}),
             {"num_steps": 1, "batch_size": NUM_TRAIN, "num_train": NUM_TRAIN, "budget": 0.5},
             NUM_TRAIN,
         ),
         "LatentUpdate": (
-            lambda: LatentUpdate(dim, out, task=task, **width),
+            lambda: LatentUpdate(dim, out, task=task, rule=width),
             {**ITERATIVE, "budget": 0.67},
             None,
         ),
         "InContext": (lambda: InContext(dim, out, task=task, **width), {**ITERATIVE, "budget": 0.5}, None),
         "LearnedInit[Meta-SGD]": (
-            lambda: LearnedInit(model(), task=task, inner_lr=0.1, learn_lr=True),
+            lambda: LearnedInit(model(), task=task, rule={"inner_lr": 0.1, "learn_lr": True}),
             {"num_steps": 8, "objective": "full", "lr": 3e-3},
             None,
         ),

@@ -47,17 +47,17 @@ GRADIENT_TOLERANCE = 1e-5
 def _learners(transformer: dict[str, int]) -> dict[str, tuple[Learner, str]]:
     """Each learner class, with the objective it meta-trains with."""
     return {
-        "LearnedInit (MAML)": (LearnedInit(Linear(DIM), inner_lr=0.03), "full"),
-        "LearnedUpdate (observations + gradients)": (LearnedUpdate(Linear(DIM), **transformer), "greedy"),
+        "LearnedInit (MAML)": (LearnedInit(Linear(DIM), rule={"inner_lr": 0.03}), "full"),
+        "LearnedUpdate (observations + gradients)": (LearnedUpdate(Linear(DIM), rule=transformer), "greedy"),
         "LearnedUpdate (gradients)": (
-            LearnedUpdate(Linear(DIM), inputs=["gradients"], **transformer),
+            LearnedUpdate(Linear(DIM), rule={"inputs": ["gradients"], **transformer}),
             "greedy",
         ),
         "LearnedUpdate (observations)": (
-            LearnedUpdate(Linear(DIM), inputs=["observations"], **transformer),
+            LearnedUpdate(Linear(DIM), rule={"inputs": ["observations"], **transformer}),
             "greedy",
         ),
-        "LatentUpdate": (LatentUpdate(DIM, **transformer), "greedy"),
+        "LatentUpdate": (LatentUpdate(DIM, rule=transformer), "greedy"),
         "LatentSGD (CAVIA)": (LatentSGD(DIM), "full"),
         "InContext": (InContext(DIM, **transformer), "greedy"),
     }
@@ -88,9 +88,9 @@ def _maml_tasks(setup: dict[str, Any], seed: int) -> tuple[TaskBatch, list]:
 
 
 def _torch_network(learner: LearnedInit) -> nn.Sequential:
-    """An ``nn.Sequential`` MLP holding the same weights as ``learner.theta0``."""
+    """An ``nn.Sequential`` MLP holding the same weights as ``learner.representation.theta0``."""
     layers: list[nn.Module] = []
-    parts = learner.model.layers(learner.theta0.detach()[None])
+    parts = learner.representation.model.layers(learner.representation.theta0.detach()[None])
     for i, (weight, bias) in enumerate(parts):
         linear = nn.Linear(weight.shape[1], weight.shape[2])
         with torch.no_grad():
@@ -142,13 +142,13 @@ def maml_versus_higher(setup: dict[str, Any], *, steps: int, warmup: int, seed: 
         import higher
     except ImportError:
         return {"status": "skipped: `higher` is not installed (pip install higher)"}
-    learner = LearnedInit(MLP(1, 1, hidden=setup["hidden"]), inner_lr=setup["inner_lr"], seed=seed)
+    learner = LearnedInit(MLP(1, 1, hidden=setup["hidden"]), seed=seed, rule={"inner_lr": setup["inner_lr"]})
     network = _torch_network(learner)
     tasks, batches = _maml_tasks(setup, seed)
 
     ours_loss = ours_meta_loss(learner, tasks, batches)
     theirs_loss = higher_meta_loss(network, tasks, batches, setup["inner_lr"], higher)
-    ours_grad, theirs_grad = learner.theta0.grad, _flat_gradient(network)
+    ours_grad, theirs_grad = learner.representation.theta0.grad, _flat_gradient(network)
     difference = float((ours_grad - theirs_grad).abs().max())
     scale = float(theirs_grad.abs().max())
     if difference > GRADIENT_TOLERANCE * max(1.0, scale):

@@ -18,8 +18,8 @@ torch.set_num_threads(1)  # small models run fastest on one thread
 family = LinearRegression(dim=2, noise=0.3)
 small = {"width": 32, "depth": 1, "heads": 2}
 learners = {
-    "parametric, iterative": (LearnedUpdate(Linear(2), **small), False),
-    "explicit, iterative": (LatentUpdate(2, latent_dim=8, decoder_hidden=(32,), **small), False),
+    "parametric, iterative": (LearnedUpdate(Linear(2), rule=small), False),
+    "explicit, iterative": (LatentUpdate(2, latent_dim=8, decoder_hidden=(32,), rule=small), False),
     "implicit, one-shot": (InContext(2, **small), True),
 }
 for name, (learner, one_shot) in learners.items():

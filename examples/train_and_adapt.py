@@ -14,7 +14,7 @@ torch.set_num_threads(1)  # small models run fastest on one thread
 family = LinearRegression(dim=4, noise=0.5)
 
 # A transformer reads θ, the loss gradient and the mini-batch, and outputs Δθ for a linear model.
-learner = LearnedUpdate(Linear(4), width=32, depth=1, heads=2)
+learner = LearnedUpdate(Linear(4), rule={"width": 32, "depth": 1, "heads": 2})
 result = amortized.train(
     learner,
     family,

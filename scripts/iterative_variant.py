@@ -40,7 +40,7 @@ def main(options: dict) -> dict:
         **options.pop("train", {}),
     }
     family = LinearRegression(8, noise=0.5)
-    learner = LearnedUpdate(Linear(8), width=64, depth=2, heads=4, seed=seed, **options)
+    learner = LearnedUpdate(Linear(8), seed=seed, rule={"width": 64, "depth": 2, "heads": 4, **options})
     began = time.process_time()
     amortized.train(learner, family, iterations=iterations, seed=seed, **settings)
     cpu = time.process_time() - began

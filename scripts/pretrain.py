@@ -95,7 +95,7 @@ def pretrain(name: str, out: Path, iterations: int | None) -> dict[str, Any]:
     spec = SPECS[name]
     prior_class, prior_args = spec["prior"]
     family = prior_class(**prior_args)
-    learner = LearnedUpdate(spec["model"], task=spec["task"], seed=SEED, **UPDATE)
+    learner = LearnedUpdate(spec["model"], task=spec["task"], seed=SEED, rule=UPDATE)
     config = TrainConfig.from_dict({**TRAINING, "iterations": iterations or spec["iterations"]})
     print(f"{name}: meta-training {learner.describe()} on {family!r} for {config.iterations} iterations")
     torch.manual_seed(SEED)

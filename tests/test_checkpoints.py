@@ -4,14 +4,14 @@ import torch
 import amortized
 from amortized.checkpoints import load_checkpoint, save_checkpoint
 from amortized.errors import CheckpointError
-from amortized.learners import InContext, LatentSGD, LearnedInit
-from amortized.models import MLP
+from amortized.learners import InContext, LatentSGD, LearnedInit, LearnedUpdate
+from amortized.models import MLP, Linear
 
 
 @pytest.mark.parametrize(
     "learner",
     [
-        LearnedInit(MLP(2, 1, hidden=(8,)), inner_lr=0.05, learn_lr=True),
+        LearnedInit(MLP(2, 1, hidden=(8,)), rule={"inner_lr": 0.05, "learn_lr": True}),
         LatentSGD(2, latent_dim=4, decoder_hidden=(8,)),
         InContext(2, 3, task="classification", width=16, depth=1, heads=2),
     ],
@@ -26,6 +26,42 @@ def test_save_and_load_rebuild_the_same_learner(tmp_path, learner):
     assert type(loaded) is type(learner) and loaded.config == learner.config
     for a, b in zip(learner.state_dict().values(), loaded.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize(
+    ("learner", "legacy_top"),
+    [
+        (
+            LearnedUpdate(Linear(2), rule={"width": 16, "depth": 1, "heads": 2, "memory_tokens": 2}),
+            ("theta0",),
+        ),
+        (LatentSGD(2, latent_dim=4, decoder_hidden=(8,)), ("z0", "decoder")),
+    ],
+    ids=lambda value: type(value).__name__ if not isinstance(value, tuple) else "",
+)
+def test_checkpoints_from_before_rules_were_composed_still_load(tmp_path, learner, legacy_top):
+    """Checkpoints used to list the rule's options flat and keep every weight at the top level."""
+    with torch.no_grad():
+        for parameter in learner.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.1)
+    description = learner.describe()
+    flat_config = {**description["config"], **description["config"]["rule"]}
+    del flat_config["rule"]
+    flat_weights = {
+        name.removeprefix("representation.").removeprefix("rule."): value
+        for name, value in learner.state_dict().items()
+    }
+    assert any(name.startswith(legacy_top) for name in flat_weights)
+    legacy = {"learner": {"class": description["class"], "config": flat_config}, "weights": flat_weights}
+    save_checkpoint(tmp_path / "old.pt", legacy)
+    loaded = amortized.load(tmp_path / "old.pt")
+    assert loaded.config == learner.config
+    x, y = torch.randn(2, 6, 2), torch.randn(2, 6, 1)
+    adapted = [
+        amortized.adapt(model, x, y, batch_size=3, generator=torch.Generator().manual_seed(0))
+        for model in (learner, loaded)
+    ]
+    torch.testing.assert_close(loaded.predict(adapted[1], x), learner.predict(adapted[0], x), rtol=0, atol=0)
 
 
 def test_corrupt_checkpoint_falls_back_to_the_previous_good_one(tmp_path):

@@ -74,7 +74,7 @@ def test_learners_are_built_with_widths_from_the_family_and_per_learner_training
     experiment = tiny("family.dim=3")
     learners = {spec.name: spec for spec in experiment.learners}
     update = learners["LearnedUpdate"].build(experiment.family)
-    assert isinstance(update, LearnedUpdate) and update.model.input_dim == 3
+    assert isinstance(update, LearnedUpdate) and update.representation.model.input_dim == 3
     maml = learners["MAML"]
     assert isinstance(maml.build(experiment.family), LearnedInit)
     assert (maml.train.objective, maml.train.num_steps, maml.train.iterations) == ("full", 2, 20)
@@ -89,13 +89,13 @@ def test_overrides_reach_tables_and_named_learners():
         "family.noise=0.3",
         "evaluation.steps=[1, 3]",
         "learners.LearnedUpdate.train.lr=0.01",
-        "learners.LearnedUpdate.kwargs.width=8",
+        "learners.LearnedUpdate.kwargs.rule.width=8",
         "baselines.SGD.lr_grid=[0.5]",
     )
     assert experiment.train.iterations == 7 and experiment.family.noise == 0.3
     assert experiment.evaluation.steps == [1, 3]
     update = experiment.learners[0]
-    assert update.train.lr == 0.01 and update.train.iterations == 7 and update.kwargs["width"] == 8
+    assert update.train.lr == 0.01 and update.train.iterations == 7 and update.kwargs["rule"]["width"] == 8
     assert experiment.baselines[0].lr_grid == [0.5]
     assert experiment.config["train"]["iterations"] == 7
 
@@ -112,10 +112,14 @@ def test_overrides_reach_tables_and_named_learners():
         ("family.class=Spiral", r"unknown task family 'Spiral'.*valid: .*LinearRegression"),
         ("evaluation.steps=4", r"evaluation\.steps must be a list of integers"),
         (
-            "learners.LearnedUpdate.kwargs.width=wide",
-            r"learners\.LearnedUpdate\.kwargs\.width must be an integer",
+            "learners.LearnedUpdate.kwargs.rule.width=wide",
+            r"learners\.LearnedUpdate\.kwargs\.rule\.width must be an integer",
         ),
-        ("learners.LearnedUpdate.kwargs.depht=2", r"learners\.LearnedUpdate\.kwargs\.depht; valid: .*depth"),
+        ("learners.LearnedUpdate.kwargs.depht=2", r"learners\.LearnedUpdate\.kwargs\.depht; valid: .*rule"),
+        (
+            "learners.LearnedUpdate.kwargs.rule.depht=2",
+            r"learners\.LearnedUpdate\.kwargs\.rule\.depht; valid: .*depth",
+        ),
         ("learners.LearnedUpdate.class=Oracle", r"unknown learner class 'Oracle'.*valid: .*InContext"),
         ("learners.LearnedUpdate.one_shot=yes", r"learners\.LearnedUpdate\.one_shot must be true or false"),
         ("learners.Oracle.train.lr=1", r"no learner named 'Oracle'; valid: LearnedUpdate, MAML"),
@@ -208,5 +212,5 @@ def test_dump_toml_round_trips():
 
 def test_apply_overrides_does_not_touch_the_original():
     config = load_preset("tiny")[1]
-    apply_overrides(config, ["train.iterations=1", "learners.MAML.kwargs.inner_lr=0.5"])
-    assert config["train"]["iterations"] == 20 and config["learners"][1]["kwargs"]["inner_lr"] == 0.1
+    apply_overrides(config, ["train.iterations=1", "learners.MAML.kwargs.rule.inner_lr=0.5"])
+    assert config["train"]["iterations"] == 20 and config["learners"][1]["kwargs"]["rule"]["inner_lr"] == 0.1

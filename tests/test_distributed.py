@@ -42,7 +42,7 @@ START_TIMEOUT = 120
 
 
 def _update():
-    return LearnedUpdate(Linear(2), width=16, depth=1, heads=2)
+    return LearnedUpdate(Linear(2), rule={"width": 16, "depth": 1, "heads": 2})
 
 
 def _scenarios():
@@ -51,10 +51,13 @@ def _scenarios():
         # several greedy chunks per iteration, k drawn per iteration
         "update-greedy": (_update, {"num_steps": (1, 5), "chunk": 2}),
         # θ0 only enters the first chunk, which backpropagates under no_sync
-        "init-greedy": (lambda: LearnedInit(Linear(2), learn_lr=True), {"num_steps": 4, "chunk": 3}),
+        "init-greedy": (
+            lambda: LearnedInit(Linear(2), rule={"learn_lr": True}),
+            {"num_steps": 4, "chunk": 3},
+        ),
         # second-order MAML, two windows of steps per iteration
         "maml-truncated": (
-            lambda: LearnedInit(Linear(2), inner_lr=0.1),
+            lambda: LearnedInit(Linear(2), rule={"inner_lr": 0.1}),
             {"objective": "truncated", "num_steps": 4, "truncation": 3},
         ),
     }

@@ -49,7 +49,7 @@ WIDTH = 4
 
 def tiny_learner(task="classification", classes=5):
     outputs = classes if task == "classification" else 1
-    return LearnedUpdate(Linear(WIDTH, outputs), task=task, **TINY)
+    return LearnedUpdate(Linear(WIDTH, outputs), task=task, rule=TINY)
 
 
 CHECKPOINTS = Path(tempfile.mkdtemp(prefix="amortized-estimator-tests-"))
@@ -111,7 +111,9 @@ def test_labels_of_any_type_are_mapped_and_restored(blobs):
 
 def test_probabilities_are_a_softmax_over_the_present_classes_only():
     learner = tiny_learner(classes=10)
-    torch.nn.init.normal_(learner.theta0)  # the untrained update leaves θ at θ_0: make all logits differ
+    torch.nn.init.normal_(
+        learner.representation.theta0
+    )  # the untrained update leaves θ at θ_0: make all logits differ
     X, y = np.random.default_rng(0).normal(size=(40, WIDTH)), np.arange(40) % 3
     model = AmortizedClassifier(learner).fit(X, y)
     logits = model._outputs(X)

@@ -151,6 +151,6 @@ def test_a_folder_is_never_overwritten_or_mixed_with_another_config(tmp_path, fi
         RunFolder.create(run.path, experiment)
     with pytest.raises(ConfigError, match="not a run folder"):
         RunFolder.open(tmp_path)
-    other = Experiment.from_preset("tiny", [*FAST, "learners.LearnedUpdate.kwargs.width=8"])
+    other = Experiment.from_preset("tiny", [*FAST, "learners.LearnedUpdate.kwargs.rule.width=8"])
     with pytest.raises(CheckpointError, match="another learner or training config"):
         load_trained(other, run)

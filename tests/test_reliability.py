@@ -96,7 +96,7 @@ def test_classification_labels_are_checked(labels, dtype):
 def test_training_options_raise_only_documented_errors(options):
     options = {"eval_every": 0, "tasks_per_batch": 2, "iterations": 1, **options}
     with contextlib.suppress(AmortizedError):
-        amortized.train(LearnedUpdate(Linear(2), **TINY), LinearRegression(2), **options)
+        amortized.train(LearnedUpdate(Linear(2), rule=TINY), LinearRegression(2), **options)
 
 
 @FAST
@@ -152,7 +152,7 @@ import sys, amortized
 from amortized.learners import LearnedUpdate
 from amortized.models import Linear
 from amortized.tasks import LinearRegression
-learner = LearnedUpdate(Linear(2), width=16, depth=1, heads=2)
+learner = LearnedUpdate(Linear(2), rule={"width": 16, "depth": 1, "heads": 2})
 amortized.train(learner, LinearRegression(2), iterations=int(sys.argv[2]), tasks_per_batch=4, batch_size=4,
                 num_steps=(1, 4), eval_every=5, eval_tasks=4, checkpoint_every=1, out_dir=sys.argv[1],
                 resume=True, seed=3)

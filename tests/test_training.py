@@ -47,7 +47,7 @@ class SavedTensorMeter:
 
 
 def peak_saved_bytes(objective, num_steps):
-    learner = LearnedUpdate(Linear(2), **TINY)
+    learner = LearnedUpdate(Linear(2), rule=TINY)
     with SavedTensorMeter() as meter:
         amortized.train(
             learner,
@@ -73,12 +73,14 @@ def test_greedy_memory_does_not_grow_with_steps_but_full_does():
 def _meta_loss(learner, tasks, batches):
     learner.zero_grad()
     loss = meta_loss(learner, tasks, batches, objective="full")
-    return loss, learner.theta0.grad.clone(), learner.log_lr.grad.clone()
+    return loss, learner.representation.theta0.grad.clone(), learner.rule.log_lr.grad.clone()
 
 
 @pytest.mark.parametrize("first_order", [False, True])
 def test_maml_full_meta_gradient_matches_finite_differences(first_order):
-    learner = LearnedInit(Linear(2), inner_lr=0.3, learn_lr=True, first_order=first_order).double()
+    learner = LearnedInit(
+        Linear(2), rule={"inner_lr": 0.3, "learn_lr": True, "first_order": first_order}
+    ).double()
     tasks = FAMILY.sample(3, 12, 5, torch.Generator().manual_seed(0)).to(torch.float64)
     batches = list(minibatches(tasks.x_train, tasks.y_train, 4, 3, torch.Generator().manual_seed(1)))
     _, grad_theta, _ = _meta_loss(learner, tasks, batches)
@@ -86,13 +88,13 @@ def test_maml_full_meta_gradient_matches_finite_differences(first_order):
     eps = 1e-6
     for i in range(grad_theta.numel()):
         with torch.no_grad():
-            learner.theta0[i] += eps
+            learner.representation.theta0[i] += eps
         plus = _meta_loss(learner, tasks, batches)[0]
         with torch.no_grad():
-            learner.theta0[i] -= 2 * eps
+            learner.representation.theta0[i] -= 2 * eps
         minus = _meta_loss(learner, tasks, batches)[0]
         with torch.no_grad():
-            learner.theta0[i] += eps
+            learner.representation.theta0[i] += eps
         numeric[i] = (plus - minus) / (2 * eps)
     if first_order:
         assert not torch.allclose(grad_theta, numeric, rtol=1e-3)
@@ -109,7 +111,7 @@ def test_num_steps_range_is_drawn_log_uniformly_within_bounds():
 
 def test_training_is_deterministic_and_logs_evaluations():
     def run():
-        learner = LearnedUpdate(Linear(2), **TINY)
+        learner = LearnedUpdate(Linear(2), rule=TINY)
         result = amortized.train(
             learner,
             FAMILY,
@@ -132,16 +134,16 @@ def test_training_is_deterministic_and_logs_evaluations():
 
 def test_resume_gives_the_same_weights_and_metrics(tmp_path):
     options = dict(tasks_per_batch=4, batch_size=4, num_steps=3, eval_every=2, eval_tasks=4, seed=2)
-    straight = LearnedUpdate(Linear(2), **TINY)
+    straight = LearnedUpdate(Linear(2), rule=TINY)
     reference = amortized.train(straight, FAMILY, iterations=8, out_dir=tmp_path / "a", **options)
 
-    interrupted = LearnedUpdate(Linear(2), **TINY)
+    interrupted = LearnedUpdate(Linear(2), rule=TINY)
     amortized.train(interrupted, FAMILY, iterations=8, out_dir=tmp_path / "b", checkpoint_every=4, **options)
     # Simulate a crash after iteration 4: keep only that checkpoint, then resume in a fresh learner.
     payload = torch.load(tmp_path / "b" / "checkpoint.pt.prev", weights_only=True)
     assert payload["iteration"] == 4
     (tmp_path / "b" / "checkpoint.pt.prev").replace(tmp_path / "b" / "checkpoint.pt")
-    resumed = LearnedUpdate(Linear(2), **TINY)
+    resumed = LearnedUpdate(Linear(2), rule=TINY)
     result = amortized.train(resumed, FAMILY, iterations=8, out_dir=tmp_path / "b", resume=True, **options)
     assert all(torch.equal(a, b) for a, b in zip(straight.parameters(), resumed.parameters(), strict=True))
     strip = lambda history: [{k: v for k, v in r.items() if k != "seconds"} for r in history]  # noqa: E731
@@ -152,8 +154,8 @@ def test_resume_gives_the_same_weights_and_metrics(tmp_path):
 
 def test_non_finite_loss_stops_with_a_clear_error_or_is_skipped(tmp_path):
     def exploding():
-        learner = LearnedUpdate(Linear(2), **TINY)
-        torch.nn.init.constant_(learner.chunks.direction.bias, float("inf"))
+        learner = LearnedUpdate(Linear(2), rule=TINY)
+        torch.nn.init.constant_(learner.rule.chunks.direction.bias, float("inf"))
         return learner
 
     with pytest.raises(NonFiniteError, match="iteration 0"):
@@ -182,14 +184,14 @@ def test_non_finite_loss_stops_with_a_clear_error_or_is_skipped(tmp_path):
 )
 def test_bad_training_options_are_named(options, match):
     with pytest.raises(ConfigError, match=match):
-        amortized.train(LearnedUpdate(Linear(2), **TINY), FAMILY, **options)
+        amortized.train(LearnedUpdate(Linear(2), rule=TINY), FAMILY, **options)
 
 
 def test_learner_and_family_must_fit():
     with pytest.raises(ConfigError, match="input width 3 does not match the family's 2"):
-        amortized.train(LearnedUpdate(Linear(3), **TINY), FAMILY, iterations=1)
+        amortized.train(LearnedUpdate(Linear(3), rule=TINY), FAMILY, iterations=1)
     with pytest.raises(ConfigError, match="does not fit the family"):
-        amortized.train(LearnedUpdate(Linear(2), **TINY), LinearClassification(2, 2), iterations=1)
+        amortized.train(LearnedUpdate(Linear(2), rule=TINY), LinearClassification(2, 2), iterations=1)
     with pytest.raises(ConfigError, match="nothing to meta-train"):
         amortized.train(SGD(Linear(2), lr=0.1), FAMILY, iterations=1)
 
@@ -202,7 +204,7 @@ def test_config_round_trips_through_plain_data():
 def test_first_order_maml_trains_with_truncated_windows():
     """Windows after the first reach no parameter (fixed step size, first-order): they are skipped."""
     family = LinearRegression(dim=2, noise=0.1)
-    learner = LearnedInit(Linear(2), inner_lr=0.1, first_order=True)
+    learner = LearnedInit(Linear(2), rule={"inner_lr": 0.1, "first_order": True})
     tasks = family.sample(64, 16, 16, torch.Generator().manual_seed(3))
     before = evaluate_tasks(learner, tasks, batch_size=4, num_steps=4, seed=1)["mse"]
     amortized.train(

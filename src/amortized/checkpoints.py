@@ -75,7 +75,7 @@ def learner_from_description(description: dict[str, Any]) -> Learner:
     name = description.get("class")
     if name not in Learner.registry:
         raise CheckpointError(f"unknown learner class {name!r}; known: {', '.join(sorted(Learner.registry))}")
-    return Learner.registry[name](**description.get("config", {}))
+    return Learner.registry[name].from_config(description.get("config", {}))
 
 
 def save(learner: Learner, path: str | os.PathLike, **extra: Any) -> Path:

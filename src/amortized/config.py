@@ -19,6 +19,7 @@ valid ones, a value of the wrong type names its key.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import inspect
 import json
 import math
@@ -245,6 +246,12 @@ def _parameters(factory: Callable[..., Any]) -> dict[str, Any]:
     return out
 
 
+def _dataclass_in(hint: Any) -> type | None:
+    """The dataclass an annotation names (alone or in a union), whose fields a table must match."""
+    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    return next((option for option in options if dataclasses.is_dataclass(option)), None)
+
+
 def _check_table(where: str, values: Any, schema: dict[str, Any], *, required: Sequence[str] = ()) -> dict:
     """Check that ``values`` is a table whose keys are in ``schema`` and whose values fit their types."""
     if not isinstance(values, dict):
@@ -260,6 +267,10 @@ def _check_table(where: str, values: Any, schema: dict[str, Any], *, required: S
             raise ConfigError(f"{where or 'the preset'} needs a {key!r} key")
     for key, value in values.items():
         hint = schema[key]
+        spec = _dataclass_in(hint)
+        if spec is not None and isinstance(value, dict):
+            _check_table(f"{where}.{key}" if where else key, value, typing.get_type_hints(spec))
+            continue
         if not _conforms(value, hint):
             label = f"{where}.{key}" if where else key
             raise ConfigError(f"{label} must be {_describe_type(hint)}, got {type(value).__name__} {value!r}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -16,6 +18,24 @@ def check_positive_int(name: str, value: object, *, allow_zero: bool = False) ->
         bound = ">= 0" if allow_zero else "> 0"
         raise ConfigError(f"{name} must be {bound}, got {value}")
     return value
+
+
+def check_bool(name: str, value: object) -> bool:
+    """Return ``value`` if it is a boolean (``True`` or ``False``, not ``1`` or ``"yes"``)."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be true or false, got {type(value).__name__} {value!r}")
+    return value
+
+
+def check_real(name: str, value: object, *, low: float | None = None, positive: bool = False) -> float:
+    """Return ``value`` as a finite float, at least ``low`` (strictly above 0 if ``positive``)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {type(value).__name__} {value!r}")
+    if positive and not value > 0:
+        raise ConfigError(f"{name} must be > 0, got {value!r}")
+    if low is not None and value < low:
+        raise ConfigError(f"{name} must be >= {low}, got {value!r}")
+    return float(value)
 
 
 def check_choice(name: str, value: object, choices: tuple[str, ...] | list[str]) -> str:

@@ -4,6 +4,7 @@ import torch
 from amortized import adapt
 from amortized.errors import DTypeError, LabelError, NonFiniteError, ShapeError
 from amortized.learners import SGD, State, minibatches
+from amortized.learners.rules import AdamMoments, TransformerCarry
 from amortized.models import Linear
 
 
@@ -36,12 +37,18 @@ def test_adapt_counts_steps_and_points():
     assert torch.equal(state.num_seen, torch.tensor([4.0 + 4 + 2 + 4 + 4] * 3))
 
 
-def test_state_cat_and_detach():
-    a = State.initial(torch.ones(2, 3, requires_grad=True), {"m": torch.zeros(2, 3)})
-    b = a.advance(a.value * 2, 5)
+def test_state_cat_and_detach_reach_the_typed_carry():
+    moments = AdamMoments.zeros_like(torch.ones(2, 3))
+    a = State.initial(torch.ones(2, 3, requires_grad=True), TransformerCarry(moments, torch.ones(2, 4, 5)))
+    b = a.advance(a.value * 2, 5, TransformerCarry(moments, torch.ones(2, 4, 5, requires_grad=True) * 2))
     both = State.cat([a, b])
     assert both.value.shape == (4, 3) and torch.equal(both.num_seen, torch.tensor([0.0, 0, 5, 5]))
-    assert not b.detach().value.requires_grad
+    assert both.carry.moments.first.shape == (4, 3) and both.carry.tokens.shape == (4, 4, 5)
+    assert torch.equal(both.carry.tokens[:, 0, 0], torch.tensor([1.0, 1, 2, 2]))
+    detached = b.detach()
+    assert not detached.value.requires_grad and not detached.carry.tokens.requires_grad
+    with pytest.raises(TypeError, match="not dict"):
+        State.cat([State.initial(torch.ones(1, 2), {"m": torch.ones(1, 2)})] * 2)
     features = b.progress_features(5)
     assert features.shape == (2, 5) and torch.allclose(features[:, 0], torch.full((2,), 0.5))
 

@@ -52,8 +52,8 @@ def test_untrained_flow_returns_its_noise_at_the_samples_mean_and_scale(blob_tas
     torch.testing.assert_close(generated, mean + std * blob_tasks.x_query, atol=1e-4, rtol=1e-4)
     # Mini-batches of 16 give the same running moments as one step on all 64 points.
     one_shot = adapt(learner, blob_tasks.x_train, blob_tasks.y_train, batch_size=64)
-    torch.testing.assert_close(state.memory["mean"], one_shot.memory["mean"])
-    torch.testing.assert_close(state.memory["square"], one_shot.memory["square"])
+    torch.testing.assert_close(state.carry.mean, one_shot.carry.mean)
+    torch.testing.assert_close(state.carry.square, one_shot.carry.square)
     assert learner.sample(state, 5, torch.Generator().manual_seed(0)).shape == (32, 5, 2)
     with pytest.raises(ConfigError, match="noise"):
         learner.predict(state)

@@ -14,39 +14,54 @@ from amortized.tasks import LinearClassification
 from .conftest import TINY, query_mse
 
 LEARNERS = {
-    "LearnedInit (Meta-SGD)": (lambda: LearnedInit(Linear(2), inner_lr=0.03, learn_lr=True), "full", 3e-2),
-    "LearnedUpdate": (lambda: LearnedUpdate(Linear(2), **TINY), "greedy", 3e-3),
+    "LearnedInit (Meta-SGD)": (
+        lambda: LearnedInit(Linear(2), rule={"inner_lr": 0.03, "learn_lr": True}),
+        "full",
+        3e-2,
+    ),
+    "LearnedUpdate": (lambda: LearnedUpdate(Linear(2), rule=TINY), "greedy", 3e-3),
     "LearnedUpdate/gradients": (
-        lambda: LearnedUpdate(Linear(2), inputs=["gradients"], **TINY),
+        lambda: LearnedUpdate(Linear(2), rule={"inputs": ["gradients"], **TINY}),
         "greedy",
         3e-3,
     ),
     "LearnedUpdate/observations": (
-        lambda: LearnedUpdate(Linear(2), inputs=["observations"], **TINY),
+        lambda: LearnedUpdate(Linear(2), rule={"inputs": ["observations"], **TINY}),
         "greedy",
         3e-3,
     ),
     "LearnedUpdate/refined, share-scaled": (
-        lambda: LearnedUpdate(Linear(2), refinements=3, scale_by_share=True, **TINY),
+        lambda: LearnedUpdate(Linear(2), rule={"refinements": 3, "scale_by_share": True, **TINY}),
         "greedy",
         3e-3,
     ),
     "LearnedUpdate/momentum, tapered": (
         lambda: LearnedUpdate(
-            Linear(2), refinements=4, scale_by_share=True, momentum=True, taper_refinements=True, **TINY
+            Linear(2),
+            rule={
+                "refinements": 4,
+                "scale_by_share": True,
+                "momentum": True,
+                "taper_refinements": True,
+                **TINY,
+            },
         ),
         "greedy",
         3e-3,
     ),
-    "LatentUpdate": (lambda: LatentUpdate(2, latent_dim=8, decoder_hidden=(32,), **TINY), "greedy", 3e-3),
+    "LatentUpdate": (lambda: LatentUpdate(2, latent_dim=8, decoder_hidden=(32,), rule=TINY), "greedy", 3e-3),
     "LatentUpdate/refined, share-scaled": (
         lambda: LatentUpdate(
-            2, latent_dim=8, decoder_hidden=(32,), refinements=2, scale_by_share=True, **TINY
+            2, latent_dim=8, decoder_hidden=(32,), rule={"refinements": 2, "scale_by_share": True, **TINY}
         ),
         "greedy",
         3e-3,
     ),
-    "LatentSGD": (lambda: LatentSGD(2, latent_dim=8, decoder_hidden=(32,), inner_lr=0.3), "full", 3e-3),
+    "LatentSGD": (
+        lambda: LatentSGD(2, latent_dim=8, decoder_hidden=(32,), rule={"inner_lr": 0.3}),
+        "full",
+        3e-3,
+    ),
     "InContext": (lambda: InContext(2, **TINY), "greedy", 3e-3),
     "InContext/share-scaled": (lambda: InContext(2, scale_by_share=True, **TINY), "greedy", 3e-3),
 }
@@ -79,9 +94,9 @@ def test_meta_training_beats_untrained_self_and_zero_predictor(name, tiny_family
 
 def test_learned_update_handles_mlps_with_thousands_of_parameters():
     model = MLP(4, 1, hidden=(64, 64))
-    learner = LearnedUpdate(model, chunk_size=64, **TINY)
+    learner = LearnedUpdate(model, rule={"chunk_size": 64, **TINY})
     assert model.num_params > 4000
-    assert learner.chunks.num_chunks == -(-model.num_params // 64)
+    assert learner.rule.chunks.num_chunks == -(-model.num_params // 64)
     x, y = torch.randn(2, 16, 4), torch.randn(2, 16, 1)
     state = adapt(learner, x, y, batch_size=8)
     assert state.value.shape == (2, model.num_params)
@@ -91,8 +106,8 @@ def test_learners_classify(tiny_family):
     family = LinearClassification(dim=2, num_classes=3, temperature=0.3)
     tasks = family.sample(64, 32, 32, torch.Generator().manual_seed(5))
     for learner in (
-        LearnedUpdate(Linear(2, 3), task="classification", **TINY),
-        LatentUpdate(2, 3, task="classification", latent_dim=8, decoder_hidden=(32,), **TINY),
+        LearnedUpdate(Linear(2, 3), task="classification", rule=TINY),
+        LatentUpdate(2, 3, task="classification", latent_dim=8, decoder_hidden=(32,), rule=TINY),
         InContext(2, 3, task="classification", **TINY),
     ):
         amortized.train(
@@ -138,8 +153,8 @@ def test_queries_do_not_influence_each_other():
 
 
 def test_learned_update_is_permutation_invariant_over_points():
-    learner = LearnedUpdate(Linear(2), **TINY)
-    torch.nn.init.normal_(learner.chunks.direction.weight)
+    learner = LearnedUpdate(Linear(2), rule=TINY)
+    torch.nn.init.normal_(learner.rule.chunks.direction.weight)
     x, y = torch.randn(2, 8, 2), torch.randn(2, 8, 1)
     order = torch.randperm(8)
     state = learner.init_state(2)
@@ -151,9 +166,9 @@ def test_learned_update_is_permutation_invariant_over_points():
 
 def test_unknown_update_inputs_are_rejected():
     with pytest.raises(ConfigError, match="inputs"):
-        LearnedUpdate(Linear(2), inputs=["hessians"])
+        LearnedUpdate(Linear(2), rule={"inputs": ["hessians"]})
     with pytest.raises(ConfigError, match="inputs"):
-        LatentUpdate(2, inputs=[])
+        LatentUpdate(2, rule={"inputs": []})
 
 
 def _randomised(learner):
@@ -167,7 +182,7 @@ def _randomised(learner):
 @pytest.mark.parametrize(
     "make",
     [
-        lambda scaled: LearnedUpdate(Linear(2), scale_by_share=scaled, **TINY),
+        lambda scaled: LearnedUpdate(Linear(2), rule={"scale_by_share": scaled, **TINY}),
         lambda scaled: InContext(2, scale_by_share=scaled, **TINY),
     ],
 )
@@ -187,7 +202,7 @@ def test_share_scaled_updates_shrink_with_the_points_seen(make):
 
 def test_momentum_needs_refinements():
     with pytest.raises(ConfigError, match="momentum needs refinements > 1"):
-        LearnedUpdate(Linear(2), momentum=True)
+        LearnedUpdate(Linear(2), rule={"momentum": True})
 
 
 TAPERED = {"refinements": 4, "momentum": True, "taper_refinements": True, "memory_tokens": 2, **TINY}
@@ -196,10 +211,10 @@ TAPERED = {"refinements": 4, "momentum": True, "taper_refinements": True, "memor
 @pytest.mark.parametrize(
     "make",
     [
-        lambda: LearnedUpdate(Linear(2), **TAPERED),
-        lambda: LearnedUpdate(Linear(2), inputs=["gradients"], **TAPERED),
-        lambda: LearnedUpdate(Linear(2), inputs=["observations"], **TAPERED),
-        lambda: LatentUpdate(2, latent_dim=8, decoder_hidden=(16,), **TAPERED),
+        lambda: LearnedUpdate(Linear(2), rule=TAPERED),
+        lambda: LearnedUpdate(Linear(2), rule={"inputs": ["gradients"], **TAPERED}),
+        lambda: LearnedUpdate(Linear(2), rule={"inputs": ["observations"], **TAPERED}),
+        lambda: LatentUpdate(2, latent_dim=8, decoder_hidden=(16,), rule=TAPERED),
     ],
 )
 def test_tapered_refinements_stack_states_of_different_progress(make):
@@ -217,17 +232,17 @@ def test_tapered_refinements_stack_states_of_different_progress(make):
         together = learner.step(State.cat([fresh, seasoned]), x, y)
         alone = [learner.step(fresh, x[:1], y[:1]), learner.step(seasoned, x[1:], y[1:])]
     torch.testing.assert_close(together.value, State.cat(alone).value)
-    torch.testing.assert_close(together.memory["tokens"], State.cat(alone).memory["tokens"])
+    torch.testing.assert_close(together.carry.tokens, State.cat(alone).carry.tokens)
 
 
 def test_tapered_refinements_shrink_with_the_share_of_the_batch():
     """ceil(4 · B / (seen + B)) passes: 4 on a fresh state (as without tapering), 2, then 1."""
     full, tapered = (
-        _randomised(LearnedUpdate(Linear(2), refinements=4, taper_refinements=taper, **TINY))
+        _randomised(LearnedUpdate(Linear(2), rule={"refinements": 4, "taper_refinements": taper, **TINY}))
         for taper in (False, True)
     )
     passes = []
-    tapered.transformer.register_forward_hook(lambda *args: passes.append(1))
+    tapered.rule.transformer.register_forward_hook(lambda *args: passes.append(1))
     x, y = torch.randn(2, 8, 2), torch.randn(2, 8, 1)
     fresh = tapered.init_state(2)
     counts = []

@@ -2,36 +2,38 @@
 
 from amortized.learners.base import Learner, adapt, minibatches
 from amortized.learners.baselines import SGD, Adam, BayesLinearRegression, tune_learning_rate
-from amortized.learners.explicit import LatentDecoder, LatentSGD, LatentUpdate
-from amortized.learners.generative import (
-    EmpiricalSamples,
-    FlowMatching,
-    GaussianMixtureFit,
-    OrderScores,
-    RandomOrder,
-    VarianceOrder,
-)
+from amortized.learners.causal import OrderScores, RandomOrder, VarianceOrder
+from amortized.learners.composed import ComposedLearner
+from amortized.learners.explicit import LatentSGD, LatentUpdate
+from amortized.learners.generative import EmpiricalSamples, FlowMatching, GaussianMixtureFit
 from amortized.learners.implicit import InContext
 from amortized.learners.parametric import LearnedInit, LearnedUpdate
+from amortized.learners.representations import Latent, LatentDecoder, ModelParameters
+from amortized.learners.rules import GradientStep, TransformerUpdate
 from amortized.learners.state import State
 
 __all__ = [
     "SGD",
     "Adam",
     "BayesLinearRegression",
+    "ComposedLearner",
     "EmpiricalSamples",
     "FlowMatching",
     "GaussianMixtureFit",
+    "GradientStep",
     "InContext",
+    "Latent",
     "LatentDecoder",
     "LatentSGD",
     "LatentUpdate",
     "LearnedInit",
     "LearnedUpdate",
     "Learner",
+    "ModelParameters",
     "OrderScores",
     "RandomOrder",
     "State",
+    "TransformerUpdate",
     "VarianceOrder",
     "adapt",
     "minibatches",

@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, ClassVar
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from amortized.errors import ConfigError, DTypeError, ShapeError
+from amortized.errors import DTypeError, ShapeError
 from amortized.learners.state import State
-from amortized.models.likelihoods import Categorical, Gaussian, likelihood
-from amortized.models.predictors import Predictor
-from amortized.validation import check_inputs, check_positive_int, check_targets
 
-REGIMES = ("parametric", "explicit", "implicit", "baseline")
+if TYPE_CHECKING:
+    from amortized.models.likelihoods import Likelihood
+from amortized.models.likelihoods import likelihood
+from amortized.models.predictors import Predictor
+from amortized.validation import check_choice, check_inputs, check_positive_int, check_targets
+
+TASK_LIKELIHOODS = {
+    "regression": "gaussian",
+    "classification": "categorical",
+    "generative": "samples",
+    "order": "order",
+}
+"""The kinds of task a learner can do, and the likelihood that scores each."""
 
 
 class Learner(nn.Module):
@@ -30,20 +40,17 @@ class Learner(nn.Module):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if not cls.__name__.startswith("_"):
+        if not cls.__name__.startswith("_") and hasattr(cls, "regime"):
             Learner.registry[cls.__name__] = cls
 
-    def __init__(self, input_dim: int, output_dim: int, task: str, noise: float | None) -> None:
+    def __init__(self, input_dim: int, output_dim: int, task: str, noise: float | None = None) -> None:
         super().__init__()
-        if task not in ("regression", "classification"):
-            raise ConfigError(f"unknown task {task!r}; choose 'regression' or 'classification'")
+        check_choice("task", task, tuple(TASK_LIKELIHOODS))
         self.input_dim = check_positive_int("input_dim", input_dim)
         self.output_dim = check_positive_int("output_dim", output_dim)
         self.task = task
         self.num_classes = output_dim if task == "classification" else None
-        self.likelihood: Gaussian | Categorical = likelihood(
-            "categorical" if task == "classification" else "gaussian", noise
-        )
+        self.likelihood: Likelihood = likelihood(TASK_LIKELIHOODS[task], noise)
         self.config: dict[str, Any] = {}
 
     def init_state(self, num_tasks: int, query_x: Tensor | None = None) -> State:
@@ -80,11 +87,6 @@ class Learner(nn.Module):
         """
         return self.likelihood.loss(self.predict(state, x), y)
 
-    @property
-    def iterative(self) -> bool:
-        """Whether the learner is meant to be run for many steps (all learners can be)."""
-        return True
-
     def check_data(self, name: str, x: object, y: object) -> tuple[Tensor, Tensor]:
         """Validate a task batch's inputs and targets against this learner."""
         x = check_inputs(f"{name}_x" if name else "x", x, self.input_dim)
@@ -97,9 +99,22 @@ class Learner(nn.Module):
         )
         return x, y
 
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Learner:
+        """Rebuild an (untrained) learner from the constructor arguments :meth:`describe` lists."""
+        return cls(**config)
+
     def describe(self) -> dict[str, Any]:
         """The learner's class name and constructor arguments, as plain data."""
         return {"class": type(self).__name__, "config": dict(self.config)}
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Build modules under ``seed`` without touching the caller's global RNG state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 def plain_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
@@ -111,6 +126,8 @@ def plain_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
     def plain(value: Any) -> Any:
         if isinstance(value, Predictor):
             return value.config
+        if hasattr(value, "as_dict"):
+            return value.as_dict()
         if isinstance(value, tuple | list):
             return [plain(item) for item in value]
         return value

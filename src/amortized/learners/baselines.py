@@ -7,12 +7,14 @@ comparisons are like for like.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from amortized.errors import ConfigError
 from amortized.learners.base import Learner, adapt, loss_gradient, plain_arguments
+from amortized.learners.rules.moments import AdamMoments
 from amortized.learners.state import State
 from amortized.models.predictors import Linear, Predictor, predictor_from_config
 from amortized.tasks.base import TaskFamily
@@ -89,18 +91,20 @@ class Adam(_PerTaskOptimizer):
 
     def init_state(self, num_tasks: int, query_x: Tensor | None = None) -> State:
         theta = self.theta0.expand(num_tasks, -1).clone()
-        moments = {"m": torch.zeros_like(theta), "v": torch.zeros_like(theta)}
-        return State.initial(theta, moments)
+        return State.initial(theta, AdamMoments.zeros_like(theta))
 
     def _step(self, state: State, x: Tensor, y: Tensor) -> State:
         grad = self._gradient(state, x, y)
-        beta1, beta2 = self.betas
-        m = beta1 * state.memory["m"] + (1 - beta1) * grad
-        v = beta2 * state.memory["v"] + (1 - beta2) * grad.square()
-        t = (state.num_steps + 1)[:, None]
-        m_hat, v_hat = m / (1 - beta1**t), v / (1 - beta2**t)
-        theta = state.value - self.lr * m_hat / (v_hat.sqrt() + self.eps)
-        return state.advance(theta, x.shape[1], {"m": m, "v": v})
+        moments, direction = state.carry.update(grad, state.num_steps, self.betas, self.eps)
+        return state.advance(state.value - self.lr * direction, x.shape[1], moments)
+
+
+@dataclass
+class Posterior:
+    """Bayesian linear regression's sufficient statistics: precision ``[tasks, P, P]``, ``Φᵀy / σ²``."""
+
+    precision: Tensor
+    scaled_xty: Tensor
 
 
 class BayesLinearRegression(Learner):
@@ -129,20 +133,18 @@ class BayesLinearRegression(Learner):
     def init_state(self, num_tasks: int, query_x: Tensor | None = None) -> State:
         size = self.model.num_params
         precision = torch.eye(size, dtype=torch.float64) / self.weight_std**2
-        memory = {
-            "precision": precision.expand(num_tasks, -1, -1).clone(),
-            "scaled_xty": torch.zeros(num_tasks, size, dtype=torch.float64),
-        }
-        return State.initial(torch.zeros(num_tasks, size), memory)
+        posterior = Posterior(
+            precision.expand(num_tasks, -1, -1).clone(), torch.zeros(num_tasks, size, dtype=torch.float64)
+        )
+        return State.initial(torch.zeros(num_tasks, size), posterior)
 
     def _step(self, state: State, x: Tensor, y: Tensor) -> State:
         phi = self._features(x)
-        precision = state.memory["precision"] + phi.mT @ phi / self.noise**2
-        scaled_xty = state.memory["scaled_xty"] + (phi.mT @ y.double()).squeeze(-1) / self.noise**2
+        precision = state.carry.precision + phi.mT @ phi / self.noise**2
+        scaled_xty = state.carry.scaled_xty + (phi.mT @ y.double()).squeeze(-1) / self.noise**2
         chol = torch.linalg.cholesky(precision)
         mean = torch.cholesky_solve(scaled_xty[..., None], chol).squeeze(-1)
-        memory = {"precision": precision, "scaled_xty": scaled_xty}
-        return state.advance(mean.to(x.dtype), x.shape[1], memory)
+        return state.advance(mean.to(x.dtype), x.shape[1], Posterior(precision, scaled_xty))
 
     def predict(self, state: State, x: Tensor | None = None) -> Tensor:
         if x is None:
@@ -152,7 +154,7 @@ class BayesLinearRegression(Learner):
     def predictive_variance(self, state: State, x: Tensor) -> Tensor:
         """Posterior predictive variance of ``f(x)`` (without observation noise), ``[tasks, points]``."""
         phi = self._features(x)
-        chol = torch.linalg.cholesky(state.memory["precision"])
+        chol = torch.linalg.cholesky(state.carry.precision)
         solved = torch.cholesky_solve(phi.mT, chol)
         return (phi * solved.mT).sum(-1).to(x.dtype)
 

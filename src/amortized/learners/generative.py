@@ -1,21 +1,13 @@
-"""Implicit learners of generative and causal tasks, and the references they are compared with.
+"""Implicit learners of generative tasks, and the references they are compared with.
 
-- :class:`FlowMatching` generates samples of a task's distribution: a transformer velocity field
-  ``v(x_t, t | memory)`` transports standard normal noise to samples, conditioned on memory tokens
-  that summarise the task's observations. Each step reads a mini-batch and refines the memory;
-  one step over all the data is one-shot amortization. It is trained by conditional flow matching.
-- :class:`OrderScores` predicts a causal order of a :class:`~amortized.tasks.RandomSCM` task as one
-  score per variable, refined each step from a running summary of the samples seen.
+:class:`FlowMatching` generates samples of a task's distribution: a transformer velocity field
+``v(x_t, t | memory)`` transports standard normal noise to samples, conditioned on memory tokens
+that summarise the task's observations. Each step reads a mini-batch and refines the memory; one
+step over all the data is one-shot amortization. It is trained by conditional flow matching.
 
 References, with nothing learned (regime ``"baseline"``): :class:`GaussianMixtureFit` (a per-task
-scikit-learn mixture fitted to every point seen), :class:`EmpiricalSamples` (the task's own samples:
-the floor of the sample metrics), :class:`RandomOrder` and :class:`VarianceOrder` (sorting by
-marginal variance, the shortcut unstandardised SCM simulations give away).
-
-Both learned learners summarise the data by running averages (weight ``B / (seen + B)`` for a
-mini-batch of ``B``), so memory is bounded by the mini-batch and more steps never drift: the
-moments and the order learner's pair summaries are exact (a pass in mini-batches gives the same
-statistics as one step on all points); the flow's memory averages per-batch readouts.
+scikit-learn mixture fitted to every point seen) and :class:`EmpiricalSamples` (the task's own
+samples: the floor of the sample metrics).
 """
 
 from __future__ import annotations
@@ -27,37 +19,14 @@ import torch
 from torch import Tensor, nn
 
 from amortized.errors import ConfigError, ShapeError
-from amortized.learners._shared import seeded
-from amortized.learners.base import Learner, plain_arguments
+from amortized.learners.base import Learner, plain_arguments, seeded
+from amortized.learners.running import RunningMoments, running_average
 from amortized.learners.state import State
-from amortized.nn import ProgressEmbedding, Transformer
-from amortized.tasks.causal import OrderMetrics
-from amortized.tasks.generative import SampleMetrics
+from amortized.nn import Transformer, mlp
 from amortized.validation import check_positive_int
 
 TIME_FREQUENCIES = (1.0, 2.0, 4.0, 8.0)
 """Frequencies (in multiples of π) of the Fourier features of the flow time ``t``."""
-
-
-def _mlp(inputs: int, width: int, outputs: int | None = None) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(inputs, width), nn.GELU(), nn.Linear(width, outputs or width))
-
-
-def _running(old: Tensor, new: Tensor, share: Tensor) -> Tensor:
-    """``old`` moved towards ``new`` by ``share`` (per task, broadcast over the other dims)."""
-    share = share.view(-1, *([1] * (old.dim() - 1)))
-    return old + share * (new - old)
-
-
-def _moments(state: State, values: Tensor, share: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Running mean and mean square ``[tasks, D]`` of ``values`` ``[tasks, B, D]``, and the scale."""
-    mean = _running(state.memory["mean"], values.mean(1), share)
-    square = _running(state.memory["square"], values.square().mean(1), share)
-    return mean, square, _scale(mean, square)
-
-
-def _scale(mean: Tensor, square: Tensor) -> Tensor:
-    return (square - mean.square()).clamp_min(1e-6).sqrt()
 
 
 def _flow_times(noise: Tensor) -> Tensor:
@@ -107,16 +76,14 @@ class FlowMatching(Learner):
         seed: int = 0,
     ) -> None:
         config = plain_arguments(locals())
-        super().__init__(input_dim, input_dim, "regression", None)
-        self.task = "generative"
-        self.likelihood = SampleMetrics()
+        super().__init__(input_dim, input_dim, "generative")
         self.memory_tokens = check_positive_int("memory_tokens", memory_tokens)
         self.integration_steps = check_positive_int("integration_steps", integration_steps)
         with seeded(seed):
-            self.samples = _mlp(input_dim, width)
+            self.samples = mlp(input_dim, width)
             self.latents = nn.Parameter(torch.randn(memory_tokens, width))
             self.reader = Transformer(width, depth, heads)
-            self.queries = _mlp(input_dim + 1 + 2 * len(TIME_FREQUENCIES), width)
+            self.queries = mlp(input_dim + 1 + 2 * len(TIME_FREQUENCIES), width)
             self.velocity = Transformer(width, depth, heads)
             self.head = nn.Linear(width, input_dim)
         nn.init.zeros_(self.head.weight)
@@ -127,18 +94,17 @@ class FlowMatching(Learner):
     def init_state(self, num_tasks: int, query_x: Tensor | None = None) -> State:
         tokens = self.latents.expand(num_tasks, -1, -1)
         zeros = tokens.new_zeros(num_tasks, self.input_dim)
-        return State.initial(tokens, {"mean": zeros, "square": torch.ones_like(zeros)})
+        return State.initial(tokens, RunningMoments(zeros, torch.ones_like(zeros)))
 
     def _step(self, state: State, x: Tensor, y: Tensor) -> State:
         """Add the samples ``y`` of a mini-batch to the summary (``x``, their noise, is not read)."""
         batch = y.shape[1]
         share = state.share(batch)
-        mean, square, scale = _moments(state, y, share)
-        tokens = self.samples((y - mean[:, None]) / scale[:, None])
+        moments = state.carry.update(y, share)
+        tokens = self.samples((y - moments.mean[:, None]) / moments.scale[:, None])
         latents = self.latents.expand(y.shape[0], -1, -1)
         readout = self.reader(torch.cat([tokens, latents], 1), num_shared=batch)[:, batch:]
-        memory = _running(state.value, readout, share)
-        return state.advance(memory, batch, {"mean": mean, "square": square})
+        return state.advance(running_average(state.value, readout, share), batch, moments)
 
     def _velocity(self, state: State, points: Tensor, time: Tensor) -> Tensor:
         """``v(x_t, t | memory)`` for standardised points ``[tasks, Q, D]`` at times ``[tasks, Q, 1]``."""
@@ -167,8 +133,8 @@ class FlowMatching(Learner):
             start = torch.full_like(points[..., :1], index * size)
             half = points + 0.5 * size * self._velocity(state, points, start)
             points = points + size * self._velocity(state, half, start + 0.5 * size)
-        mean = state.memory["mean"]
-        return mean[:, None] + _scale(mean, state.memory["square"])[:, None] * points
+        moments = state.carry
+        return moments.mean[:, None] + moments.scale[:, None] * points
 
     def sample(self, state: State, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
         """``num_samples`` generated samples per task, from fresh noise."""
@@ -179,131 +145,12 @@ class FlowMatching(Learner):
 
     def query_loss(self, state: State, x: Tensor, y: Tensor) -> Tensor:
         """Conditional flow-matching loss per task for noise ``x`` and held-out samples ``y``."""
-        mean = state.memory["mean"]
-        target_points = (y - mean[:, None]) / _scale(mean, state.memory["square"])[:, None]
+        moments = state.carry
+        target_points = (y - moments.mean[:, None]) / moments.scale[:, None]
         time = _flow_times(x)
         between = (1 - time) * x + time * target_points
         error = self._velocity(state, between, time) - (target_points - x)
         return error.square().sum(-1).mean(-1)
-
-
-class OrderScores(Learner):
-    """Predicts a causal order of SCM tasks as one score per variable (sorted upwards: causes first).
-
-    The state keeps exact running averages over the samples seen: the first and second moments of
-    the variables (mean and ``E[x xᵀ]``), and learned embeddings of every variable ``ψ(z_i)`` and of
-    every ordered pair ``φ(z_i, z_j)`` of each sample, standardised by the running moments (a
-    learned, nonlinear generalisation of the covariance matrix). From the moments come the Gaussian
-    statistics: each variable's log variance and ``R²`` (the share of its variance the others
-    explain linearly) and each pair's correlation and partial correlation.
-
-    A step updates the averages with the mini-batch, then builds one token per variable (its
-    summaries, mask and current score, plus progress); tokens receive messages along every pair
-    (``[φ_ij, φ_ji, correlation, partial correlation, token_j]``), then a transformer over the
-    variables outputs a change of every score. The score head starts at zero: untrained, all scores
-    tie and the order is that of the columns, which the tasks label at random. The state's value is
-    the scores ``[tasks, D, 1]``; ``input_dim`` is the family's number of variables ``D`` (its
-    ``max_variables``).
-    """
-
-    regime = "implicit"
-
-    def __init__(
-        self,
-        input_dim: int,
-        width: int = 64,
-        depth: int = 2,
-        heads: int = 4,
-        pair_width: int = 32,
-        seed: int = 0,
-    ) -> None:
-        config = plain_arguments(locals())
-        super().__init__(input_dim, input_dim, "regression", None)
-        self.task = "order"
-        self.likelihood = OrderMetrics()
-        self.pair_width = check_positive_int("pair_width", pair_width)
-        with seeded(seed):
-            self.pairs = _mlp(2, pair_width)
-            self.singles = _mlp(1, pair_width)
-            self.variables = _mlp(pair_width + 4, width)
-            self.messages = _mlp(2 * pair_width + 2 + width, width)
-            self.progress = ProgressEmbedding(5, width)
-            self.transformer = Transformer(width, depth, heads)
-            self.head = nn.Linear(width, 1)
-        nn.init.zeros_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
-        self.config = config
-
-    def init_state(self, num_tasks: int, query_x: Tensor | None = None) -> State:
-        size = self.input_dim
-        if query_x is not None and query_x.shape[1:] != (size, size):
-            raise ShapeError(
-                f"query_x must be the variable queries [tasks, {size}, {size}], got {tuple(query_x.shape)}"
-            )
-        weight = self.head.weight
-        memory = {
-            "mean": weight.new_zeros(num_tasks, size),
-            "cross": weight.new_zeros(num_tasks, size, size),
-            "pairs": weight.new_zeros(num_tasks, size, size, self.pair_width),
-            "singles": weight.new_zeros(num_tasks, size, self.pair_width),
-        }
-        return State.initial(weight.new_zeros(num_tasks, size, 1), memory, query_x)
-
-    @staticmethod
-    def _gaussian_statistics(
-        mean: Tensor, cross: Tensor, mask: Tensor
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """Scale, log variance and ``R²`` per variable, correlation and partial correlation per pair."""
-        covariance = cross - mean[..., :, None] * mean[..., None, :]
-        scale = torch.diagonal(covariance, dim1=1, dim2=2).clamp_min(1e-6).sqrt()
-        pair_mask = mask[..., :, None] * mask[..., None, :]
-        correlation = covariance / (scale[..., :, None] * scale[..., None, :]) * pair_mask
-        eye = torch.eye(mask.shape[-1], dtype=mask.dtype, device=mask.device)
-        precision = torch.linalg.inv(correlation * (1 - eye) + eye * (1 + 1e-3))
-        diagonal = torch.diagonal(precision, dim1=1, dim2=2)
-        explained = (1 - 1 / diagonal) * mask
-        partial = (
-            -precision / (diagonal[..., :, None] * diagonal[..., None, :]).sqrt() * pair_mask * (1 - eye)
-        )
-        return scale, 2 * scale.log() * mask, explained, correlation * (1 - eye), partial
-
-    def _step(self, state: State, x: Tensor, y: Tensor) -> State:
-        """Refine the scores from samples ``x`` ``[tasks, B, D]`` with the variable mask ``y``."""
-        batch, size = x.shape[1], x.shape[2]
-        share = state.share(batch)
-        mask = y.amax(1)
-        mean = _running(state.memory["mean"], x.mean(1), share)
-        cross = _running(state.memory["cross"], x.transpose(1, 2) @ x / batch, share)
-        scale, log_variance, explained, correlation, partial = self._gaussian_statistics(mean, cross, mask)
-        z = (x - mean[:, None]) / scale[:, None] * mask[:, None]
-        pair_inputs = torch.stack(torch.broadcast_tensors(z[..., :, None], z[..., None, :]), -1)
-        pairs = _running(state.memory["pairs"], self.pairs(pair_inputs).mean(1), share)
-        singles = _running(state.memory["singles"], self.singles(z[..., None]).mean(1), share)
-        scores = state.value
-        features = [singles, log_variance[..., None], explained[..., None], mask[..., None], scores]
-        tokens = self.variables(torch.cat(features, -1))
-        edges = [
-            pairs,
-            pairs.transpose(1, 2),
-            correlation[..., None],
-            partial[..., None],
-            tokens[:, None].expand(-1, size, -1, -1),
-        ]
-        weights = mask[:, None, :, None] / mask.sum(-1).clamp_min(1)[:, None, None, None]
-        tokens = tokens + (self.messages(torch.cat(edges, -1)) * weights).sum(2)
-        tokens = tokens + self.progress(state.progress_features(batch))
-        scores = scores + self.head(self.transformer(tokens))
-        memory = {"mean": mean, "cross": cross, "pairs": pairs, "singles": singles}
-        return state.advance(scores, batch, memory)
-
-    def predict(self, state: State, x: Tensor | None = None) -> Tensor:
-        """The scores ``[tasks, D, 1]``; ``x``, if given, must be the variable queries of the tasks."""
-        if x is not None and x.shape != (state.num_tasks, self.input_dim, self.input_dim):
-            raise ShapeError(
-                f"OrderScores predicts one score per variable: x must be the variable queries "
-                f"[{state.num_tasks}, {self.input_dim}, {self.input_dim}], got {tuple(x.shape)}"
-            )
-        return state.value
 
 
 # --------------------------------------------------------------------------------------------------
@@ -316,9 +163,7 @@ class _Collector(Learner):
     regime = "baseline"
 
     def __init__(self, input_dim: int, capacity: int) -> None:
-        super().__init__(input_dim, input_dim, "regression", None)
-        self.task = "generative"
-        self.likelihood = SampleMetrics()
+        super().__init__(input_dim, input_dim, "generative")
         self.capacity = check_positive_int("capacity", capacity)
 
     def init_state(self, num_tasks: int, query_x: Tensor | None = None) -> State:
@@ -400,56 +245,3 @@ class GaussianMixtureFit(_Collector):
                 chol = np.linalg.cholesky(model.covariances_)[component]
                 samples.append(model.means_[component] + np.einsum("nij,nj->ni", chol, draws))
         return torch.as_tensor(np.stack(samples), dtype=noise.dtype, device=noise.device)
-
-
-class RandomOrder(Learner):
-    """A uniformly random order per task (scores drawn from ``seed``), whatever the data."""
-
-    regime = "baseline"
-
-    def __init__(self, input_dim: int, seed: int = 0) -> None:
-        config = plain_arguments(locals())
-        super().__init__(input_dim, input_dim, "regression", None)
-        self.task = "order"
-        self.likelihood = OrderMetrics()
-        self.seed = check_positive_int("seed", seed, allow_zero=True)
-        self.config = config
-
-    def init_state(self, num_tasks: int, query_x: Tensor | None = None) -> State:
-        generator = torch.Generator().manual_seed(self.seed)
-        return State.initial(torch.rand(num_tasks, self.input_dim, 1, generator=generator), query_x=query_x)
-
-    def _step(self, state: State, x: Tensor, y: Tensor) -> State:
-        return state.advance(state.value, x.shape[1])
-
-    def predict(self, state: State, x: Tensor | None = None) -> Tensor:
-        return state.value
-
-
-class VarianceOrder(Learner):
-    """Orders variables by their marginal variance over the samples read (smallest first).
-
-    In SCM simulations without standardisation, variance tends to grow along the causal order, so
-    this shortcut scores well there; on standardised data every variance is 1 and it is random.
-    """
-
-    regime = "baseline"
-
-    def __init__(self, input_dim: int) -> None:
-        config = plain_arguments(locals())
-        super().__init__(input_dim, input_dim, "regression", None)
-        self.task = "order"
-        self.likelihood = OrderMetrics()
-        self.config = config
-
-    def init_state(self, num_tasks: int, query_x: Tensor | None = None) -> State:
-        zeros = torch.zeros(num_tasks, self.input_dim)
-        memory = {"mean": zeros, "square": torch.zeros_like(zeros)}
-        return State.initial(zeros[..., None], memory, query_x)
-
-    def _step(self, state: State, x: Tensor, y: Tensor) -> State:
-        mean, square, scale = _moments(state, x, state.share(x.shape[1]))
-        return state.advance(scale.square()[..., None], x.shape[1], {"mean": mean, "square": square})
-
-    def predict(self, state: State, x: Tensor | None = None) -> Tensor:
-        return state.value

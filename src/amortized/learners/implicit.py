@@ -12,8 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from amortized.errors import ConfigError
-from amortized.learners._shared import seeded
-from amortized.learners.base import Learner, plain_arguments
+from amortized.learners.base import Learner, plain_arguments, seeded
 from amortized.learners.state import State
 from amortized.nn import ObservationTokens, ProgressEmbedding, Transformer
 
@@ -66,7 +65,7 @@ class InContext(Learner):
                 "init_state / adapt"
             )
         prediction = self.prediction0.expand(num_tasks, query_x.shape[1], -1)
-        memory = {"tokens": self.memory0.expand(num_tasks, -1, -1)} if self.memory_tokens else {}
+        memory = self.memory0.expand(num_tasks, -1, -1) if self.memory_tokens else None
         return State.initial(prediction, memory, query_x)
 
     def _step(self, state: State, x: Tensor, y: Tensor) -> State:
@@ -76,12 +75,10 @@ class InContext(Learner):
         queries = queries + self.progress(state.progress_features(x.shape[1]))
         tokens = [self.context(x, y)]
         if self.memory_tokens:
-            tokens.append(state.memory["tokens"])
+            tokens.append(state.carry)
         tokens.append(queries)
         out = self.transformer(torch.cat(tokens, 1), num_shared=x.shape[1] + self.memory_tokens)
-        memory = dict(state.memory)
-        if self.memory_tokens:
-            memory["tokens"] = out[:, x.shape[1] : x.shape[1] + self.memory_tokens]
+        memory = out[:, x.shape[1] : x.shape[1] + self.memory_tokens] if self.memory_tokens else None
         update = self.head(out[:, -query_x.shape[1] :])
         if self.scale_by_share:
             update = update * state.share(x.shape[1])[:, None, None]

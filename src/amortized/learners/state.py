@@ -2,11 +2,36 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 from torch import Tensor
+
+
+def map_tensors(function: Callable[..., Tensor], *trees: Any) -> Any:
+    """Apply ``function`` leaf-wise to tensors held in matching dataclasses, tuples or ``None``.
+
+    A learner's ``carry`` is such a tree (e.g. Adam moments inside a rule's carry); this is how states
+    are detached and concatenated without knowing what each learner keeps.
+    """
+    first = trees[0]
+    if first is None:
+        return None
+    if isinstance(first, Tensor):
+        return function(*trees)
+    if dataclasses.is_dataclass(first):
+        parts = {
+            field.name: map_tensors(function, *(getattr(tree, field.name) for tree in trees))
+            for field in dataclasses.fields(first)
+        }
+        return type(first)(**parts)
+    if isinstance(first, tuple):
+        return tuple(map_tensors(function, *parts) for parts in zip(*trees, strict=True))
+    raise TypeError(f"a state's carry holds tensors, dataclasses and tuples, not {type(first).__name__}")
 
 
 @dataclass
@@ -17,47 +42,40 @@ class State:
     ``z`` ``[tasks, Z]`` (explicit), or query predictions ``[tasks, queries, out]`` (implicit, with
     ``query_x``). ``num_steps`` and ``num_seen`` (``[tasks]``) count the steps taken and points read:
     an update that sees them can shrink its steps as evidence accumulates, the way a posterior does.
-    ``memory`` holds running statistics (optimizer moments, posterior precision, memory tokens),
-    each with tasks on dim 0.
+    ``carry`` is what the update keeps from step to step besides the representation (optimizer
+    moments, posterior statistics, memory tokens): a typed dataclass of tensors with tasks on dim 0,
+    or ``None``.
     """
 
     value: Tensor
     num_steps: Tensor
     num_seen: Tensor
-    memory: dict[str, Tensor] = field(default_factory=dict)
+    carry: Any = None
     query_x: Tensor | None = None
 
     @classmethod
-    def initial(
-        cls, value: Tensor, memory: dict[str, Tensor] | None = None, query_x: Tensor | None = None
-    ) -> State:
+    def initial(cls, value: Tensor, carry: Any = None, query_x: Tensor | None = None) -> State:
         """A state before any data: zero steps, zero points."""
         zeros = torch.zeros(value.shape[0], dtype=value.dtype, device=value.device)
-        return cls(value, zeros, zeros.clone(), dict(memory or {}), query_x)
+        return cls(value, zeros, zeros.clone(), carry, query_x)
 
     @property
     def num_tasks(self) -> int:
         return self.value.shape[0]
 
-    def advance(self, value: Tensor, num_points: int, memory: dict[str, Tensor] | None = None):
-        """The state after one step that read ``num_points`` points per task."""
+    def advance(self, value: Tensor, num_points: int, carry: Any = None) -> State:
+        """The state after one step that read ``num_points`` points per task (``carry`` if it changed)."""
         return replace(
             self,
             value=value,
             num_steps=self.num_steps + 1,
             num_seen=self.num_seen + num_points,
-            memory=self.memory if memory is None else memory,
+            carry=self.carry if carry is None else carry,
         )
 
     def detach(self) -> State:
         """The same state cut from the autograd graph (greedy training between steps)."""
-        return State(
-            self.value.detach(),
-            self.num_steps,
-            self.num_seen,
-            {k: v.detach() for k, v in self.memory.items()},
-            self.query_x,
-        )
+        return replace(self, value=self.value.detach(), carry=map_tensors(Tensor.detach, self.carry))
 
     @staticmethod
     def cat(states: list[State]) -> State:
@@ -68,7 +86,7 @@ class State:
             torch.cat([s.value for s in states]),
             torch.cat([s.num_steps for s in states]),
             torch.cat([s.num_seen for s in states]),
-            {k: torch.cat([s.memory[k] for s in states]) for k in first.memory},
+            map_tensors(lambda *parts: torch.cat(parts), *(s.carry for s in states)),
             query_x,
         )
 

@@ -80,9 +80,11 @@ class Categorical:
         return out
 
 
-def likelihood(
-    name: str, noise: float | None = None
-) -> Gaussian | Categorical | SampleMetrics | OrderMetrics:
+if TYPE_CHECKING:
+    Likelihood = Gaussian | Categorical | SampleMetrics | OrderMetrics
+
+
+def likelihood(name: str, noise: float | None = None) -> Likelihood:
     """The likelihood called ``name``: ``"gaussian"``, ``"categorical"``, ``"samples"`` or ``"order"``.
 
     ``"samples"`` scores generated samples and ``"order"`` causal orders; both are defined with their

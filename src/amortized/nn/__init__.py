@@ -1,5 +1,6 @@
 """Building blocks shared by the learned learners: transformer and tokenizers."""
 
+from amortized.nn.mlp import mlp
 from amortized.nn.tokens import ChunkTokens, ObservationTokens, ProgressEmbedding
 from amortized.nn.transformer import Attention, Block, Transformer
 
@@ -10,4 +11,5 @@ __all__ = [
     "ObservationTokens",
     "ProgressEmbedding",
     "Transformer",
+    "mlp",
 ]

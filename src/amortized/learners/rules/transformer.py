@@ -1,0 +1,183 @@
+"""The learned transformer update: ``v ← v + h_φ(tokens)`` from the state, the mini-batch and its gradient.
+
+State tokens hold chunks of ``v`` (and, with gradient inputs, of the normalised gradient and of
+Adam's direction from running moments kept in the state) plus an embedding of the state's progress
+(points seen, steps taken, gradient scale). Observation tokens hold ``[x, y, f(x; v)]``. Optional
+memory tokens persist across steps (trained when gradients cross steps: ``truncated`` or ``full``
+objectives).
+
+What keeps an iterative learner improving as it reads more data belongs here, so every
+representation gets it: ``refinements`` applies the transformer that many times per mini-batch, each
+time with the gradient and predictions at the refined state and its displacement from the step's
+start, so an early step can nearly solve its batch (as a posterior update solves a small linear
+system) instead of taking one gradient-like move. ``scale_by_share`` multiplies each update by
+``B / (seen + B)``, so the rule's outputs keep one scale while its steps shrink like a posterior's
+(``1/t``) as evidence, re-reads included, accumulates. ``momentum`` (with refinements) adds the
+previous refinement's update and the gradient change it caused: with a direction and the curvature
+along it, refinements can act like conjugate-gradient or quasi-Newton steps. ``taper_refinements``
+applies ``ceil(refinements · B / (seen + B))`` of them per step: as evidence accumulates the
+posterior's system is better conditioned and its update nears a gradient step, so late steps (the
+bulk of a long run, in training too) cost one pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from amortized.errors import ConfigError
+from amortized.learners.base import loss_gradient
+from amortized.learners.rules.moments import AdamMoments
+from amortized.learners.rules.spec import RuleSpec, Target
+from amortized.learners.state import State
+from amortized.nn import ChunkTokens, ObservationTokens, ProgressEmbedding, Transformer
+from amortized.validation import check_bool, check_positive_int
+
+INPUT_CHOICES = ("observations", "gradients")
+ADAM_BETAS = (0.9, 0.999)
+
+
+@dataclass(frozen=True)
+class TransformerUpdate(RuleSpec):
+    """Options of the learned transformer update (see the module docstring for what each does)."""
+
+    inputs: tuple[str, ...] = ("observations", "gradients")
+    """What the update reads besides the state: the mini-batch's points, its loss gradient, or both."""
+    width: int = 64
+    depth: int = 2
+    heads: int = 4
+    chunk_size: int = 32
+    """Entries of the state per token."""
+    memory_tokens: int = 0
+    refinements: int = 1
+    scale_by_share: bool = False
+    momentum: bool = False
+    taper_refinements: bool = False
+
+    def __post_init__(self) -> None:
+        inputs = (self.inputs,) if isinstance(self.inputs, str) else tuple(self.inputs)
+        unknown = [name for name in inputs if name not in INPUT_CHOICES]
+        if unknown or not inputs:
+            raise ConfigError(f"inputs must be a non-empty subset of {INPUT_CHOICES}, got {inputs!r}")
+        object.__setattr__(self, "inputs", tuple(name for name in INPUT_CHOICES if name in inputs))
+        for name in ("width", "depth", "heads", "chunk_size", "refinements"):
+            check_positive_int(name, getattr(self, name))
+        check_positive_int("memory_tokens", self.memory_tokens, allow_zero=True)
+        for name in ("scale_by_share", "momentum", "taper_refinements"):
+            check_bool(name, getattr(self, name))
+        if self.width % self.heads:
+            raise ConfigError(f"width {self.width} must be divisible by heads {self.heads}")
+        if self.momentum and self.refinements == 1:
+            raise ConfigError("momentum needs refinements > 1: it reads the previous refinement's update")
+
+    @property
+    def uses_gradients(self) -> bool:
+        return "gradients" in self.inputs
+
+    def build(self, target: Target) -> TransformerRule:
+        return TransformerRule(self, target)
+
+
+@dataclass
+class TransformerCarry:
+    """What the update keeps across steps: gradient moments (gradient inputs) and memory tokens."""
+
+    moments: AdamMoments | None = None
+    tokens: Tensor | None = None
+
+
+def _rows(active: Tensor) -> slice | Tensor:
+    """Every task as a plain slice when all are active (no copies), else the active tasks' indices."""
+    return slice(None) if bool(active.all()) else active.nonzero().squeeze(1)
+
+
+def _put(full: Tensor | None, rows: slice | Tensor, part: Tensor) -> Tensor:
+    """``full`` with ``rows`` replaced by ``part``, out of place so autograd sees both."""
+    return part if isinstance(rows, slice) else full.index_copy(0, rows, part)
+
+
+class TransformerRule(nn.Module):
+    """The module of a :class:`TransformerUpdate` for a flat value of ``target.size`` entries."""
+
+    def __init__(self, spec: TransformerUpdate, target: Target) -> None:
+        super().__init__()
+        self.spec = spec
+        refining = spec.refinements > 1
+        num_features = (3 if spec.uses_gradients else 1) + refining
+        num_features += spec.momentum * (1 + spec.uses_gradients)
+        self.chunks = ChunkTokens(target.size, spec.chunk_size, num_features, spec.width)
+        self.progress = ProgressEmbedding(5 + spec.uses_gradients + refining, spec.width)
+        self.observations = (
+            ObservationTokens(target.input_dim, target.output_dim, target.num_classes, spec.width, True)
+            if "observations" in spec.inputs
+            else None
+        )
+        self.transformer = Transformer(spec.width, spec.depth, spec.heads)
+        if spec.memory_tokens:
+            self.memory0 = nn.Parameter(torch.randn(spec.memory_tokens, spec.width) * 0.02)
+
+    def init(self, value: Tensor) -> State:
+        carry = TransformerCarry()
+        if self.spec.uses_gradients:
+            carry.moments = AdamMoments.zeros_like(value)
+        if self.spec.memory_tokens:
+            carry.tokens = self.memory0.expand(value.shape[0], -1, -1)
+        return State.initial(value, carry)
+
+    def _refinement_counts(self, state: State, batch_points: int) -> Tensor:
+        """Transformer passes per task ``[tasks]`` for this step: all, or tapered by the batch's share."""
+        refinements = self.spec.refinements
+        if not self.spec.taper_refinements:
+            return torch.full(state.num_seen.shape, refinements, device=state.num_seen.device)
+        counts = torch.ceil(refinements * state.share(batch_points) - 1e-6)
+        return counts.long().clamp(min=1)
+
+    def step(self, target: Target, state: State, x: Tensor, y: Tensor) -> State:
+        spec = self.spec
+        carry = TransformerCarry(state.carry.moments, state.carry.tokens)
+        start = value = state.value
+        points = x.shape[1]
+        scale = state.share(points)[:, None] if spec.scale_by_share else torch.ones_like(value[:, :1])
+        step_progress = state.progress_features(points)
+        counts = self._refinement_counts(state, points)
+        num_chunks = self.chunks.num_chunks
+        last_output = last_grad = last_rms = None
+        for refinement in range(int(counts.max())):
+            rows = _rows(counts > refinement)
+            task_value, task_x, task_y = value[rows], x[rows], y[rows]
+            progress = step_progress[rows]
+            features = [task_value]
+            if spec.uses_gradients:
+                grad, _ = loss_gradient(target.loss_of(task_x, task_y), task_value, create_graph=False)
+                if refinement == 0:
+                    carry.moments, adam = carry.moments.update(grad, state.num_steps, ADAM_BETAS, 1e-12)
+                rms = grad.square().mean(-1, keepdim=True).sqrt()
+                features += [grad / (rms + 1e-12), adam[rows]]
+                progress = torch.cat([progress, torch.log(rms + 1e-12) / 10], -1)
+            if spec.refinements > 1:
+                features.append(task_value - start[rows])
+                fraction = refinement / counts[rows, None].to(task_value.dtype)
+                progress = torch.cat([progress, fraction], -1)
+            if spec.momentum and refinement == 0:
+                features += [torch.zeros_like(task_value)] * (1 + spec.uses_gradients)
+            elif spec.momentum:
+                features.append(last_output[rows])
+                if spec.uses_gradients:
+                    features.append((grad - last_grad[rows]) / (last_rms[rows] + 1e-12))
+            if spec.momentum and spec.uses_gradients:
+                last_grad, last_rms = _put(last_grad, rows, grad), _put(last_rms, rows, rms)
+            tokens = [self.chunks(features) + self.progress(progress)]
+            if spec.memory_tokens:
+                tokens.append(carry.tokens[rows])
+            if self.observations is not None:
+                tokens.append(self.observations(task_x, task_y, target.forward_value(task_value, task_x)))
+            out = self.transformer(torch.cat(tokens, 1))
+            if spec.memory_tokens:
+                new_tokens = out[:, num_chunks : num_chunks + spec.memory_tokens]
+                carry.tokens = _put(carry.tokens, rows, new_tokens)
+            output = self.chunks.decode(out[:, :num_chunks])
+            last_output = _put(last_output, rows, output)
+            value = _put(value, rows, task_value + scale[rows] * output)
+        return state.advance(value, points, carry)
