@@ -25,3 +25,9 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def one_job(monkeypatch):
+    """The CLI trains and evaluates in one process unless a test asks for more (--jobs)."""
+    monkeypatch.setenv("AMORTIZED_JOBS", "1")

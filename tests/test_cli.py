@@ -121,6 +121,20 @@ def test_train_evaluate_report_in_steps(tmp_path, capsys):
     assert code == 0 and (out / "report.md").is_file() and (out / "steps.png").is_file()
 
 
+def test_jobs_train_and_evaluate_in_parallel_processes_with_the_same_numbers(tmp_path, capsys):
+    runs = {}
+    for jobs in (1, 2):
+        out = tmp_path / f"jobs{jobs}"
+        code, _, stderr = run_cli(capsys, "run", "tiny", "--out", out, "--jobs", jobs, *SETS)
+        assert code == 0
+        runs[jobs] = json.loads((out / "results.json").read_text())
+    assert "LearnedUpdate: trained (6 iterations" in stderr and "processes" in stderr
+    for name, entry in runs[1]["learners"].items():
+        parallel = runs[2]["learners"][name]
+        for one, two in zip(entry["curves"]["steps"], parallel["curves"]["steps"], strict=True):
+            assert one["mse"] == two["mse"], name
+
+
 def test_a_bad_per_learner_value_names_the_learner(tmp_path, capsys):
     out = tmp_path / "run"
     code, _, stderr = run_cli(

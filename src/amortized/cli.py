@@ -8,6 +8,7 @@ how to resume.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -58,7 +59,7 @@ def _run(args: argparse.Namespace, session: _Session) -> int:
     trained = _meta_train(args, experiment, run, log)
     if not distributed.is_main():
         return 0
-    results = evaluate_experiment(experiment, run, trained, log=log)
+    results = evaluate_experiment(experiment, run, trained, log=log, jobs=_jobs(args))
     report = write_report(run.path, results)
     print(summary_table(results))
     print(f"\nreport: {report}")
@@ -89,7 +90,14 @@ def _meta_train(
             tasks_per_batch=[spec.train.tasks_per_batch for spec in experiment.learners],
         )
         return load_trained(experiment, run)
-    return train_learners(experiment, run, progress=not args.quiet, log=log)
+    return train_learners(experiment, run, progress=not args.quiet, log=log, jobs=_jobs(args))
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    """``--jobs``, or its default; one process under torchrun, whose ranks already share the work."""
+    if distributed.launched_by_torchrun():
+        return 1
+    return args.jobs if args.jobs is not None else _default_jobs()
 
 
 def _evaluate(args: argparse.Namespace, session: _Session) -> int:
@@ -97,7 +105,8 @@ def _evaluate(args: argparse.Namespace, session: _Session) -> int:
 
     run = session.run = RunFolder.open(args.run_dir)
     experiment = run.experiment()
-    results = evaluate_experiment(experiment, run, load_trained(experiment, run), log=_log(args.quiet))
+    trained = load_trained(experiment, run)
+    results = evaluate_experiment(experiment, run, trained, log=_log(args.quiet), jobs=_jobs(args))
     print(summary_table(results))
     print(f"\nresults: {run.results_path}\nwrite the report with: amortized report {run.path}")
     return 0
@@ -140,7 +149,22 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     distributed.add_nproc_option(parser)
 
 
+def _default_jobs() -> int:
+    """``AMORTIZED_JOBS`` if set, else the CPU cores this process may use."""
+    if os.environ.get("AMORTIZED_JOBS"):
+        return _positive_int(os.environ["AMORTIZED_JOBS"])
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def _add_threads(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--jobs",
+        type=_positive_int,
+        metavar="N",
+        default=None,
+        help="learners meta-trained and evaluated at once, each in its own process with --threads "
+        "threads (default: the CPU cores, or AMORTIZED_JOBS); the numbers do not depend on it",
+    )
     parser.add_argument(
         "--threads",
         type=_positive_int,

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -175,10 +177,15 @@ def _restore(run: RunFolder, spec: LearnerSpec, experiment: Experiment) -> tuple
 
 
 def train_learners(
-    experiment: Experiment, run: RunFolder, *, progress: bool = True, log: Log = print
+    experiment: Experiment, run: RunFolder, *, progress: bool = True, log: Log = print, jobs: int = 1
 ) -> dict[str, Trained]:
-    """Meta-train every learner into the run folder; finished ones are loaded, stopped ones resumed."""
-    trained = {}
+    """Meta-train every learner into the run folder; finished ones are loaded, stopped ones resumed.
+
+    With ``jobs > 1``, learners train in that many processes at once (each with this process's torch
+    threads); every learner's training is seeded on its own, so the weights do not depend on ``jobs``.
+    """
+    trained: dict[str, Trained] = {}
+    pending: list[tuple[str, LearnerSpec, Learner]] = []
     for index, spec in enumerate(experiment.learners, start=1):
         learner, done = _restore(run, spec, experiment)
         mode = "one-shot" if spec.one_shot else "iterative"
@@ -186,14 +193,49 @@ def train_learners(
         if done is not None:
             log(f"{header}: trained already ({done.iterations} iterations)")
             trained[spec.name] = done
-            continue
-        log(f"{header}: meta-training for {spec.train.iterations} iterations")
-        folder = run.learner_dir(spec.name)
-        result = train(learner, experiment.family, spec.train, out_dir=folder, resume=True, progress=progress)
-        trained[spec.name] = Trained(learner, result.train_seconds, result.iterations)
-        _merge_metrics(run, experiment)
+        else:
+            pending.append((header, spec, learner))
+    if jobs > 1 and len(pending) > 1:
+        specs = [spec for _, spec, _ in pending]
+        for header, spec, _ in pending:
+            log(f"{header}: meta-training for {spec.train.iterations} iterations")
+        _in_processes(_train_in_process, run, [spec.name for spec in specs], jobs, log, "trained")
+        for spec in specs:
+            trained[spec.name] = _restore(run, spec, experiment)[1]
+    else:
+        for header, spec, learner in pending:
+            log(f"{header}: meta-training for {spec.train.iterations} iterations")
+            folder = run.learner_dir(spec.name)
+            result = train(
+                learner, experiment.family, spec.train, out_dir=folder, resume=True, progress=progress
+            )
+            trained[spec.name] = Trained(learner, result.train_seconds, result.iterations)
+            _merge_metrics(run, experiment)
     _merge_metrics(run, experiment)
-    return trained
+    return {spec.name: trained[spec.name] for spec in experiment.learners}
+
+
+def _in_processes(
+    work: Callable[[str, str, int], str], run: RunFolder, names: list[str], jobs: int, log: Log, done: str
+) -> None:
+    """``work(run folder, name, threads)`` for every name, in ``jobs`` fresh processes at once."""
+    threads = torch.get_num_threads()
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(min(jobs, len(names)), mp_context=context) as pool:
+        futures = {pool.submit(work, str(run.path), name, threads): name for name in names}
+        for future in as_completed(futures):
+            log(f"{futures[future]}: {done} ({future.result()})")
+
+
+def _train_in_process(path: str, name: str, threads: int) -> str:
+    """Meta-train the learner ``name`` of the run folder at ``path`` (in a worker process)."""
+    torch.set_num_threads(threads)
+    run = RunFolder.open(path)
+    experiment = run.experiment()
+    spec = next(spec for spec in experiment.learners if spec.name == name)
+    learner = spec.build(experiment.family)
+    result = train(learner, experiment.family, spec.train, out_dir=run.learner_dir(name), resume=True)
+    return f"{result.iterations} iterations, {result.train_seconds:.0f} s"
 
 
 def load_trained(experiment: Experiment, run: RunFolder) -> dict[str, Trained]:
@@ -346,14 +388,39 @@ class _Evaluator:
         return {"truth": tasks.y_query.round(decimals=4).tolist(), "generated": generated}
 
 
+def _evaluate_in_process(path: str, name: str, threads: int) -> str:
+    """Evaluate the learner or baseline ``name`` of a run folder into its cache (in a worker process)."""
+    torch.set_num_threads(threads)
+    run = RunFolder.open(path)
+    experiment = run.experiment()
+    evaluator = _Evaluator(experiment, run, lambda message: None)
+    for spec in experiment.learners:
+        if spec.name == name:
+            evaluator.learner(spec, _restore(run, spec, experiment)[1])
+    for spec in experiment.baselines:
+        if spec.name == name:
+            (evaluator.reference if spec.is_reference else evaluator.baseline)(spec)
+    return "cached in its folder"
+
+
 def evaluate_experiment(
-    experiment: Experiment, run: RunFolder, trained: dict[str, Trained], *, log: Log = print
+    experiment: Experiment,
+    run: RunFolder,
+    trained: dict[str, Trained],
+    *,
+    log: Log = print,
+    jobs: int = 1,
 ) -> dict[str, Any]:
     """Evaluate every learner, baseline and the reference on the same tasks; write ``results.json``.
 
     Each entry's curves are cached in its folder (``evaluation.json``) and reused while the settings
-    and weights are unchanged, so a resumed run does not recompute them.
+    and weights are unchanged, so a resumed run does not recompute them. With ``jobs > 1`` the
+    entries are evaluated in that many processes at once (the numbers do not depend on ``jobs``).
     """
+    if jobs > 1:
+        names = [spec.name for spec in experiment.learners] + [spec.name for spec in experiment.baselines]
+        log(f"evaluating {len(names)} learners and baselines in {min(jobs, len(names))} processes")
+        _in_processes(_evaluate_in_process, run, names, jobs, log, "evaluated")
     evaluator = _Evaluator(experiment, run, log)
     family = experiment.family
     results: dict[str, Any] = {
