@@ -29,6 +29,8 @@ class ComposedLearner(Learner):
     rule_type: ClassVar[type[RuleSpec]]
     legacy_representation_keys: ClassVar[tuple[str, ...]] = ()
     """Weight names that checkpoints written before composition kept at the top level."""
+    legacy_defaults: ClassVar[dict[str, Any]] = {}
+    """Options added since, with the value a checkpoint that does not list them was built with."""
 
     representation: nn.Module
     rule: nn.Module
@@ -67,7 +69,7 @@ class ComposedLearner(Learner):
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Learner:
         """Rebuild from a checkpoint's config, including those that listed the rule's options flat."""
-        config = dict(config)
+        config = {**cls.legacy_defaults, **config}
         option_names = set(cls.rule_type.__dataclass_fields__)
         flat = {name: config.pop(name) for name in list(config) if name in option_names}
         if flat:

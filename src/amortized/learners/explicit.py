@@ -16,14 +16,21 @@ from amortized.learners.representations import Latent
 from amortized.learners.rules import GradientStep, TransformerUpdate
 
 LEGACY_LATENT_KEYS = ("z0", "decoder")
+LEGACY_LATENT_DEFAULTS: dict[str, Any] = {"linear_skip": False}
+"""Checkpoints from before the linear skip was an option had none."""
 
 
 class LatentUpdate(ComposedLearner):
-    """A transformer refines ``z`` from the mini-batch; the decoder ``f_γ(x, z)`` predicts."""
+    """A transformer refines ``z`` from the mini-batch; the decoder ``f_γ(x, z)`` predicts.
+
+    The rule is a :class:`TransformerUpdate`; ``linear_skip`` (see :class:`LatentDecoder`) makes the
+    decoder contain every linear model.
+    """
 
     regime = "explicit"
     rule_type = TransformerUpdate
     legacy_representation_keys = LEGACY_LATENT_KEYS
+    legacy_defaults = LEGACY_LATENT_DEFAULTS
 
     def __init__(
         self,
@@ -32,6 +39,7 @@ class LatentUpdate(ComposedLearner):
         task: str = "regression",
         latent_dim: int = 32,
         decoder_hidden: tuple[int, ...] | list[int] = (64, 64),
+        linear_skip: bool = True,
         rule: TransformerUpdate | dict[str, Any] | None = None,
         seed: int = 0,
     ) -> None:
@@ -39,7 +47,9 @@ class LatentUpdate(ComposedLearner):
         spec = TransformerUpdate.from_value(rule)
         super().__init__(input_dim, output_dim, task, None)
         with seeded(seed):
-            self.representation = Latent(input_dim, output_dim, latent_dim, tuple(decoder_hidden))
+            self.representation = Latent(
+                input_dim, output_dim, latent_dim, tuple(decoder_hidden), linear_skip
+            )
             self.rule = spec.build(self)
         self.config = {**config, "rule": spec.as_dict()}
 
@@ -53,6 +63,7 @@ class LatentSGD(ComposedLearner):
     regime = "explicit"
     rule_type = GradientStep
     legacy_representation_keys = LEGACY_LATENT_KEYS
+    legacy_defaults = LEGACY_LATENT_DEFAULTS
 
     def __init__(
         self,
@@ -61,6 +72,7 @@ class LatentSGD(ComposedLearner):
         task: str = "regression",
         latent_dim: int = 32,
         decoder_hidden: tuple[int, ...] | list[int] = (64, 64),
+        linear_skip: bool = True,
         rule: GradientStep | dict[str, Any] | None = None,
         seed: int = 0,
     ) -> None:
@@ -70,6 +82,8 @@ class LatentSGD(ComposedLearner):
         spec = GradientStep.from_value(rule)
         super().__init__(input_dim, output_dim, task, None)
         with seeded(seed):
-            self.representation = Latent(input_dim, output_dim, latent_dim, tuple(decoder_hidden))
+            self.representation = Latent(
+                input_dim, output_dim, latent_dim, tuple(decoder_hidden), linear_skip
+            )
         self.rule = spec.build(self)
         self.config = {**config, "rule": spec.as_dict()}

@@ -14,8 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from amortized.errors import ConfigError
 from amortized.models.predictors import Predictor
-from amortized.validation import check_positive_int
+from amortized.validation import check_bool, check_positive_int
 
 
 class ModelParameters(nn.Module):
@@ -40,34 +41,64 @@ class ModelParameters(nn.Module):
 class LatentDecoder(nn.Module):
     """``f_γ(x, z)``: an MLP on ``x`` whose hidden layers ``z`` modulates (FiLM: scale and shift).
 
-    Multiplicative conditioning lets a latent select functions (e.g. the weights of a linear map)
-    that concatenating ``z`` to ``x`` can only approximate with a much wider network.
+    Multiplicative conditioning lets a latent select functions that concatenating ``z`` to ``x`` can
+    only approximate with a much wider network. With ``linear_skip``, the decoder adds
+    ``[x, 1] · A z``, a linear model whose weights are linear in ``z``: the decoder then contains every
+    linear model exactly, so the explicit solution class contains the parametric one, and a linear
+    task needs no precision from the MLP. The MLP's output layer then starts at zero: the decoder
+    starts as a linear model and learns departures from it.
     """
 
-    def __init__(self, input_dim: int, latent_dim: int, output_dim: int, hidden: tuple[int, ...]) -> None:
+    def __init__(
+        self,
+        input_dim: int,
+        latent_dim: int,
+        output_dim: int,
+        hidden: tuple[int, ...],
+        linear_skip: bool = False,
+    ) -> None:
         super().__init__()
         widths = [input_dim, *hidden]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(widths))
         self.films = nn.ModuleList(nn.Linear(latent_dim, 2 * width) for width in hidden)
         self.out = nn.Linear(widths[-1], output_dim)
+        self.skip = None
+        if linear_skip:
+            self.skip = nn.Linear(latent_dim, (input_dim + 1) * output_dim)
+            nn.init.zeros_(self.out.weight)
+            nn.init.zeros_(self.out.bias)
 
     def forward(self, z: Tensor, x: Tensor) -> Tensor:
         h = x
         for layer, film in zip(self.layers, self.films, strict=True):
             scale, shift = film(z)[:, None, :].chunk(2, dim=-1)
             h = F.gelu(layer(h) * (1 + scale) + shift)
-        return self.out(h)
+        out = self.out(h)
+        if self.skip is not None:
+            weights = self.skip(z).view(z.shape[0], x.shape[-1] + 1, out.shape[-1])
+            out = out + torch.cat([x, torch.ones_like(x[..., :1])], -1) @ weights
+        return out
 
 
 class Latent(nn.Module):
     """A latent ``z`` ``[tasks, latent_dim]`` read by a learned :class:`LatentDecoder`, from ``z_0``."""
 
     def __init__(
-        self, input_dim: int, output_dim: int, latent_dim: int, decoder_hidden: tuple[int, ...]
+        self,
+        input_dim: int,
+        output_dim: int,
+        latent_dim: int,
+        decoder_hidden: tuple[int, ...],
+        linear_skip: bool = False,
     ) -> None:
         super().__init__()
         check_positive_int("latent_dim", latent_dim)
-        self.decoder = LatentDecoder(input_dim, latent_dim, output_dim, tuple(decoder_hidden))
+        check_bool("linear_skip", linear_skip)
+        if not decoder_hidden:
+            raise ConfigError("decoder_hidden must list at least one hidden width, e.g. [64]")
+        for width in decoder_hidden:
+            check_positive_int("decoder_hidden entry", width)
+        self.decoder = LatentDecoder(input_dim, latent_dim, output_dim, tuple(decoder_hidden), linear_skip)
         self.z0 = nn.Parameter(torch.zeros(latent_dim))
 
     @property
