@@ -1,0 +1,52 @@
+"""Update rules: frozen, validated specs that build the modules holding their weights."""
+
+import dataclasses
+
+import pytest
+
+from amortized.errors import ConfigError
+from amortized.learners import GradientStep, LearnedInit, LearnedUpdate, TransformerUpdate
+from amortized.models import Linear
+
+
+def test_specs_are_frozen_plain_data():
+    spec = TransformerUpdate(inputs=["gradients", "observations"], refinements=2)
+    assert spec.inputs == ("observations", "gradients")  # canonical order, a tuple
+    assert TransformerUpdate.from_value(spec.as_dict()) == spec
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.width = 8
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"chunk_size": 0}, "chunk_size must be > 0"),
+        ({"memory_tokens": -1}, "memory_tokens must be >= 0"),
+        ({"width": 30, "heads": 4}, "divisible by heads"),
+        ({"momentum": True}, "momentum needs refinements > 1"),
+        ({"inputs": ["hessians"]}, "inputs must be a non-empty subset"),
+        ({"scale_by_share": 1}, "scale_by_share must be true or false"),
+        ({"depht": 2}, r"unknown TransformerUpdate option\(s\) \['depht'\]; valid: inputs, width"),
+    ],
+)
+def test_transformer_update_options_are_checked(options, match):
+    with pytest.raises(ConfigError, match=match):
+        TransformerUpdate.from_value(options)
+
+
+@pytest.mark.parametrize("inner_lr", [0, -1.0, float("inf"), float("nan")])
+def test_gradient_step_needs_a_finite_positive_step(inner_lr):
+    with pytest.raises(ConfigError, match="inner_lr"):
+        GradientStep(inner_lr=inner_lr)
+
+
+def test_learners_take_their_own_kind_of_rule_and_record_it_resolved():
+    learner = LearnedUpdate(Linear(2), rule={"width": 16, "depth": 1, "heads": 2})
+    assert learner.config["rule"] == TransformerUpdate(width=16, depth=1, heads=2).as_dict()
+    assert LearnedInit(Linear(2)).config["rule"] == {
+        "inner_lr": 0.01,
+        "learn_lr": False,
+        "first_order": False,
+    }
+    with pytest.raises(ConfigError, match="rule must be a TransformerUpdate"):
+        LearnedUpdate(Linear(2), rule=GradientStep())
