@@ -76,7 +76,7 @@ def series(batch_size: int) -> list[Series]:
 def build_learner(name: str) -> Learner:
     """An untrained learner of the benchmark's size."""
     if name == "InContext":
-        return InContext(DIM, **TRANSFORMER, seed=0).eval()
+        return InContext(DIM, seed=0, rule=TRANSFORMER).eval()
     if name == "LearnedUpdate":
         return LearnedUpdate(Linear(DIM), seed=0, rule=TRANSFORMER).eval()
     raise ValueError(f"unknown learner {name!r}; choose InContext or LearnedUpdate")

@@ -70,7 +70,7 @@ def _learners(task: str, dim: int, out: int, model: Callable[[], Any]) -> dict[s
             {**ITERATIVE, "budget": 0.67},
             None,
         ),
-        "InContext": (lambda: InContext(dim, out, task=task, **width), {**ITERATIVE, "budget": 0.5}, None),
+        "InContext": (lambda: InContext(dim, out, task=task, rule=width), {**ITERATIVE, "budget": 0.5}, None),
         "LearnedInit[Meta-SGD]": (
             lambda: LearnedInit(model(), task=task, rule={"inner_lr": 0.1, "learn_lr": True}),
             {"num_steps": 8, "objective": "full", "lr": 3e-3},

@@ -59,7 +59,7 @@ def _learners(transformer: dict[str, int]) -> dict[str, tuple[Learner, str]]:
         ),
         "LatentUpdate": (LatentUpdate(DIM, rule=transformer), "greedy"),
         "LatentSGD (CAVIA)": (LatentSGD(DIM), "full"),
-        "InContext": (InContext(DIM, **transformer), "greedy"),
+        "InContext": (InContext(DIM, rule=transformer), "greedy"),
     }
 
 

@@ -20,7 +20,7 @@ small = {"width": 32, "depth": 1, "heads": 2}
 learners = {
     "parametric, iterative": (LearnedUpdate(Linear(2), rule=small), False),
     "explicit, iterative": (LatentUpdate(2, latent_dim=8, decoder_hidden=(32,), rule=small), False),
-    "implicit, one-shot": (InContext(2, **small), True),
+    "implicit, one-shot": (InContext(2, rule=small), True),
 }
 for name, (learner, one_shot) in learners.items():
     steps = 1 if one_shot else (1, 8)

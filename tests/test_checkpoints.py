@@ -13,7 +13,7 @@ from amortized.models import MLP, Linear
     [
         LearnedInit(MLP(2, 1, hidden=(8,)), rule={"inner_lr": 0.05, "learn_lr": True}),
         LatentSGD(2, latent_dim=4, decoder_hidden=(8,)),
-        InContext(2, 3, task="classification", width=16, depth=1, heads=2),
+        InContext(2, 3, task="classification", rule={"width": 16, "depth": 1, "heads": 2}),
     ],
     ids=lambda learner: type(learner).__name__,
 )
@@ -62,6 +62,26 @@ def test_checkpoints_from_before_rules_were_composed_still_load(tmp_path, learne
         for model in (learner, loaded)
     ]
     torch.testing.assert_close(loaded.predict(adapted[1], x), learner.predict(adapted[0], x), rtol=0, atol=0)
+
+
+def test_in_context_checkpoints_from_before_its_rule_and_linear_head_still_load(tmp_path):
+    rule = {"width": 16, "depth": 1, "heads": 2, "memory_tokens": 2, "refinements": 1}
+    learner = InContext(2, linear_head=False, rule={**rule, "taper_refinements": False})
+    with torch.no_grad():
+        for parameter in learner.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.1)
+    old_config = {"input_dim": 2, "output_dim": 1, "task": "regression", "seed": 0, "scale_by_share": True}
+    old_config.update(width=16, depth=1, heads=2, memory_tokens=2)
+    legacy = {"learner": {"class": "InContext", "config": old_config}, "weights": learner.state_dict()}
+    save_checkpoint(tmp_path / "old.pt", legacy)
+    loaded = amortized.load(tmp_path / "old.pt")
+    assert loaded.config == learner.config and not loaded.linear_head
+    x, y, query = torch.randn(2, 6, 2), torch.randn(2, 6, 1), torch.randn(2, 3, 2)
+    predictions = [
+        model.predict(amortized.adapt(model, x, y, batch_size=3, query_x=query, generator=torch.Generator()))
+        for model in (learner, loaded)
+    ]
+    torch.testing.assert_close(predictions[0], predictions[1], rtol=0, atol=0)
 
 
 def test_corrupt_checkpoint_falls_back_to_the_previous_good_one(tmp_path):

@@ -238,7 +238,7 @@ def test_bad_options_and_learners_raise_clear_errors(blobs):
     with pytest.raises(ConfigError, match="needs a regression learner"):
         AmortizedRegressor(tiny_learner()).fit(X, y.astype(float))
     with pytest.raises(ConfigError, match="implicit learner"):
-        AmortizedClassifier(InContext(WIDTH, 5, task="classification", **TINY)).fit(X, y)
+        AmortizedClassifier(InContext(WIDTH, 5, task="classification", rule=TINY)).fit(X, y)
     with pytest.raises(ConfigError, match="learner must be"):
         AmortizedClassifier(learner=3).fit(X, y)
     model = AmortizedClassifier(tiny_learner()).fit(X, y)

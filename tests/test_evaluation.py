@@ -136,7 +136,7 @@ def test_peak_tensor_memory_counts_new_storage_once_and_releases_it():
 def test_one_shot_memory_grows_with_n_while_iterative_memory_is_bounded():
     options = {"sizes": [64, 1024], "batch_size": 16, "num_tasks": 2, "num_query": 8, "seed": 0}
     iterative = cost_curve(LearnedUpdate(Linear(2), rule=TINY), FAMILY, **options)
-    one_shot = cost_curve(InContext(2, **TINY), FAMILY, one_shot=True, **options)
+    one_shot = cost_curve(InContext(2, rule=TINY), FAMILY, one_shot=True, **options)
     assert [(p["n"], p["k"]) for p in iterative] == [(64, 4), (1024, 64)]
     assert [p["k"] for p in one_shot] == [1, 1]
     assert iterative[1]["peak_bytes"] < 1.5 * iterative[0]["peak_bytes"]

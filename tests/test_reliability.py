@@ -74,7 +74,7 @@ def test_adapt_raises_only_documented_errors(x, y, batch_size, num_steps):
     dtype=st.sampled_from([torch.int64, torch.int32]),
 )
 def test_classification_labels_are_checked(labels, dtype):
-    learner = InContext(2, 3, task="classification", **TINY)
+    learner = InContext(2, 3, task="classification", rule=TINY)
     x = torch.randn(1, len(labels), 2)
     y = torch.tensor([labels], dtype=dtype)
     try:
@@ -188,6 +188,6 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
 
 def test_classification_family_data_is_valid_for_learners():
     batch = LinearClassification(2, 3).sample(2, 5, 2)
-    learner = InContext(2, 3, task="classification", **TINY)
+    learner = InContext(2, 3, task="classification", rule=TINY)
     state = amortized.adapt(learner, batch.x_train, batch.y_train, batch_size=2, query_x=batch.x_query)
     assert torch.isfinite(learner.predict(state)).all()

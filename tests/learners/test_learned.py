@@ -13,47 +13,34 @@ from amortized.tasks import LinearClassification
 
 from .conftest import TINY, query_mse
 
+PLAIN = {**TINY, "refinements": 1, "scale_by_share": False, "taper_refinements": False}
+"""The rule without the recipe: one transformer pass per step, unscaled."""
+
 LEARNERS = {
     "LearnedInit (Meta-SGD)": (
         lambda: LearnedInit(Linear(2), rule={"inner_lr": 0.03, "learn_lr": True}),
         "full",
         3e-2,
     ),
-    "LearnedUpdate": (lambda: LearnedUpdate(Linear(2), rule=TINY), "greedy", 3e-3),
-    "LearnedUpdate/gradients": (
-        lambda: LearnedUpdate(Linear(2), rule={"inputs": ["gradients"], **TINY}),
+    "LearnedUpdate (the default recipe)": (lambda: LearnedUpdate(Linear(2), rule=TINY), "greedy", 3e-3),
+    "LearnedUpdate/plain": (lambda: LearnedUpdate(Linear(2), rule=PLAIN), "greedy", 3e-3),
+    "LearnedUpdate/plain, gradients": (
+        lambda: LearnedUpdate(Linear(2), rule={**PLAIN, "inputs": ["gradients"]}),
         "greedy",
         3e-3,
     ),
-    "LearnedUpdate/observations": (
-        lambda: LearnedUpdate(Linear(2), rule={"inputs": ["observations"], **TINY}),
+    "LearnedUpdate/plain, observations": (
+        lambda: LearnedUpdate(Linear(2), rule={**PLAIN, "inputs": ["observations"]}),
         "greedy",
         3e-3,
     ),
-    "LearnedUpdate/refined, share-scaled": (
-        lambda: LearnedUpdate(Linear(2), rule={"refinements": 3, "scale_by_share": True, **TINY}),
+    "LatentUpdate (the default recipe)": (
+        lambda: LatentUpdate(2, latent_dim=8, decoder_hidden=(32,), rule=TINY),
         "greedy",
         3e-3,
     ),
-    "LearnedUpdate/momentum, tapered": (
-        lambda: LearnedUpdate(
-            Linear(2),
-            rule={
-                "refinements": 4,
-                "scale_by_share": True,
-                "momentum": True,
-                "taper_refinements": True,
-                **TINY,
-            },
-        ),
-        "greedy",
-        3e-3,
-    ),
-    "LatentUpdate": (lambda: LatentUpdate(2, latent_dim=8, decoder_hidden=(32,), rule=TINY), "greedy", 3e-3),
-    "LatentUpdate/refined, share-scaled": (
-        lambda: LatentUpdate(
-            2, latent_dim=8, decoder_hidden=(32,), rule={"refinements": 2, "scale_by_share": True, **TINY}
-        ),
+    "LatentUpdate/plain, no skip": (
+        lambda: LatentUpdate(2, latent_dim=8, decoder_hidden=(32,), linear_skip=False, rule=PLAIN),
         "greedy",
         3e-3,
     ),
@@ -62,8 +49,16 @@ LEARNERS = {
         "full",
         3e-3,
     ),
-    "InContext": (lambda: InContext(2, **TINY), "greedy", 3e-3),
-    "InContext/share-scaled": (lambda: InContext(2, scale_by_share=True, **TINY), "greedy", 3e-3),
+    "InContext (the default: share-scaled, linear head)": (
+        lambda: InContext(2, rule=TINY),
+        "greedy",
+        3e-3,
+    ),
+    "InContext/plain, refined": (
+        lambda: InContext(2, linear_head=False, rule={**PLAIN, "refinements": 2}),
+        "greedy",
+        3e-3,
+    ),
 }
 
 
@@ -106,9 +101,9 @@ def test_learners_classify(tiny_family):
     family = LinearClassification(dim=2, num_classes=3, temperature=0.3)
     tasks = family.sample(64, 32, 32, torch.Generator().manual_seed(5))
     for learner in (
-        LearnedUpdate(Linear(2, 3), task="classification", rule=TINY),
-        LatentUpdate(2, 3, task="classification", latent_dim=8, decoder_hidden=(32,), rule=TINY),
-        InContext(2, 3, task="classification", **TINY),
+        LearnedUpdate(Linear(2, 3), task="classification", rule={**TINY, "refinements": 2}),
+        LatentUpdate(2, 3, task="classification", latent_dim=8, decoder_hidden=(32,), rule=PLAIN),
+        InContext(2, 3, task="classification", rule=TINY),
     ):
         amortized.train(
             learner,
@@ -128,7 +123,7 @@ def test_learners_classify(tiny_family):
 
 
 def test_in_context_predicts_only_at_its_query_points():
-    learner = InContext(2, **TINY)
+    learner = InContext(2, rule=TINY)
     x, y, query = torch.randn(2, 8, 2), torch.randn(2, 8, 1), torch.randn(2, 3, 2)
     with pytest.raises(ConfigError, match="query_x"):
         adapt(learner, x, y, batch_size=4)
@@ -140,7 +135,7 @@ def test_in_context_predicts_only_at_its_query_points():
 
 
 def test_queries_do_not_influence_each_other():
-    learner = InContext(2, **TINY)
+    learner = InContext(2, rule=TINY)
     torch.nn.init.normal_(learner.head.weight)
     x, y, query = torch.randn(1, 8, 2), torch.randn(1, 8, 1), torch.randn(1, 5, 2)
 
@@ -183,7 +178,7 @@ def _randomised(learner):
     "make",
     [
         lambda scaled: LearnedUpdate(Linear(2), rule={"scale_by_share": scaled, **TINY}),
-        lambda scaled: InContext(2, scale_by_share=scaled, **TINY),
+        lambda scaled: InContext(2, rule={"scale_by_share": scaled, **TINY}),
     ],
 )
 def test_share_scaled_updates_shrink_with_the_points_seen(make):
@@ -202,7 +197,7 @@ def test_share_scaled_updates_shrink_with_the_points_seen(make):
 
 def test_momentum_needs_refinements():
     with pytest.raises(ConfigError, match="momentum needs refinements > 1"):
-        LearnedUpdate(Linear(2), rule={"momentum": True})
+        LearnedUpdate(Linear(2), rule={"momentum": True, "refinements": 1})
 
 
 TAPERED = {"refinements": 4, "momentum": True, "taper_refinements": True, "memory_tokens": 2, **TINY}

@@ -9,6 +9,17 @@ from amortized.learners import GradientStep, LearnedInit, LearnedUpdate, Transfo
 from amortized.models import Linear
 
 
+def test_the_default_is_the_recipe_that_keeps_improving():
+    spec = TransformerUpdate()
+    assert (spec.refinements, spec.scale_by_share, spec.momentum, spec.taper_refinements) == (
+        8,
+        True,
+        True,
+        True,
+    )
+    assert TransformerUpdate(refinements=1).momentum is False  # momentum follows refinements unless set
+
+
 def test_specs_are_frozen_plain_data():
     spec = TransformerUpdate(inputs=["gradients", "observations"], refinements=2)
     assert spec.inputs == ("observations", "gradients")  # canonical order, a tuple
@@ -23,7 +34,7 @@ def test_specs_are_frozen_plain_data():
         ({"chunk_size": 0}, "chunk_size must be > 0"),
         ({"memory_tokens": -1}, "memory_tokens must be >= 0"),
         ({"width": 30, "heads": 4}, "divisible by heads"),
-        ({"momentum": True}, "momentum needs refinements > 1"),
+        ({"momentum": True, "refinements": 1}, "momentum needs refinements > 1"),
         ({"inputs": ["hessians"]}, "inputs must be a non-empty subset"),
         ({"scale_by_share": 1}, "scale_by_share must be true or false"),
         ({"depht": 2}, r"unknown TransformerUpdate option\(s\) \['depht'\]; valid: inputs, width"),

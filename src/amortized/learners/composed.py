@@ -31,6 +31,8 @@ class ComposedLearner(Learner):
     """Weight names that checkpoints written before composition kept at the top level."""
     legacy_defaults: ClassVar[dict[str, Any]] = {}
     """Options added since, with the value a checkpoint that does not list them was built with."""
+    legacy_rule_defaults: ClassVar[dict[str, Any]] = {}
+    """The rule's defaults when its options were listed flat (before they became the recipe)."""
 
     representation: nn.Module
     rule: nn.Module
@@ -73,5 +75,5 @@ class ComposedLearner(Learner):
         option_names = set(cls.rule_type.__dataclass_fields__)
         flat = {name: config.pop(name) for name in list(config) if name in option_names}
         if flat:
-            config["rule"] = {**flat, **(config.get("rule") or {})}
+            config["rule"] = {**cls.legacy_rule_defaults, **flat, **(config.get("rule") or {})}
         return cls(**config)

@@ -14,6 +14,7 @@ from amortized.learners.base import plain_arguments, seeded
 from amortized.learners.composed import ComposedLearner
 from amortized.learners.representations import Latent
 from amortized.learners.rules import GradientStep, TransformerUpdate
+from amortized.learners.rules.transformer import LEGACY_TRANSFORMER_DEFAULTS
 
 LEGACY_LATENT_KEYS = ("z0", "decoder")
 LEGACY_LATENT_DEFAULTS: dict[str, Any] = {"linear_skip": False}
@@ -29,6 +30,7 @@ class LatentUpdate(ComposedLearner):
 
     regime = "explicit"
     rule_type = TransformerUpdate
+    legacy_rule_defaults = LEGACY_TRANSFORMER_DEFAULTS
     legacy_representation_keys = LEGACY_LATENT_KEYS
     legacy_defaults = LEGACY_LATENT_DEFAULTS
 

@@ -22,7 +22,7 @@ from amortized.errors import ConfigError, ShapeError
 from amortized.learners.base import Learner, plain_arguments, seeded
 from amortized.learners.running import RunningMoments, running_average
 from amortized.learners.state import State
-from amortized.nn import Transformer, mlp
+from amortized.nn import ProgressEmbedding, Transformer, mlp
 from amortized.validation import check_positive_int
 
 TIME_FREQUENCIES = (1.0, 2.0, 4.0, 8.0)
@@ -47,9 +47,11 @@ class FlowMatching(Learner):
 
     The state is ``memory_tokens`` tokens summarising the samples seen, plus their running mean and
     scale. A step standardises the mini-batch's samples with these moments, embeds each sample as a
-    token, and lets learned latent tokens read the sample tokens through a transformer (a Perceiver
-    readout); the memory is the running average of the readouts of all mini-batches (one step on all
-    points is one readout of all of them). ``predict(state, noise)`` integrates the velocity field
+    token, and lets the memory tokens, with an embedding of the state's progress, read them and
+    themselves through a transformer; the memory moves towards the result by the batch's share
+    ``B / (seen + B)``. So a step is a learned update of the task state from the state and the
+    mini-batch, and its moves shrink as evidence accumulates, re-reads included (one step on all
+    points is one-shot amortization). ``predict(state, noise)`` integrates the velocity field
     ``v(x_t, t | memory)`` (``integration_steps`` midpoint steps from ``t = 0`` to 1) from ``noise``
     ``[tasks, Q, D]`` and returns the generated samples in data units; it works at any noise, so it
     is also the learner's sampler (:meth:`sample`). The velocity head starts at zero: untrained, the
@@ -57,10 +59,6 @@ class FlowMatching(Learner):
 
     Training regresses ``v`` onto ``x_1 - x_0`` at ``x_t = (1 - t) x_0 + t x_1`` for the query pairs
     (noise ``x_0``, held-out sample ``x_1``, standardised), through :meth:`query_loss`.
-
-    The readout's latents are fixed rather than the memory so far: a measured alternative, latents
-    that start from the current memory, got worse with steps beyond one pass over the data (energy
-    0.059 at 16 steps, 0.078 at 64, against 0.043 and 0.042 for this design, same training).
     """
 
     regime = "implicit"
@@ -82,6 +80,7 @@ class FlowMatching(Learner):
         with seeded(seed):
             self.samples = mlp(input_dim, width)
             self.latents = nn.Parameter(torch.randn(memory_tokens, width))
+            self.progress = ProgressEmbedding(5, width)
             self.reader = Transformer(width, depth, heads)
             self.queries = mlp(input_dim + 1 + 2 * len(TIME_FREQUENCIES), width)
             self.velocity = Transformer(width, depth, heads)
@@ -97,13 +96,13 @@ class FlowMatching(Learner):
         return State.initial(tokens, RunningMoments(zeros, torch.ones_like(zeros)))
 
     def _step(self, state: State, x: Tensor, y: Tensor) -> State:
-        """Add the samples ``y`` of a mini-batch to the summary (``x``, their noise, is not read)."""
+        """Refine the memory from the samples ``y`` of a mini-batch (``x``, their noise, is not read)."""
         batch = y.shape[1]
         share = state.share(batch)
         moments = state.carry.update(y, share)
         tokens = self.samples((y - moments.mean[:, None]) / moments.scale[:, None])
-        latents = self.latents.expand(y.shape[0], -1, -1)
-        readout = self.reader(torch.cat([tokens, latents], 1), num_shared=batch)[:, batch:]
+        memory = state.value + self.progress(state.progress_features(batch))
+        readout = self.reader(torch.cat([tokens, memory], 1))[:, batch:]
         return state.advance(running_average(state.value, readout, share), batch, moments)
 
     def _velocity(self, state: State, points: Tensor, time: Tensor) -> Tensor:

@@ -14,6 +14,7 @@ from amortized.learners.base import plain_arguments, seeded
 from amortized.learners.composed import ComposedLearner
 from amortized.learners.representations import ModelParameters
 from amortized.learners.rules import GradientStep, TransformerUpdate
+from amortized.learners.rules.transformer import LEGACY_TRANSFORMER_DEFAULTS
 from amortized.models.predictors import Predictor, predictor_from_config
 
 
@@ -55,6 +56,7 @@ class LearnedUpdate(ComposedLearner):
 
     regime = "parametric"
     rule_type = TransformerUpdate
+    legacy_rule_defaults = LEGACY_TRANSFORMER_DEFAULTS
     legacy_representation_keys = ("theta0",)
 
     def __init__(

@@ -36,6 +36,14 @@ from amortized.nn import ChunkTokens, ObservationTokens, ProgressEmbedding, Tran
 from amortized.validation import check_bool, check_positive_int
 
 INPUT_CHOICES = ("observations", "gradients")
+LEGACY_TRANSFORMER_DEFAULTS = {
+    "refinements": 1,
+    "scale_by_share": False,
+    "momentum": False,
+    "taper_refinements": False,
+}
+"""The defaults before the recipe that keeps improving became the default (checkpoints that list
+options flat were written then, some before these options existed)."""
 ADAM_BETAS = (0.9, 0.999)
 
 
@@ -51,12 +59,15 @@ class TransformerUpdate(RuleSpec):
     chunk_size: int = 32
     """Entries of the state per token."""
     memory_tokens: int = 0
-    refinements: int = 1
-    scale_by_share: bool = False
-    momentum: bool = False
-    taper_refinements: bool = False
+    refinements: int = 8
+    scale_by_share: bool = True
+    momentum: bool | None = None
+    """``None``: on exactly when there are refinements to carry it across."""
+    taper_refinements: bool = True
 
     def __post_init__(self) -> None:
+        if self.momentum is None:
+            object.__setattr__(self, "momentum", isinstance(self.refinements, int) and self.refinements > 1)
         inputs = (self.inputs,) if isinstance(self.inputs, str) else tuple(self.inputs)
         unknown = [name for name in inputs if name not in INPUT_CHOICES]
         if unknown or not inputs:
@@ -86,6 +97,14 @@ class TransformerCarry:
 
     moments: AdamMoments | None = None
     tokens: Tensor | None = None
+
+
+def refinement_counts(state: State, batch_points: int, refinements: int, taper: bool) -> Tensor:
+    """Transformer passes per task ``[tasks]`` for a step: all, or tapered by the batch's share."""
+    if not taper:
+        return torch.full(state.num_seen.shape, refinements, device=state.num_seen.device)
+    counts = torch.ceil(refinements * state.share(batch_points) - 1e-6)
+    return counts.long().clamp(min=1)
 
 
 def _rows(active: Tensor) -> slice | Tensor:
@@ -126,14 +145,6 @@ class TransformerRule(nn.Module):
             carry.tokens = self.memory0.expand(value.shape[0], -1, -1)
         return State.initial(value, carry)
 
-    def _refinement_counts(self, state: State, batch_points: int) -> Tensor:
-        """Transformer passes per task ``[tasks]`` for this step: all, or tapered by the batch's share."""
-        refinements = self.spec.refinements
-        if not self.spec.taper_refinements:
-            return torch.full(state.num_seen.shape, refinements, device=state.num_seen.device)
-        counts = torch.ceil(refinements * state.share(batch_points) - 1e-6)
-        return counts.long().clamp(min=1)
-
     def step(self, target: Target, state: State, x: Tensor, y: Tensor) -> State:
         spec = self.spec
         carry = TransformerCarry(state.carry.moments, state.carry.tokens)
@@ -141,7 +152,7 @@ class TransformerRule(nn.Module):
         points = x.shape[1]
         scale = state.share(points)[:, None] if spec.scale_by_share else torch.ones_like(value[:, :1])
         step_progress = state.progress_features(points)
-        counts = self._refinement_counts(state, points)
+        counts = refinement_counts(state, points, spec.refinements, spec.taper_refinements)
         num_chunks = self.chunks.num_chunks
         last_output = last_grad = last_rms = None
         for refinement in range(int(counts.max())):
