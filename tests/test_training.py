@@ -5,7 +5,7 @@ import torch
 
 import amortized
 from amortized.errors import ConfigError, NonFiniteError
-from amortized.learners import SGD, LearnedInit, LearnedUpdate
+from amortized.learners import SGD, InContext, LearnedInit, LearnedUpdate
 from amortized.learners.base import minibatches
 from amortized.models import Linear
 from amortized.tasks import LinearClassification, LinearRegression
@@ -109,6 +109,21 @@ def test_num_steps_range_is_drawn_log_uniformly_within_bounds():
     assert sum(d <= 8 for d in draws) / len(draws) == pytest.approx(0.5, abs=0.05)
 
 
+def test_one_shot_training_draws_its_context_size_per_iteration(monkeypatch):
+    """A one-shot learner trained on sizes 4 to 64 reads one batch of a drawn size per iteration."""
+    sizes = []
+    learner = InContext(2, rule=TINY)
+    original = learner._step
+
+    def recording(state, x, y):
+        sizes.append(x.shape[1])
+        return original(state, x, y)
+
+    monkeypatch.setattr(learner, "_step", recording)
+    amortized.train(learner, FAMILY, iterations=30, batch_size=(4, 64), num_steps=1, eval_every=0)
+    assert min(sizes) >= 4 and max(sizes) <= 64 and len(set(sizes)) > 5
+
+
 def test_training_is_deterministic_and_logs_evaluations():
     def run():
         learner = LearnedUpdate(Linear(2), rule=TINY)
@@ -179,6 +194,8 @@ def test_non_finite_loss_stops_with_a_clear_error_or_is_skipped(tmp_path):
         ({"iterations": 0}, "iterations"),
         ({"objective": "lazy"}, "objective"),
         ({"num_steps": (4, 2)}, "num_steps"),
+        ({"batch_size": (0, 8)}, "batch_size must be > 0"),
+        ({"batch_size": [8, 16, 32]}, r"batch_size range must be \(low, high\)"),
         ({"learning_rate": 0.1}, "unknown training option.*valid:"),
     ],
 )

@@ -50,7 +50,9 @@ class TrainConfig:
 
     iterations: int = 1000
     tasks_per_batch: int = 16
-    batch_size: int = 32
+    batch_size: int | tuple[int, int] = 32
+    """Points per mini-batch; a pair ``(low, high)`` draws it log-uniformly per iteration (one-shot
+    learners trained on context sizes from ``low`` to ``high``)."""
     num_steps: int | tuple[int, int] = 8
     """Steps per task; a pair ``(low, high)`` draws ``k`` log-uniformly per iteration."""
     num_train: int | None = None
@@ -73,20 +75,12 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("iterations", "tasks_per_batch", "batch_size", "num_query", "truncation", "chunk"):
+        for name in ("iterations", "tasks_per_batch", "num_query", "truncation", "chunk"):
             check_positive_int(name, getattr(self, name))
+        self.batch_size = _check_range_or_int("batch_size", self.batch_size)
         for name in ("eval_every", "checkpoint_every", "warmup", "eval_tasks", "seed"):
             check_positive_int(name, getattr(self, name), allow_zero=True)
-        steps = self.num_steps
-        if isinstance(steps, list | tuple):
-            if len(steps) != 2:
-                raise ConfigError(f"num_steps range must be (low, high), got {steps!r}")
-            low, high = (check_positive_int("num_steps", value) for value in steps)
-            if high < low:
-                raise ConfigError(f"num_steps range must be (low, high) with low <= high, got {steps!r}")
-            self.num_steps = (low, high)
-        else:
-            check_positive_int("num_steps", steps)
+        self.num_steps = _check_range_or_int("num_steps", self.num_steps)
         if self.num_train is not None:
             check_positive_int("num_train", self.num_train)
         check_choice("objective", self.objective, OBJECTIVES)
@@ -102,6 +96,10 @@ class TrainConfig:
     @property
     def max_steps(self) -> int:
         return self.num_steps[1] if isinstance(self.num_steps, tuple) else self.num_steps
+
+    @property
+    def max_batch_size(self) -> int:
+        return self.batch_size[1] if isinstance(self.batch_size, tuple) else self.batch_size
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
@@ -123,13 +121,25 @@ class TrainResult:
     checkpoint: Path | None = None
 
 
+def _check_range_or_int(name: str, value: object) -> int | tuple[int, int]:
+    """A positive integer, or a range ``(low, high)`` of them with ``low <= high``."""
+    if isinstance(value, list | tuple):
+        if len(value) != 2:
+            raise ConfigError(f"{name} range must be (low, high), got {value!r}")
+        low, high = (check_positive_int(name, entry) for entry in value)
+        if high < low:
+            raise ConfigError(f"{name} range must be (low, high) with low <= high, got {value!r}")
+        return (low, high)
+    return check_positive_int(name, value)
+
+
 def iteration_generator(seed: int, iteration: int) -> torch.Generator:
     """The generator for one iteration's tasks and mini-batch order."""
     return torch.Generator().manual_seed(seed * 1_000_003 + iteration)
 
 
 def draw_num_steps(num_steps: int | tuple[int, int], generator: torch.Generator) -> int:
-    """``k`` for one iteration: fixed, or log-uniform over the range (short and long horizons alike)."""
+    """``k`` (or a batch size) for one iteration: fixed, or log-uniform over the range."""
     if isinstance(num_steps, int):
         return num_steps
     low, high = num_steps
@@ -377,7 +387,7 @@ def train(
 
     eval_tasks = None
     if config.eval_every and config.eval_tasks and replicas.is_main:
-        eval_num_train = config.num_train or config.max_steps * config.batch_size
+        eval_num_train = config.num_train or config.max_steps * config.max_batch_size
         eval_tasks = family.sample(
             config.eval_tasks,
             eval_num_train,
@@ -417,9 +427,12 @@ def train(
         began = time.perf_counter()
         generator = iteration_generator(config.seed, iteration)
         num_steps = draw_num_steps(config.num_steps, generator)
-        num_train = config.num_train or num_steps * config.batch_size
+        batch_size = config.batch_size
+        if isinstance(batch_size, tuple):
+            batch_size = draw_num_steps(batch_size, generator)
+        num_train = config.num_train or num_steps * batch_size
         tasks = family.sample(config.tasks_per_batch, num_train, config.num_query, generator)
-        batches = list(minibatches(tasks.x_train, tasks.y_train, config.batch_size, num_steps, generator))
+        batches = list(minibatches(tasks.x_train, tasks.y_train, batch_size, num_steps, generator))
         tasks, batches = replicas.shard(tasks, batches)
         lr = _learning_rate(config, iteration)
         for group in optimizer.param_groups:
@@ -465,7 +478,7 @@ def train(
             evaluation = evaluate_tasks(
                 learner,
                 eval_tasks,
-                batch_size=config.batch_size,
+                batch_size=config.max_batch_size,
                 num_steps=config.max_steps,
                 seed=config.seed + 1,
             )
