@@ -1,4 +1,5 @@
-"""Benchmarks of ``amortized`` (not part of the test suite): quality, iterative, cost, speed, estimators.
+"""Benchmarks of ``amortized`` (not part of the test suite): regimes, quality, iterative, cost, speed,
+estimators.
 
 Each benchmark is a module here with ``main(out_dir: Path) -> dict`` returning plain data (saved as
 JSON). It may also take ``quick: bool`` (toy sizes, a smoke run in seconds), define
@@ -8,4 +9,4 @@ name figures it wrote into ``out_dir`` under the result's ``"plot"`` or ``"plots
 ``benchmarks/README.md``.
 """
 
-BENCHMARKS = ("quality", "iterative", "cost", "speed", "estimators")
+BENCHMARKS = ("regimes", "quality", "iterative", "cost", "speed", "estimators")
