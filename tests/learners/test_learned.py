@@ -147,6 +147,25 @@ def test_queries_do_not_influence_each_other():
     assert torch.allclose(full[:, 2:3], alone, atol=1e-5)
 
 
+def test_in_context_linear_head_expresses_a_linear_function_of_each_query_exactly():
+    learner = InContext(3, rule=TINY)
+    weights = torch.tensor([0.5, -2.0, 1.0, 0.25])  # w and b
+    with torch.no_grad():
+        learner.linear.bias.copy_(weights)  # the same weights for every query token
+    x, y, query = torch.randn(2, 8, 3), torch.randn(2, 8, 1), torch.randn(2, 5, 3)
+    state = adapt(learner, x, y, batch_size=8, query_x=query)
+    torch.testing.assert_close(learner.predict(state), query @ weights[:3, None] + weights[3])
+
+
+@pytest.mark.parametrize(
+    ("rule", "match"),
+    [({"inputs": ["gradients"]}, "observations only"), ({"refinements": 2, "momentum": True}, "no momentum")],
+)
+def test_in_context_rejects_rule_options_it_cannot_use(rule, match):
+    with pytest.raises(ConfigError, match=match):
+        InContext(2, rule=rule)
+
+
 def test_learned_update_is_permutation_invariant_over_points():
     learner = LearnedUpdate(Linear(2), rule=TINY)
     torch.nn.init.normal_(learner.rule.chunks.direction.weight)
