@@ -57,6 +57,19 @@ def test_untrained_flow_returns_its_noise_at_the_samples_mean_and_scale(blob_tas
         learner.predict(state, torch.zeros(32, 5, 3))
 
 
+def test_a_flow_step_reads_the_current_memory_and_moves_it_by_the_batch_share(blob_tasks):
+    """The readout depends on the memory it updates, and the move shrinks with the points seen."""
+    learner = FlowMatching(2, **TINY_FLOW)
+    x, y = blob_tasks.x_train[:4, :16], blob_tasks.y_train[:4, :16]
+    fresh = learner.init_state(4)
+    memories = [fresh.value, fresh.value + torch.randn(fresh.value.shape, generator=torch.Generator())]
+    with torch.no_grad():
+        moved = [learner.step(fresh.advance(memory, 48), x, y) for memory in memories]
+    # share = 16 / (48 + 16): new = old + share * (readout - old); recover each readout.
+    readouts = [(state.value - 0.75 * memory) / 0.25 for state, memory in zip(moved, memories, strict=True)]
+    assert (readouts[0] - readouts[1]).abs().max() > 1e-3
+
+
 def test_flow_matching_beats_a_fitted_gaussian_and_reads_its_context(two_blobs, blob_tasks):
     learner = FlowMatching(2, **TINY_FLOW)
     untrained = energy(learner, blob_tasks, batch_size=16, num_steps=4)

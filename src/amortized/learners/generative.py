@@ -46,9 +46,10 @@ class FlowMatching(Learner):
     """Generates samples of a task from its observations by conditional flow matching.
 
     The state is ``memory_tokens`` tokens summarising the samples seen, plus their running mean and
-    scale. A step standardises the mini-batch's samples with these moments, embeds each sample as a
-    token, and lets the memory tokens, with an embedding of the state's progress, read them and
-    themselves through a transformer; the memory moves towards the result by the batch's share
+    scale. A step standardises the mini-batch's samples with these moments and embeds each sample as
+    a token; learned latent tokens, with an embedding of the state's progress, read the sample tokens
+    and the current memory through a transformer (a Perceiver readout that sees what the state
+    already holds), and the memory moves towards the readout by the batch's share
     ``B / (seen + B)``. So a step is a learned update of the task state from the state and the
     mini-batch, and its moves shrink as evidence accumulates, re-reads included (one step on all
     points is one-shot amortization). ``predict(state, noise)`` integrates the velocity field
@@ -101,8 +102,10 @@ class FlowMatching(Learner):
         share = state.share(batch)
         moments = state.carry.update(y, share)
         tokens = self.samples((y - moments.mean[:, None]) / moments.scale[:, None])
-        memory = state.value + self.progress(state.progress_features(batch))
-        readout = self.reader(torch.cat([tokens, memory], 1))[:, batch:]
+        latents = self.latents + self.progress(state.progress_features(batch))
+        shared = torch.cat([tokens, state.value], 1)
+        readout = self.reader(torch.cat([shared, latents], 1), num_shared=shared.shape[1])
+        readout = readout[:, shared.shape[1] :]
         return state.advance(running_average(state.value, readout, share), batch, moments)
 
     def _velocity(self, state: State, points: Tensor, time: Tensor) -> Tensor:
