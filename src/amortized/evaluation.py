@@ -18,7 +18,7 @@ import math
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
@@ -87,9 +87,6 @@ class EvaluationConfig:
         if unknown:
             raise ConfigError(f"unknown evaluation option(s) {unknown}; valid: {', '.join(known)}")
         return cls(**values)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 Likelihood = Gaussian | Categorical
