@@ -49,6 +49,7 @@ def test_results_follow_the_documented_schema(finished):
     for name, entry in results["learners"].items():
         assert entry["regime"] in ("parametric", "explicit", "implicit", "baseline")
         assert isinstance(entry["iterative"], bool) and isinstance(entry["train_seconds"], float)
+        assert isinstance(entry["train_cpu_seconds"], float)
         steps, size = entry["curves"]["steps"], entry["curves"]["size"]
         assert [p["k"] for p in steps] == [1, 4] and [p["n"] for p in size] == [8, 16]
         for point in steps + size + entry["curves"]["ood"]["noisier"]:

@@ -28,6 +28,7 @@ def learner(regime, iterative, steps, trained=4):
         "regime": regime,
         "iterative": iterative,
         "train_seconds": 12.0,
+        "train_cpu_seconds": 11.0,
         "train_iterations": 100,
         "trained_steps": trained,
         "curves": {
@@ -102,7 +103,7 @@ def test_summary_table_lists_every_learner_and_the_reference(results):
     table = summary_table(results)
     lines = table.splitlines()
     assert lines[0] == "mse (lower is better)"
-    assert lines[1].split() == ["learner", "regime", "mode", "train", "s", "k=1", "k=16", "×", "Bayes"]
+    assert lines[1].split() == ["learner", "regime", "mode", "train", "CPU", "s", "k=1", "k=16", "×", "Bayes"]
     rows = {line.split()[0]: line.split() for line in lines[3:]}
     assert rows["Improver"][-3:] == ["2", "0.2", "2.00"]
     assert rows["OneShot"][2] == "one-shot"

@@ -72,7 +72,7 @@ def _train(args: argparse.Namespace, session: _Session) -> int:
     log(f"run folder: {run.path}")
     trained = _meta_train(args, experiment, run, log)
     for name, item in trained.items():
-        print(f"{name}: {item.iterations} iterations, {item.train_seconds:.1f} s")
+        print(f"{name}: {item.iterations} iterations, {item.train_cpu_seconds:.1f} s of CPU")
     print(f"\nevaluate with: amortized evaluate {run.path}")
     return 0
 

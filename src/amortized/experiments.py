@@ -132,6 +132,7 @@ class Trained:
     learner: Learner
     train_seconds: float
     iterations: int
+    train_cpu_seconds: float = 0.0
 
 
 def _agree(saved: dict[str, Any], current: dict[str, Any]) -> bool:
@@ -173,7 +174,8 @@ def _restore(run: RunFolder, spec: LearnerSpec, experiment: Experiment) -> tuple
     if payload["iteration"] < spec.train.iterations:
         return spec.build(experiment.family), None
     learner.eval()
-    return learner, Trained(learner, payload["train_seconds"], payload["iteration"])
+    cpu = payload.get("train_cpu_seconds", 0.0)
+    return learner, Trained(learner, payload["train_seconds"], payload["iteration"], cpu)
 
 
 def train_learners(
@@ -209,7 +211,9 @@ def train_learners(
             result = train(
                 learner, experiment.family, spec.train, out_dir=folder, resume=True, progress=progress
             )
-            trained[spec.name] = Trained(learner, result.train_seconds, result.iterations)
+            trained[spec.name] = Trained(
+                learner, result.train_seconds, result.iterations, result.train_cpu_seconds
+            )
             _merge_metrics(run, experiment)
     _merge_metrics(run, experiment)
     return {spec.name: trained[spec.name] for spec in experiment.learners}
@@ -235,7 +239,7 @@ def _train_in_process(path: str, name: str, threads: int) -> str:
     spec = next(spec for spec in experiment.learners if spec.name == name)
     learner = spec.build(experiment.family)
     result = train(learner, experiment.family, spec.train, out_dir=run.learner_dir(name), resume=True)
-    return f"{result.iterations} iterations, {result.train_seconds:.0f} s"
+    return f"{result.iterations} iterations, {result.train_cpu_seconds:.0f} s of CPU"
 
 
 def load_trained(experiment: Experiment, run: RunFolder) -> dict[str, Trained]:
@@ -312,6 +316,7 @@ class _Evaluator:
             "regime": item.learner.regime,
             "iterative": not spec.one_shot,
             "train_seconds": item.train_seconds,
+            "train_cpu_seconds": item.train_cpu_seconds,
             "train_iterations": item.iterations,
             "trained_steps": spec.train.max_steps,
             "curves": entry["curves"],
@@ -340,6 +345,7 @@ class _Evaluator:
             "regime": "baseline",
             "iterative": True,
             "train_seconds": 0.0,
+            "train_cpu_seconds": 0.0,
             "tune": spec.tune,
             "lr_grid": spec.lr_grid,
             "curves": entry["curves"],

@@ -181,7 +181,7 @@ def summary_table(results: dict[str, Any]) -> str:
     """A plain-text table for the terminal: each learner's main metric at a few ``k``."""
     metric = results["metric"]
     steps = results["evaluation"]["steps"]
-    rows = [["learner", "regime", "mode", "train s", f"k={steps[0]}", f"k={steps[-1]}"]]
+    rows = [["learner", "regime", "mode", "train CPU s", f"k={steps[0]}", f"k={steps[-1]}"]]
     if results.get("reference"):
         rows[0].append("× Bayes")
     for name, entry in _entries(results):
@@ -191,7 +191,7 @@ def summary_table(results: dict[str, Any]) -> str:
             name,
             entry.get("regime", "reference"),
             _mode(entry) if "regime" in entry else "exact",
-            f"{entry.get('train_seconds', 0.0):.0f}",
+            f"{entry.get('train_cpu_seconds', 0.0):.0f}",
             _fmt(start[metric]) if start else "–",
             _fmt(end[metric]) if end else "–",
         ]
@@ -436,7 +436,10 @@ def write_report(run_dir: str | Path, results: dict[str, Any]) -> Path:
         elif entry["regime"] == "baseline":
             training = f"lr tuned {entry.get('tune', '')} over {entry.get('lr_grid', [])}"
         else:
-            training = f"{entry.get('train_iterations', '?')} iterations, {entry['train_seconds']:.0f} s"
+            training = (
+                f"{entry.get('train_iterations', '?')} iterations, "
+                f"{entry.get('train_cpu_seconds', 0.0):.0f} s CPU ({entry['train_seconds']:.0f} s wall)"
+            )
         trained = entry.get("trained_steps", "–")
         lines.append(
             f"| {name} | {entry['class']} | {entry['regime']} | {_mode(entry)} | {training} | {trained} |"

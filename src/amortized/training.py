@@ -117,8 +117,11 @@ class TrainResult:
 
     history: list[dict[str, Any]] = field(default_factory=list)
     train_seconds: float = 0.0
+    """Wall time of the meta-training iterations."""
     iterations: int = 0
     checkpoint: Path | None = None
+    train_cpu_seconds: float = 0.0
+    """CPU time of this process's meta-training iterations (all its threads)."""
 
 
 def _check_range_or_int(name: str, value: object) -> int | tuple[int, int]:
@@ -365,7 +368,7 @@ def train(
     checkpoint_path = out / "checkpoint.pt" if out is not None else None
     optimizer = torch.optim.AdamW(learner.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     history: list[dict[str, Any]] = []
-    start, seconds = 0, 0.0
+    start, seconds, cpu_seconds = 0, 0.0, 0.0
 
     def read_checkpoint() -> dict[str, Any] | None:
         if (
@@ -381,6 +384,7 @@ def train(
         learner.load_state_dict(payload["weights"])
         optimizer.load_state_dict(payload["optimizer"])
         start, history, seconds = payload["iteration"], payload["history"], payload["train_seconds"]
+        cpu_seconds = payload.get("train_cpu_seconds", 0.0)
     if out is not None and replicas.is_main:
         out.mkdir(parents=True, exist_ok=True)
         _write_metrics(out / "metrics.jsonl", history)
@@ -411,6 +415,7 @@ def train(
                 "iteration": iteration,
                 "history": history,
                 "train_seconds": seconds,
+                "train_cpu_seconds": cpu_seconds,
                 "train_config": asdict(config),
                 "family": repr(family),
             },
@@ -424,7 +429,7 @@ def train(
     skipped = 0
     learner.train()
     for iteration in range(start, config.iterations):
-        began = time.perf_counter()
+        began, began_cpu = time.perf_counter(), time.process_time()
         generator = iteration_generator(config.seed, iteration)
         num_steps = draw_num_steps(config.num_steps, generator)
         batch_size = config.batch_size
@@ -468,6 +473,7 @@ def train(
             ) from None
         optimizer.step()
         seconds += time.perf_counter() - began
+        cpu_seconds += time.process_time() - began_cpu
         record = {"iteration": iteration + 1, "loss": loss, "lr": lr, "num_steps": num_steps}
         record["seconds"] = round(seconds, 3)
         if skipped:
@@ -499,7 +505,7 @@ def train(
     final_saved = config.checkpoint_every and config.iterations % config.checkpoint_every == 0
     if checkpoint_path is not None and start < config.iterations and not final_saved:
         save(config.iterations)
-    return TrainResult(history, seconds, config.iterations, checkpoint_path)
+    return TrainResult(history, seconds, config.iterations, checkpoint_path, cpu_seconds)
 
 
 def _check_compatible(learner: Learner, family: TaskFamily) -> None:
