@@ -318,6 +318,15 @@ def report(result: dict) -> str:
             below = all(all(a < b for a, b in zip(c, sgd, strict=True)) for c in curves)
             check.append(f"below tuned SGD at every k: {'yes' if below else 'no'}")
             targets.append(f"- {family_name}, {REGIMES[regime]}: {rise}; " + "; ".join(check))
+            twins = _seeds(result, family_name, regime, "/one-shot")
+            if twins:
+                lines.append(_row("  one-shot twin", [_values(run["curve"], metric) for run in twins], ".4f"))
+                if bayes:
+                    ratios = [
+                        [a / b for a, b in zip(_values(run["curve"], metric), bayes, strict=True)]
+                        for run in twins
+                    ]
+                    lines.append(_row("  ÷ Bayes", ratios, ".2f"))
         lines.append(_row("SGD, rate tuned per k", [_values(references["sgd"], metric)], ".4f"))
         if bayes:
             lines.append(_row("Bayes posterior mean", [bayes], ".4f"))

@@ -209,7 +209,12 @@ def train_learners(
             log(f"{header}: meta-training for {spec.train.iterations} iterations")
             folder = run.learner_dir(spec.name)
             result = train(
-                learner, experiment.family, spec.train, out_dir=folder, resume=True, progress=progress
+                learner,
+                experiment.family,
+                spec.train,
+                out_dir=folder,
+                resume=True,
+                progress=progress and spec.name,
             )
             trained[spec.name] = Trained(
                 learner, result.train_seconds, result.iterations, result.train_cpu_seconds

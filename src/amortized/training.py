@@ -344,7 +344,7 @@ def train(
     *,
     out_dir: str | os.PathLike | None = None,
     resume: bool = False,
-    progress: bool = False,
+    progress: bool | str = False,
     **options: Any,
 ) -> TrainResult:
     """Meta-train ``learner`` on tasks from ``family``; options are :class:`TrainConfig` fields.
@@ -425,7 +425,12 @@ def train(
     if progress and replicas.is_main:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=config.iterations, initial=start, desc=type(learner).__name__, leave=False)
+        bar = tqdm(
+            total=config.iterations,
+            initial=start,
+            desc=progress if isinstance(progress, str) else type(learner).__name__,
+            leave=False,
+        )
     skipped = 0
     learner.train()
     for iteration in range(start, config.iterations):
