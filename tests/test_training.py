@@ -167,6 +167,40 @@ def test_resume_gives_the_same_weights_and_metrics(tmp_path):
     assert len(lines) == 8
 
 
+def test_ctrl_c_keeps_every_finished_iteration_and_resume_continues_from_it(tmp_path):
+    options = dict(tasks_per_batch=4, batch_size=4, num_steps=3, eval_every=2, eval_tasks=4, seed=2)
+    straight = LearnedUpdate(Linear(2), rule=TINY)
+    reference = amortized.train(straight, FAMILY, iterations=8, out_dir=tmp_path / "a", **options)
+
+    class Interrupting(type(FAMILY)):
+        """The family, with Ctrl-C pressed while the sixth training batch is drawn."""
+
+        draws = 0
+
+        def sample(self, *args, **kwargs):
+            type(self).draws += 1
+            if type(self).draws == 7:  # the held-out evaluation tasks, then iterations 1-5 finish
+                raise KeyboardInterrupt
+            return super().sample(*args, **kwargs)
+
+    interrupting = Interrupting(FAMILY.input_dim, noise=FAMILY.noise)
+    with pytest.raises(KeyboardInterrupt):
+        amortized.train(
+            LearnedUpdate(Linear(2), rule=TINY),
+            interrupting,
+            iterations=8,
+            out_dir=tmp_path / "b",
+            checkpoint_every=100,
+            **options,
+        )
+    assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["iteration"] == 5
+    resumed = LearnedUpdate(Linear(2), rule=TINY)
+    result = amortized.train(resumed, FAMILY, iterations=8, out_dir=tmp_path / "b", resume=True, **options)
+    assert all(torch.equal(a, b) for a, b in zip(straight.parameters(), resumed.parameters(), strict=True))
+    strip = lambda history: [{k: v for k, v in r.items() if k != "seconds"} for r in history]  # noqa: E731
+    assert strip(result.history) == strip(reference.history)
+
+
 def test_non_finite_loss_stops_with_a_clear_error_or_is_skipped(tmp_path):
     def exploding():
         learner = LearnedUpdate(Linear(2), rule=TINY)

@@ -400,7 +400,11 @@ def train(
         )
         eval_tasks = replicas.place(eval_tasks)
 
+    saved = start
+
     def save(iteration: int) -> None:
+        nonlocal saved
+        saved = iteration
         if checkpoint_path is None or not replicas.is_main:
             return
         for name, value in learner.state_dict().items():
@@ -432,78 +436,88 @@ def train(
             leave=False,
         )
     skipped = 0
+    completed, stepping = start, False
     learner.train()
-    for iteration in range(start, config.iterations):
-        began, began_cpu = time.perf_counter(), time.process_time()
-        generator = iteration_generator(config.seed, iteration)
-        num_steps = draw_num_steps(config.num_steps, generator)
-        batch_size = config.batch_size
-        if isinstance(batch_size, tuple):
-            batch_size = draw_num_steps(batch_size, generator)
-        num_train = config.num_train or num_steps * batch_size
-        tasks = family.sample(config.tasks_per_batch, num_train, config.num_query, generator)
-        batches = list(minibatches(tasks.x_train, tasks.y_train, batch_size, num_steps, generator))
-        tasks, batches = replicas.shard(tasks, batches)
-        lr = _learning_rate(config, iteration)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        optimizer.zero_grad(set_to_none=True)
-        try:
-            with replicas.guard(f"meta-training iteration {iteration + 1}"):
-                loss = meta_loss(
-                    learner,
-                    tasks,
-                    batches,
-                    objective=config.objective,
-                    truncation=config.truncation,
-                    chunk=config.chunk,
-                    loss_scale=config.loss_scale,
-                    replicas=replicas,
-                )
-                loss = replicas.mean(loss)
-            if not math.isfinite(loss):
-                raise _NonFiniteLoss
-            grad_norm = torch.nn.utils.clip_grad_norm_(learner.parameters(), config.grad_clip)
-            if not torch.isfinite(grad_norm):
-                raise _NonFiniteLoss
-        except _NonFiniteLoss:
+    try:
+        for iteration in range(start, config.iterations):
+            began, began_cpu = time.perf_counter(), time.process_time()
+            generator = iteration_generator(config.seed, iteration)
+            num_steps = draw_num_steps(config.num_steps, generator)
+            batch_size = config.batch_size
+            if isinstance(batch_size, tuple):
+                batch_size = draw_num_steps(batch_size, generator)
+            num_train = config.num_train or num_steps * batch_size
+            tasks = family.sample(config.tasks_per_batch, num_train, config.num_query, generator)
+            batches = list(minibatches(tasks.x_train, tasks.y_train, batch_size, num_steps, generator))
+            tasks, batches = replicas.shard(tasks, batches)
+            lr = _learning_rate(config, iteration)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
             optimizer.zero_grad(set_to_none=True)
-            if config.on_nonfinite == "skip":
-                skipped += 1
-                continue
-            last = f"the last good checkpoint is {checkpoint_path}" if checkpoint_path else "no checkpoint"
-            raise NonFiniteError(
-                f"non-finite meta-training loss at iteration {iteration}; {last} "
-                "(lower lr, or set on_nonfinite='skip')"
-            ) from None
-        optimizer.step()
-        seconds += time.perf_counter() - began
-        cpu_seconds += time.process_time() - began_cpu
-        record = {"iteration": iteration + 1, "loss": loss, "lr": lr, "num_steps": num_steps}
-        record["seconds"] = round(seconds, 3)
-        if skipped:
-            record["skipped"] = skipped
-        done = iteration + 1
-        if eval_tasks is not None and (done % config.eval_every == 0 or done == config.iterations):
-            learner.eval()
-            evaluation = evaluate_tasks(
-                learner,
-                eval_tasks,
-                batch_size=config.max_batch_size,
-                num_steps=config.max_steps,
-                seed=config.seed + 1,
-            )
-            learner.train()
-            record.update({f"eval_{name}": value for name, value in evaluation.items()})
-        history.append(record)
-        if out is not None and replicas.is_main:
-            with open(out / "metrics.jsonl", "a") as handle:
-                handle.write(json.dumps(record) + "\n")
-        if bar is not None:
-            bar.set_postfix(loss=f"{loss:.4f}")
-            bar.update(1)
-        if config.checkpoint_every and done % config.checkpoint_every == 0:
-            save(done)
+            try:
+                with replicas.guard(f"meta-training iteration {iteration + 1}"):
+                    loss = meta_loss(
+                        learner,
+                        tasks,
+                        batches,
+                        objective=config.objective,
+                        truncation=config.truncation,
+                        chunk=config.chunk,
+                        loss_scale=config.loss_scale,
+                        replicas=replicas,
+                    )
+                    loss = replicas.mean(loss)
+                if not math.isfinite(loss):
+                    raise _NonFiniteLoss
+                grad_norm = torch.nn.utils.clip_grad_norm_(learner.parameters(), config.grad_clip)
+                if not torch.isfinite(grad_norm):
+                    raise _NonFiniteLoss
+            except _NonFiniteLoss:
+                optimizer.zero_grad(set_to_none=True)
+                if config.on_nonfinite == "skip":
+                    skipped += 1
+                    continue
+                last = (
+                    f"the last good checkpoint is {checkpoint_path}" if checkpoint_path else "no checkpoint"
+                )
+                raise NonFiniteError(
+                    f"non-finite meta-training loss at iteration {iteration}; {last} "
+                    "(lower lr, or set on_nonfinite='skip')"
+                ) from None
+            stepping = True
+            optimizer.step()
+            seconds += time.perf_counter() - began
+            cpu_seconds += time.process_time() - began_cpu
+            record = {"iteration": iteration + 1, "loss": loss, "lr": lr, "num_steps": num_steps}
+            record["seconds"] = round(seconds, 3)
+            if skipped:
+                record["skipped"] = skipped
+            history.append(record)
+            completed = done = iteration + 1
+            stepping = False
+            if eval_tasks is not None and (done % config.eval_every == 0 or done == config.iterations):
+                learner.eval()
+                evaluation = evaluate_tasks(
+                    learner,
+                    eval_tasks,
+                    batch_size=config.max_batch_size,
+                    num_steps=config.max_steps,
+                    seed=config.seed + 1,
+                )
+                learner.train()
+                record.update({f"eval_{name}": value for name, value in evaluation.items()})
+            if out is not None and replicas.is_main:
+                with open(out / "metrics.jsonl", "a") as handle:
+                    handle.write(json.dumps(record) + "\n")
+            if bar is not None:
+                bar.set_postfix(loss=f"{loss:.4f}")
+                bar.update(1)
+            if config.checkpoint_every and done % config.checkpoint_every == 0:
+                save(done)
+    except KeyboardInterrupt:
+        if not stepping and completed > saved:
+            save(completed)  # Ctrl-C keeps every finished iteration; --resume continues from it
+        raise
     if bar is not None:
         bar.close()
     learner.eval()
