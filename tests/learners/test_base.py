@@ -69,6 +69,8 @@ def test_state_cat_and_detach_reach_the_typed_carry():
         (torch.randn(3, 10, 2), torch.full((3, 10, 1), float("inf")), NonFiniteError, "y contains"),
         (torch.randn(3, 0, 2), torch.randn(3, 0, 1), ShapeError, "empty"),
         ([[1.0]], torch.randn(3, 10, 1), DTypeError, "torch.Tensor"),
+        (torch.randn(3, 10, 2).double(), torch.randn(3, 10, 1), DTypeError, "x is torch.float64 but"),
+        (torch.randn(3, 10, 2), torch.randn(3, 10, 1).half(), DTypeError, "y is torch.float16 but"),
     ],
 )
 def test_adapt_rejects_bad_regression_data(x, y, error, match):
