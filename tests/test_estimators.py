@@ -260,8 +260,16 @@ def test_learner_from_a_checkpoint_file_or_run_folder(tmp_path, blobs):
     learner = tiny_learner()
     amortized.save(learner, tmp_path / "checkpoint.pt")
     expected = AmortizedClassifier(learner, random_state=0).fit(X, y).predict_proba(X)
-    for source in (tmp_path, tmp_path / "checkpoint.pt", str(tmp_path / "checkpoint.pt")):
+    run = tmp_path / "run"
+    amortized.save(learner, run / "learners" / "Mine" / "checkpoint.pt")
+    sources = (tmp_path, tmp_path / "checkpoint.pt", str(tmp_path / "checkpoint.pt"), run)
+    for source in sources:
         assert np.allclose(AmortizedClassifier(source, random_state=0).fit(X, y).predict_proba(X), expected)
+    amortized.save(learner, run / "learners" / "Other" / "checkpoint.pt")
+    with pytest.raises(ConfigError, match=r"run folder of 2 learners; pass one of: .*Mine"):
+        AmortizedClassifier(run).fit(X, y)
+    with pytest.raises(ConfigError, match=r"holds no checkpoint\.pt"):
+        AmortizedClassifier(tmp_path / "run" / "learners").fit(X, y)
 
 
 def test_random_state_fixes_the_result():

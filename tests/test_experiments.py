@@ -152,6 +152,14 @@ def test_a_folder_is_never_overwritten_or_mixed_with_another_config(tmp_path, fi
         RunFolder.create(run.path, experiment)
     with pytest.raises(ConfigError, match="not a run folder"):
         RunFolder.open(tmp_path)
+    with pytest.raises(ConfigError, match="does not exist"):
+        RunFolder.open(tmp_path / "missing")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("mine")
+    with pytest.raises(ConfigError, match=r"not empty; it is not a run folder \(no config.toml\)"):
+        RunFolder.create(tmp_path / "notes", experiment)
+    with pytest.raises(ConfigError, match="is a file, not a folder"):
+        RunFolder.create(tmp_path / "notes" / "a.txt", experiment)
     other = Experiment.from_preset("tiny", [*FAST, "learners.LearnedUpdate.kwargs.rule.width=8"])
     with pytest.raises(CheckpointError, match="another learner or training config"):
         load_trained(other, run)

@@ -88,6 +88,20 @@ def pretrained_path(task: str) -> Path:
     return Path(str(resources.files("amortized.pretrained").joinpath(PRETRAINED[task])))
 
 
+def _checkpoint_in(path: Path) -> Path:
+    """The checkpoint a path names: a file, a folder holding ``checkpoint.pt``, or a run folder with
+    one learner (``learners/NAME/checkpoint.pt``)."""
+    if not path.is_dir() or (path / "checkpoint.pt").exists():
+        return path / "checkpoint.pt" if path.is_dir() else path
+    found = sorted((path / "learners").glob("*/checkpoint.pt"))
+    if len(found) == 1:
+        return found[0]
+    if found:
+        names = ", ".join(str(candidate.parent) for candidate in found)
+        raise ConfigError(f"{path} is a run folder of {len(found)} learners; pass one of: {names}")
+    raise ConfigError(f"{path} holds no checkpoint.pt (nor learners/NAME/checkpoint.pt)")
+
+
 def load_learner(source: Learner | str | os.PathLike | None, task: str) -> Learner:
     """The learner an estimator adapts: the bundled one, one from a checkpoint or run folder, or a copy.
 
@@ -98,8 +112,7 @@ def load_learner(source: Learner | str | os.PathLike | None, task: str) -> Learn
     elif isinstance(source, Learner):
         learner = copy.deepcopy(source)
     elif isinstance(source, str | os.PathLike):
-        path = Path(source)
-        learner = load(path / "checkpoint.pt" if path.is_dir() else path)
+        learner = load(_checkpoint_in(Path(source)))
     else:
         raise ConfigError(
             f"learner must be None (the bundled one), a Learner, or a checkpoint file or run folder; "
@@ -313,7 +326,8 @@ class AmortizedClassifier(ClassifierMixin, _Amortized):
     ----------
     learner : None, Learner, or path
         ``None`` uses the bundled pretrained classifier (``amortized/pretrained/classifier.pt``);
-        a path is a checkpoint file or a run folder holding ``checkpoint.pt``; a ``Learner`` is
+        a path is a checkpoint file, a folder holding ``checkpoint.pt`` or a run folder of one learner
+        (else the error lists its learners' folders); a ``Learner`` is
         copied. It must be a classification learner whose state predicts at new points.
     batch_size : int or "auto"
         Rows per adaptation step (the bundled learner was meta-trained on 64); ``"auto"``: see the

@@ -62,11 +62,15 @@ class RunFolder:
     def create(cls, path: str | os.PathLike, experiment: Experiment) -> RunFolder:
         """A new run folder holding the resolved preset; refuses a folder that already holds a run."""
         run = cls(path)
-        if run.path.exists() and (not run.path.is_dir() or any(run.path.iterdir())):
-            raise ConfigError(
-                f"{run.path} already exists and is not empty; finish that run with --resume {run.path} "
-                "or choose another --out"
+        if run.path.exists() and not run.path.is_dir():
+            raise ConfigError(f"{run.path} is a file, not a folder; choose another --out")
+        if run.path.exists() and any(run.path.iterdir()):
+            hint = (
+                f"finish that run with --resume {run.path} or choose another --out"
+                if run.config_path.is_file()
+                else "it is not a run folder (no config.toml); choose another --out"
             )
+            raise ConfigError(f"{run.path} already exists and is not empty; {hint}")
         run.path.mkdir(parents=True, exist_ok=True)
         _write_atomic(run.config_path, dump_toml(experiment.config))
         return run
@@ -74,6 +78,8 @@ class RunFolder:
     @classmethod
     def open(cls, path: str | os.PathLike) -> RunFolder:
         run = cls(path)
+        if not run.path.exists():
+            raise ConfigError(f"{run.path} does not exist")
         if not run.config_path.is_file():
             raise ConfigError(f"{run.path} is not a run folder (no config.toml)")
         return run
