@@ -20,6 +20,19 @@ def previous_path(path: Path) -> Path:
     return path.with_name(path.name + ".prev")
 
 
+def _temporary(path: Path) -> Path:
+    """A temporary name beside ``path``, private to this process."""
+    return path.with_name(f"{path.name}.{os.getpid()}.tmp")
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Replace ``path``'s content by ``text`` in one step: readers see the old file or the new one."""
+    path = Path(path)
+    temporary = _temporary(path)
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     """Write ``payload`` to ``path`` atomically (temp file, fsync, rename), keeping the old one.
 
@@ -27,7 +40,7 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
+    temporary = _temporary(path)
     with open(temporary, "wb") as handle:
         torch.save({"format": FORMAT, "version": VERSION, **payload}, handle)
         handle.flush()

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from amortized.checkpoints import load_checkpoint
+from amortized.checkpoints import load_checkpoint, write_text_atomic
 from amortized.config import BaselineSpec, Experiment, LearnerSpec, dump_toml, read_toml
 from amortized.distributed import is_main
 from amortized.errors import CheckpointError, ConfigError
@@ -72,7 +72,7 @@ class RunFolder:
             )
             raise ConfigError(f"{run.path} already exists and is not empty; {hint}")
         run.path.mkdir(parents=True, exist_ok=True)
-        _write_atomic(run.config_path, dump_toml(experiment.config))
+        write_text_atomic(run.config_path, dump_toml(experiment.config))
         return run
 
     @classmethod
@@ -92,12 +92,6 @@ class RunFolder:
         if not self.results_path.is_file():
             raise ConfigError(f"{self.path} has no results.json yet; run: amortized evaluate {self.path}")
         return json.loads(self.results_path.read_text())
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
 
 
 def _fingerprint(*parts: Any) -> str:
@@ -276,7 +270,7 @@ def _merge_metrics(run: RunFolder, experiment: Experiment) -> None:
             for line in path.read_text().splitlines():
                 if line.strip():
                     lines.append(json.dumps({"learner": spec.name, **json.loads(line)}))
-    _write_atomic(run.metrics_path, "".join(line + "\n" for line in lines))
+    write_text_atomic(run.metrics_path, "".join(line + "\n" for line in lines))
 
 
 class _Evaluator:
@@ -299,7 +293,7 @@ class _Evaluator:
         self.log(f"{name}: evaluating")
         entry = {**compute(), "fingerprint": fingerprint}
         folder.mkdir(parents=True, exist_ok=True)
-        _write_atomic(path, json.dumps(entry))
+        write_text_atomic(path, json.dumps(entry))
         return entry
 
     def cost(self, learner: Learner, one_shot: bool) -> list[dict[str, float]]:
@@ -465,5 +459,5 @@ def evaluate_experiment(
     if family.likelihood == "samples":
         results["samples"] = evaluator.samples(trained)
     add_reference_ratios(results)
-    _write_atomic(run.results_path, json.dumps(results, indent=1))
+    write_text_atomic(run.results_path, json.dumps(results, indent=1))
     return results

@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor
 
-from amortized.checkpoints import load_checkpoint, save_checkpoint
+from amortized.checkpoints import load_checkpoint, save_checkpoint, write_text_atomic
 from amortized.distributed import Replicas
 from amortized.errors import ConfigError, NonFiniteError
 from amortized.learners.base import Learner, adapt, minibatches
@@ -331,12 +331,6 @@ def evaluate_tasks(
     return {name: float(value.mean()) for name, value in metrics.items()}
 
 
-def _write_metrics(path: Path, history: list[dict[str, Any]]) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text("".join(json.dumps(record) + "\n" for record in history))
-    os.replace(temporary, path)
-
-
 def train(
     learner: Learner,
     family: TaskFamily,
@@ -387,7 +381,7 @@ def train(
         cpu_seconds = payload.get("train_cpu_seconds", 0.0)
     if out is not None and replicas.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        _write_metrics(out / "metrics.jsonl", history)
+        write_text_atomic(out / "metrics.jsonl", "".join(json.dumps(record) + "\n" for record in history))
 
     eval_tasks = None
     if config.eval_every and config.eval_tasks and replicas.is_main:
