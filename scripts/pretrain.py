@@ -1,9 +1,11 @@
 """Meta-train the checkpoints bundled in ``amortized/pretrained`` (what ``AmortizedClassifier()`` uses).
 
 ``python scripts/pretrain.py`` rebuilds both; ``--only classifier`` one of them; ``--out DIR`` writes
-elsewhere (to compare with the bundled ones before replacing them). Seeds are fixed: the learner's
-initialisation, the tasks and the mini-batch order come from ``SEED``. Float reductions may differ
-across machines and thread counts, so a rerun matches the bundled weights closely, not bit for bit.
+elsewhere (to compare with the bundled ones before replacing them). Training checkpoints go to
+``<out>/<name>-training/`` until the checkpoint is written, so a stopped run continues where it
+stopped. Seeds are fixed: the learner's initialisation, the tasks and the mini-batch order come
+from ``SEED``. Float reductions may differ across machines and thread counts, so a rerun matches the
+bundled weights closely, not bit for bit.
 
 Each checkpoint ``<name>.pt`` gets a card ``<name>.json``: the learner's description, the task prior
 (class and arguments), the training settings, the CPU and wall time it took, and an evaluation on
@@ -23,8 +25,8 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import sys
-import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -105,10 +107,11 @@ def pretrain(name: str, out: Path, iterations: int | None) -> dict[str, Any]:
     config = TrainConfig.from_dict({**TRAINING, "iterations": iterations or spec["iterations"]})
     print(f"{name}: meta-training {learner.describe()} on {family!r} for {config.iterations} iterations")
     torch.manual_seed(SEED)
-    cpu, wall = time.process_time(), time.perf_counter()
-    result = amortized.train(learner, family, config)
-    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    training = out / f"{name}-training"  # checkpoints: a stopped run continues where it stopped
+    result = amortized.train(learner, family, config, out_dir=training, resume=True, progress=name)
+    cpu, wall = result.train_cpu_seconds, result.train_seconds
     path = amortized.save(learner, out / f"{name}.pt")
+    shutil.rmtree(training)
     held_out = family.sample(256, 32 * 64, 256, torch.Generator().manual_seed(SEED + 12345))
     prior_metrics = {
         f"{steps} steps": {
