@@ -171,6 +171,8 @@ def test_ctrl_c_stops_cleanly_and_leaves_a_resumable_folder(tmp_path, capsys):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # A shell that starts the suite in the background ignores SIGINT; Ctrl-C must reach the run.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     checkpoint = out / "learners" / "MAML" / "checkpoint.pt"
     deadline = time.monotonic() + 240

@@ -3,7 +3,7 @@ import torch
 
 from amortized import adapt
 from amortized.errors import DTypeError, LabelError, NonFiniteError, ShapeError
-from amortized.learners import SGD, State, minibatches
+from amortized.learners import SGD, LearnedInit, State, minibatches
 from amortized.learners.rules import AdamMoments, TransformerCarry
 from amortized.models import Linear
 
@@ -69,13 +69,23 @@ def test_state_cat_and_detach_reach_the_typed_carry():
         (torch.randn(3, 10, 2), torch.full((3, 10, 1), float("inf")), NonFiniteError, "y contains"),
         (torch.randn(3, 0, 2), torch.randn(3, 0, 1), ShapeError, "empty"),
         ([[1.0]], torch.randn(3, 10, 1), DTypeError, "torch.Tensor"),
-        (torch.randn(3, 10, 2).double(), torch.randn(3, 10, 1), DTypeError, "x is torch.float64 but"),
-        (torch.randn(3, 10, 2), torch.randn(3, 10, 1).half(), DTypeError, "y is torch.float16 but"),
     ],
 )
 def test_adapt_rejects_bad_regression_data(x, y, error, match):
     with pytest.raises(error, match=match):
         adapt(SGD(Linear(2), lr=0.1), x, y, batch_size=4)
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "match"),
+    [
+        (torch.randn(3, 10, 2).double(), torch.randn(3, 10, 1), "x is torch.float64 but"),
+        (torch.randn(3, 10, 2), torch.randn(3, 10, 1).half(), "y is torch.float16 but"),
+    ],
+)
+def test_a_learner_with_weights_refuses_data_of_another_float_dtype(x, y, match):
+    with pytest.raises(DTypeError, match=match):
+        adapt(LearnedInit(Linear(2)), x, y, batch_size=4)
 
 
 def test_adapt_rejects_bad_labels():

@@ -97,9 +97,9 @@ class Learner(nn.Module):
             num_classes=self.num_classes,
             output_dim=self.output_dim,
         )
-        dtype = next((p.dtype for p in self.parameters() if p.is_floating_point()), torch.get_default_dtype())
+        dtype = next((p.dtype for p in self.parameters() if p.is_floating_point()), None)
         for label, value in (("x", x), ("y", y)):
-            if value.is_floating_point() and value.dtype != dtype:
+            if dtype is not None and value.is_floating_point() and value.dtype != dtype:
                 raise DTypeError(
                     f"{name + '_' if name else ''}{label} is {value.dtype} but the learner computes in "
                     f"{dtype}: convert the data first (.to({dtype}); numpy arrays are float64)"
