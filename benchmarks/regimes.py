@@ -13,7 +13,7 @@ and both are scored out of distribution (noisier targets, uniform inputs) withou
 
 Every job (family, learner, seed) saves its result under ``results/regimes/``, so a stopped run
 continues where it stopped: ``python -m benchmarks regimes`` runs the jobs of ``PLANNED`` not saved
-yet (two at a time, one torch thread each; about CPU_TOTAL of CPU in all) and reports every saved
+yet (two at a time, one torch thread each; about 2.5 hours of CPU in all) and reports every saved
 job; ``python -m benchmarks.regimes JOB...`` runs single jobs (other seeds, other families).
 """
 
@@ -255,7 +255,7 @@ def _row(label: str, runs: list[list[float]], digits: str) -> str:
 
 def _cpu_range(runs: list[dict]) -> str:
     seconds = [run["train_cpu_seconds"] for run in runs]
-    return f"{min(seconds)}–{max(seconds)}"
+    return f"{min(seconds)}" if min(seconds) == max(seconds) else f"{min(seconds)}–{max(seconds)}"
 
 
 def _rises(values: list[float]) -> float:
@@ -267,7 +267,8 @@ def report(result: dict) -> str:
     """Per family: each regime's curve (mean over seeds and the range), the references, the targets."""
     lines = [
         "Learners with the library's defaults, width 64, depth 2; meta-trained on horizons of 1–64 "
-        "steps of 32 points over 512 points per task. Cells: mean over training seeds (range). "
+        "steps of 32 points over 512 points per task. Cells: mean over training seeds (range, when "
+        "there are several). "
         "Bayes reads each point once (the exact posterior on the points seen).",
     ]
     steps = sorted(int(k) for k in next(iter(result.values()))["curve"])
@@ -343,6 +344,12 @@ def report(result: dict) -> str:
             )
         if family_name == MAIN:
             lines += _ood(result, references, metric, header, rule)
+    missing = [name for name in jobs(PLANNED) if name not in result]
+    if missing:
+        lines += [
+            "",
+            "Planned jobs not run yet (`python -m benchmarks regimes` runs them): " + ", ".join(missing),
+        ]
     return "\n".join([*lines, "", "Targets of issue 15:", *targets])
 
 

@@ -176,12 +176,15 @@ def test_ctrl_c_stops_cleanly_and_leaves_a_resumable_folder(tmp_path, capsys):
     )
     checkpoint = out / "learners" / "MAML" / "checkpoint.pt"
     deadline = time.monotonic() + 240
-    while not checkpoint.exists():
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, "MAML never wrote a checkpoint"
-        time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=120)
+    try:
+        while not checkpoint.exists():
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "MAML never wrote a checkpoint"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()  # a failed test leaves no run training on
     assert process.returncode == EXIT_INTERRUPTED, stderr
     assert stderr.strip() == f"amortized run: interrupted; finish it with: amortized run --resume {out}"
     assert load_checkpoint(out / "learners" / "LearnedUpdate" / "checkpoint.pt")["iteration"] == 6
