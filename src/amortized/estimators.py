@@ -91,8 +91,10 @@ def pretrained_path(task: str) -> Path:
 def _checkpoint_in(path: Path) -> Path:
     """The checkpoint a path names: a file, a folder holding ``checkpoint.pt``, or a run folder with
     one learner (``learners/NAME/checkpoint.pt``)."""
-    if not path.is_dir() or (path / "checkpoint.pt").exists():
-        return path / "checkpoint.pt" if path.is_dir() else path
+    if not path.is_dir():
+        return path
+    if (path / "checkpoint.pt").exists():
+        return path / "checkpoint.pt"
     found = sorted((path / "learners").glob("*/checkpoint.pt"))
     if len(found) == 1:
         return found[0]
