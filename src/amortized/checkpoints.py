@@ -1,8 +1,20 @@
-"""Checkpoints: written atomically, loaded without running code, with a fallback to the last good one."""
+"""Checkpoints: written atomically, checked against a digest, loaded without running code.
+
+A checkpoint is a ``torch.save`` file of a dict holding the ``format`` marker, the ``version``, the
+payload and (from version 2) ``sha256``, a digest of everything else, so a flipped bit is an error
+rather than wrong weights. Saving keeps the replaced file as ``.prev``; loading uses it instead of a
+missing or damaged file only when it holds the same thing (:func:`checkpoint_identity`).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import pickle
+import re
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +24,11 @@ from amortized.errors import CheckpointError
 from amortized.learners.base import Learner
 
 FORMAT = "amortized-checkpoint"
-VERSION = 1
+VERSION = 2
+"""Version 2 added the ``sha256`` digest; version 1 files (no digest) still load."""
+DIGEST = "sha256"
+IDENTITY_KEYS = ("learner", "train_config", "family")
+"""The payload entries that say what a checkpoint is of: the learner and, for a run, its settings."""
 
 
 def previous_path(path: Path) -> Path:
@@ -33,16 +49,57 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     os.replace(temporary, path)
 
 
+def checkpoint_identity(payload: Mapping[str, Any]) -> str:
+    """What a checkpoint is of, as a string: its learner's description and any run settings it holds.
+
+    Two checkpoints with the same identity can stand in for each other after damage; a caller that
+    knows what it expects (training resume) passes this identity to :func:`load_checkpoint`.
+    """
+    return json.dumps({key: payload.get(key) for key in IDENTITY_KEYS}, sort_keys=True, default=repr)
+
+
+def _digest(payload: Mapping[str, Any]) -> str:
+    """SHA-256 of a payload's content: its structure, plain values and tensors' bytes, in order.
+
+    Hashes values rather than the file, so it does not depend on how torch lays the file out.
+    """
+    hasher = hashlib.sha256()
+
+    def feed(value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            data = value.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
+            hasher.update(f"tensor {value.dtype} {tuple(value.shape)}\n".encode())
+            hasher.update(data.numpy())
+        elif isinstance(value, Mapping):
+            hasher.update(f"mapping {len(value)}\n".encode())
+            for key, item in value.items():
+                feed(key)
+                feed(item)
+        elif isinstance(value, list | tuple):
+            hasher.update(f"sequence {len(value)}\n".encode())
+            for item in value:
+                feed(item)
+        else:
+            text = repr(value)
+            hasher.update(f"{type(value).__name__} {len(text)}\n{text}".encode())
+
+    feed(payload)
+    return hasher.hexdigest()
+
+
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
-    """Write ``payload`` to ``path`` atomically (temp file, fsync, rename), keeping the old one.
+    """Write ``payload`` and its digest to ``path`` atomically (temp file, fsync, rename), keeping the old.
 
     A crash at any point leaves either the old or the new checkpoint complete on disk.
     """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory; save to a file in it, e.g. {path / 'checkpoint.pt'}")
     path.parent.mkdir(parents=True, exist_ok=True)
+    content = {"format": FORMAT, "version": VERSION, **payload}
     temporary = _temporary(path)
     with open(temporary, "wb") as handle:
-        torch.save({"format": FORMAT, "version": VERSION, **payload}, handle)
+        torch.save({**content, DIGEST: _digest(content)}, handle)
         handle.flush()
         os.fsync(handle.fileno())
     if path.exists():
@@ -56,31 +113,75 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     return path
 
 
-def _read(path: Path) -> dict[str, Any]:
+def _reason(error: Exception) -> str:
+    """torch's loading error in one short phrase, without its advice to load with ``weights_only=False``."""
+    text = str(error).strip()
+    if isinstance(error, pickle.UnpicklingError):
+        found = re.search(r"GLOBAL (\S+)", text)
+        return f"it would run code{f' ({found.group(1)})' if found else ''} when loaded"
+    first = text.splitlines()[0] if text else type(error).__name__
+    return first.split(". ")[0]
+
+
+def _open(path: Path) -> dict[str, Any]:
+    """The dict a checkpoint file holds, read without running code; its digest is not checked yet."""
+    if not path.exists():
+        raise CheckpointError(f"no checkpoint at {path}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
     except Exception as error:
-        raise CheckpointError(f"{path} is not a readable amortized checkpoint ({error})") from error
+        raise CheckpointError(f"{path} is not a readable amortized checkpoint ({_reason(error)})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an amortized checkpoint (no '{FORMAT}' marker)")
     return payload
 
 
-def load_checkpoint(path: str | os.PathLike, *, fallback: bool = True) -> dict[str, Any]:
-    """Read a checkpoint; if it is missing or corrupt and ``fallback``, read the previous good one."""
+def _verify(path: Path, payload: dict[str, Any]) -> dict[str, Any]:
+    """The payload without its digest, once the digest matches (version 1 files have none)."""
+    content = {key: value for key, value in payload.items() if key != DIGEST}
+    checked = DIGEST in payload or payload.get("version", 1) >= 2
+    if checked and payload.get(DIGEST) != _digest(content):
+        raise CheckpointError(f"{path} is damaged: its content does not match its {DIGEST} digest")
+    return content
+
+
+def load_checkpoint(
+    path: str | os.PathLike, *, fallback: bool = True, identity: str | None = None
+) -> dict[str, Any]:
+    """Read a checkpoint; if it is missing or damaged and ``fallback``, perhaps its ``.prev`` one.
+
+    The previous checkpoint stands in, with a warning naming both files, only when its
+    :func:`checkpoint_identity` is the damaged one's: read from the damaged file if its content can
+    still be read (a digest mismatch), else the ``identity`` the caller expects. Otherwise the damage
+    is an error, so a path never silently yields another learner or run than the one saved there.
+    """
     path = Path(path)
-    if not path.exists() and not previous_path(path).exists():
-        raise CheckpointError(f"no checkpoint at {path}")
+    previous = previous_path(path)
+    expected = identity
     try:
-        return _read(path)
-    except (CheckpointError, FileNotFoundError) as error:
-        if not fallback or not previous_path(path).exists():
-            if isinstance(error, FileNotFoundError):
-                raise CheckpointError(f"no checkpoint at {path}") from error
-            raise
-        return _read(previous_path(path))
+        payload = _open(path)
+    except CheckpointError as error:
+        failure = error
+    else:
+        try:
+            return _verify(path, payload)
+        except CheckpointError as error:
+            failure, expected = error, checkpoint_identity(payload)
+    if not fallback or not previous.exists():
+        raise failure
+    if expected is None:
+        raise CheckpointError(
+            f"{failure}; {previous} is not used in its place, as nothing says it holds the same learner "
+            f"(rename it to {path.name} to load it)"
+        )
+    try:
+        older = _verify(previous, _open(previous))
+    except CheckpointError as error:
+        raise CheckpointError(f"{failure}; {error}") from None
+    if checkpoint_identity(older) != expected:
+        raise CheckpointError(f"{failure}; {previous} holds another learner or run, so it is not used")
+    warnings.warn(f"{failure}; using {previous}, the previous checkpoint of the same learner", stacklevel=2)
+    return older
 
 
 def learner_from_description(description: dict[str, Any]) -> Learner:
@@ -91,19 +192,51 @@ def learner_from_description(description: dict[str, Any]) -> Learner:
     return Learner.registry[name].from_config(description.get("config", {}))
 
 
+def _mismatch(error: Exception) -> str:
+    """``load_state_dict``'s error in one line: the first weight of each kind of mismatch, and how many."""
+    found: dict[str, list[str]] = {}
+    for line in str(error).splitlines()[1:]:
+        line = line.strip().rstrip(".")
+        keys = re.match(r"(Missing|Unexpected) key\(s\) in state_dict: (.*)", line)
+        if keys:
+            found[f"{keys.group(1).lower()} weight"] = re.findall(r'"([^"]+)"', keys.group(2))
+        elif line.startswith("size mismatch for "):
+            found.setdefault("size mismatch for", []).append(line.removeprefix("size mismatch for "))
+    parts = [
+        f"{kind} {items[0]}" + (f" and {len(items) - 1} more" if len(items) > 1 else "")
+        for kind, items in found.items()
+        if items
+    ]
+    return "; ".join(parts) or str(error).strip().splitlines()[0]
+
+
+def _load_weights(path: str | os.PathLike, learner: Learner, weights: Any, *, assign: bool = False) -> None:
+    """Load ``weights`` into ``learner``, a mismatch being a one-line :class:`CheckpointError`."""
+    try:
+        learner.load_state_dict(weights, assign=assign)
+    except (RuntimeError, TypeError) as error:
+        raise CheckpointError(
+            f"{path}: weights do not match the learner's config ({_mismatch(error)})"
+        ) from None
+
+
 def save(learner: Learner, path: str | os.PathLike, **extra: Any) -> Path:
     """Save a learner (its description and weights) so :func:`load` can rebuild it."""
     return save_checkpoint(path, {"learner": learner.describe(), "weights": learner.state_dict(), **extra})
 
 
 def load(path: str | os.PathLike) -> Learner:
-    """Rebuild a learner from a checkpoint written by :func:`save` or :func:`amortized.train`."""
+    """Rebuild a learner from a checkpoint written by :func:`save` or :func:`amortized.train`.
+
+    The learner is first built on the ``meta`` device (shapes, no memory) and the saved weights
+    checked against it, so a small file describing a huge learner fails before anything is allocated.
+    """
     payload = load_checkpoint(path)
     if "learner" not in payload or "weights" not in payload:
         raise CheckpointError(f"{path} holds no learner (keys: {sorted(payload)})")
+    with torch.device("meta"):
+        shapes = learner_from_description(payload["learner"])
+    _load_weights(path, shapes, payload["weights"], assign=True)
     learner = learner_from_description(payload["learner"])
-    try:
-        learner.load_state_dict(payload["weights"])
-    except RuntimeError as error:
-        raise CheckpointError(f"{path}: weights do not match the learner's config ({error})") from error
+    _load_weights(path, learner, payload["weights"])
     return learner

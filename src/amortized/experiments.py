@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from amortized.checkpoints import load_checkpoint, write_text_atomic
+from amortized.checkpoints import checkpoint_identity, load_checkpoint, previous_path, write_text_atomic
 from amortized.config import BaselineSpec, Experiment, LearnerSpec, dump_toml, read_toml
 from amortized.distributed import is_main
 from amortized.errors import CheckpointError, ConfigError
@@ -34,7 +34,7 @@ from amortized.evaluation import (
     learner_curves,
 )
 from amortized.learners import Learner, adapt
-from amortized.training import train
+from amortized.training import run_description, train
 
 RESULTS_FORMAT = "amortized-results"
 RESULTS_VERSION = 1
@@ -150,9 +150,10 @@ def _restore(run: RunFolder, spec: LearnerSpec, experiment: Experiment) -> tuple
     """
     learner = spec.build(experiment.family)
     path = run.learner_dir(spec.name) / "checkpoint.pt"
-    if not path.exists() and not path.with_name(path.name + ".prev").exists():
+    if not path.exists() and not previous_path(path).exists():
         return learner, None
-    payload = load_checkpoint(path)
+    expected = checkpoint_identity(run_description(learner, experiment.family, spec.train))
+    payload = load_checkpoint(path, identity=expected)
     saved = payload.get("learner", {})
     described = learner.describe()
     if (

@@ -31,7 +31,13 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor
 
-from amortized.checkpoints import load_checkpoint, save_checkpoint, write_text_atomic
+from amortized.checkpoints import (
+    checkpoint_identity,
+    load_checkpoint,
+    previous_path,
+    save_checkpoint,
+    write_text_atomic,
+)
 from amortized.distributed import Replicas
 from amortized.errors import ConfigError, NonFiniteError
 from amortized.learners.base import Learner, adapt, minibatches
@@ -331,6 +337,15 @@ def evaluate_tasks(
     return {name: float(value.mean()) for name, value in metrics.items()}
 
 
+def run_description(learner: Learner, family: TaskFamily, config: TrainConfig) -> dict[str, Any]:
+    """What a training checkpoint is of (its learner, settings and task family), as plain data.
+
+    Saved in every checkpoint; its :func:`~amortized.checkpoints.checkpoint_identity` lets resume use
+    the previous checkpoint when the last one is damaged.
+    """
+    return {"learner": learner.describe(), "train_config": asdict(config), "family": repr(family)}
+
+
 def train(
     learner: Learner,
     family: TaskFamily,
@@ -364,13 +379,15 @@ def train(
     history: list[dict[str, Any]] = []
     start, seconds, cpu_seconds = 0, 0.0, 0.0
 
+    run = run_description(learner, family, config)
+
     def read_checkpoint() -> dict[str, Any] | None:
         if (
             resume
             and checkpoint_path is not None
-            and (checkpoint_path.exists() or checkpoint_path.with_name("checkpoint.pt.prev").exists())
+            and (checkpoint_path.exists() or previous_path(checkpoint_path).exists())
         ):
-            return load_checkpoint(checkpoint_path)
+            return load_checkpoint(checkpoint_path, identity=checkpoint_identity(run))
         return None
 
     payload = replicas.from_main(read_checkpoint)
@@ -407,15 +424,13 @@ def train(
         save_checkpoint(
             checkpoint_path,
             {
-                "learner": learner.describe(),
+                **run,
                 "weights": learner.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "iteration": iteration,
                 "history": history,
                 "train_seconds": seconds,
                 "train_cpu_seconds": cpu_seconds,
-                "train_config": asdict(config),
-                "family": repr(family),
             },
         )
 
