@@ -1,4 +1,5 @@
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -9,7 +10,9 @@ import pytest
 import amortized.cli
 from amortized.checkpoints import load_checkpoint
 from amortized.cli import EXIT_ERROR, EXIT_INTERRUPTED, main
-from amortized.config import list_presets
+from amortized.config import Experiment, list_presets
+from amortized.experiments import RunFolder
+from amortized.folders import lock_folder
 
 from .conftest import FAST
 
@@ -194,3 +197,25 @@ def test_ctrl_c_stops_cleanly_and_leaves_a_resumable_folder(tmp_path, capsys):
     assert code == EXIT_ERROR
     assert f"MAML, LatentUpdate, InContext-one-shot in {out} are not fully trained" in stderr
     assert f"amortized train --resume {out}" in stderr
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "--resume", "{run}"],
+        ["train", "--resume", "{run}"],
+        ["evaluate", "{run}"],
+        ["report", "{run}"],
+    ],
+)
+def test_a_run_folder_another_process_writes_into_is_refused(argv, tmp_path, capsys):
+    run = RunFolder.create(tmp_path / "run", Experiment.from_preset("tiny", FAST))
+    config = run.config_path.read_text()
+    with lock_folder(run.path):
+        code, _, stderr = run_cli(capsys, *[a.format(run=run.path) for a in argv])
+    assert code == EXIT_ERROR and len(stderr.strip().splitlines()) == 1
+    assert stderr.startswith(f"amortized {argv[0]}: error: {run.path} is locked by process {os.getpid()},")
+    assert sorted(p.name for p in run.path.iterdir()) == [".lock", "config.toml"]
+    assert run.config_path.read_text() == config
+    code, _, stderr = run_cli(capsys, "report", run.path)  # free again: the refused command kept no lock
+    assert code == EXIT_ERROR and "has no results.json yet" in stderr
