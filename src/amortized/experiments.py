@@ -24,7 +24,7 @@ import torch
 from amortized.checkpoints import load_checkpoint, write_text_atomic
 from amortized.config import BaselineSpec, Experiment, LearnerSpec, dump_toml, read_toml
 from amortized.distributed import is_main
-from amortized.errors import CheckpointError, ConfigError
+from amortized.errors import CheckpointError, ConfigError, RunFileError
 from amortized.evaluation import (
     TaskSuite,
     add_reference_ratios,
@@ -33,6 +33,7 @@ from amortized.evaluation import (
     family_likelihood,
     learner_curves,
 )
+from amortized.folders import read_json, read_jsonl
 from amortized.learners import Learner, adapt
 from amortized.training import train
 
@@ -85,13 +86,25 @@ class RunFolder:
         return run
 
     def experiment(self) -> Experiment:
+        """The experiment ``config.toml`` describes; what is wrong with that file is named with it."""
         config = read_toml(self.config_path)
-        return Experiment.from_config(str(config.get("preset", self.path.name)), config)
+        try:
+            return Experiment.from_config(str(config.get("preset", self.path.name)), config)
+        except ConfigError as error:
+            raise ConfigError(f"{self.config_path}: {error}") from None
 
     def read_results(self) -> dict[str, Any]:
+        """``results.json``; a missing, damaged or foreign one is an error saying how to write it again."""
         if not self.results_path.is_file():
             raise ConfigError(f"{self.path} has no results.json yet; run: amortized evaluate {self.path}")
-        return json.loads(self.results_path.read_text())
+        hint = f"write it again with: amortized evaluate {self.path}"
+        results = read_json(self.results_path, hint)
+        if results.get("format") != RESULTS_FORMAT:
+            raise RunFileError(
+                f"{self.results_path} is not an {RESULTS_FORMAT} file (its format is "
+                f"{results.get('format')!r}); {hint}"
+            )
+        return results
 
 
 def _fingerprint(*parts: Any) -> str:
@@ -108,12 +121,12 @@ def _weights_digest(learner: Learner) -> str:
 
 
 def _cached(path: Path, fingerprint: str) -> dict[str, Any] | None:
-    """A cached evaluation, if it was computed for the same settings."""
+    """A cached evaluation, if it was computed for the same settings (a damaged one is recomputed)."""
     if not path.is_file():
         return None
     try:
-        payload = json.loads(path.read_text())
-    except json.JSONDecodeError:
+        payload = read_json(path)
+    except RunFileError:
         return None
     return payload if payload.get("fingerprint") == fingerprint else None
 
@@ -260,16 +273,18 @@ def load_trained(experiment: Experiment, run: RunFolder) -> dict[str, Trained]:
 
 
 def _merge_metrics(run: RunFolder, experiment: Experiment) -> None:
-    """Gather every learner's training curve into the run's ``metrics.jsonl`` (a ``learner`` key each)."""
+    """Gather every learner's training curve into the run's ``metrics.jsonl`` (a ``learner`` key each).
+
+    A learner's last record cut short by a kill or a full disk is dropped from its file.
+    """
     if not is_main():
         return
     lines = []
     for spec in experiment.learners:
         path = run.learner_dir(spec.name) / "metrics.jsonl"
         if path.is_file():
-            for line in path.read_text().splitlines():
-                if line.strip():
-                    lines.append(json.dumps({"learner": spec.name, **json.loads(line)}))
+            for record in read_jsonl(path, repair=True):
+                lines.append(json.dumps({"learner": spec.name, **record}))
     write_text_atomic(run.metrics_path, "".join(line + "\n" for line in lines))
 
 
