@@ -296,3 +296,14 @@ def test_resume_drops_a_metrics_line_cut_short(trained, tmp_path, capsys):
     assert metrics.read_text() == "".join(lines[:2])
     merged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [record["iteration"] for record in merged] == [1, 2]
+
+
+def test_evaluate_refuses_a_config_whose_family_the_learners_were_not_trained_on(trained, tmp_path, capsys):
+    run = copy_of(trained, tmp_path)
+    config = run / "config.toml"
+    config.write_text(config.read_text().replace("noise = 0.1\n", "noise = 0.3\n", 1))
+    code, _, stderr = run_cli(capsys, "evaluate", run, "--quiet")
+    assert code == EXIT_ERROR and len(stderr.strip().splitlines()) == 1
+    assert "checkpoint.pt was trained on LinearRegression(dim=2, noise=0.1," in stderr
+    assert f"but {config} describes LinearRegression(dim=2, noise=0.3," in stderr
+    assert not (run / "results.json").exists()

@@ -159,7 +159,8 @@ def _agree(saved: dict[str, Any], current: dict[str, Any]) -> bool:
 def _restore(run: RunFolder, spec: LearnerSpec, experiment: Experiment) -> tuple[Learner, Trained | None]:
     """The learner built from its spec, and, if its checkpoint finished training, the trained learner.
 
-    A checkpoint written for another learner or training config is refused rather than mixed in.
+    A checkpoint written for another learner, training config or task family is refused rather than
+    mixed in or scored on tasks it was not trained for.
     """
     learner = spec.build(experiment.family)
     path = run.learner_dir(spec.name) / "checkpoint.pt"
@@ -176,6 +177,13 @@ def _restore(run: RunFolder, spec: LearnerSpec, experiment: Experiment) -> tuple
         raise CheckpointError(
             f"{path} was written for another learner or training config than {run.config_path} "
             "describes; move it away or start a new run"
+        )
+    family = repr(experiment.family)
+    if payload.get("family", family) != family:
+        raise CheckpointError(
+            f"{path} was trained on {payload['family']}, but {run.config_path} describes {family}; "
+            "restore the [family] it was trained on (score other tasks with [evaluation.ood.NAME]) "
+            "or start a new run"
         )
     try:
         learner.load_state_dict(payload["weights"])
