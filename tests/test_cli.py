@@ -1,15 +1,20 @@
 import json
+import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 import amortized.cli
 from amortized.checkpoints import load_checkpoint
 from amortized.cli import EXIT_ERROR, EXIT_INTERRUPTED, main
-from amortized.config import list_presets
+from amortized.config import Experiment, list_presets
+from amortized.experiments import RunFolder
+from amortized.folders import lock_folder
 
 from .conftest import FAST
 
@@ -194,3 +199,111 @@ def test_ctrl_c_stops_cleanly_and_leaves_a_resumable_folder(tmp_path, capsys):
     assert code == EXIT_ERROR
     assert f"MAML, LatentUpdate, InContext-one-shot in {out} are not fully trained" in stderr
     assert f"amortized train --resume {out}" in stderr
+
+
+ONE_LEARNER = """
+[family]
+class = "LinearRegression"
+dim = 2
+noise = 0.1
+
+[train]
+iterations = 3
+tasks_per_batch = 4
+batch_size = 4
+num_steps = 2
+eval_every = 0
+
+[[learners]]
+name = "MAML"
+class = "LearnedInit"
+kwargs = { rule = { inner_lr = 0.1 } }
+"""
+"""A preset that meta-trains one small learner in a blink."""
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A run folder of ``ONE_LEARNER``, meta-trained (not evaluated); tests change copies of it."""
+    folder = tmp_path_factory.mktemp("trained")
+    (folder / "one.toml").write_text(ONE_LEARNER)
+    assert main(["train", str(folder / "one.toml"), "--out", str(folder / "run"), "--quiet"]) == 0
+    return folder / "run"
+
+
+def copy_of(run, tmp_path):
+    return Path(shutil.copytree(run, tmp_path / "run"))
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "--resume", "{run}"],
+        ["train", "--resume", "{run}"],
+        ["evaluate", "{run}"],
+        ["report", "{run}"],
+    ],
+)
+def test_a_run_folder_another_process_writes_into_is_refused(argv, tmp_path, capsys):
+    run = RunFolder.create(tmp_path / "run", Experiment.from_preset("tiny", FAST))
+    config = run.config_path.read_text()
+    with lock_folder(run.path):
+        code, _, stderr = run_cli(capsys, *[a.format(run=run.path) for a in argv])
+    assert code == EXIT_ERROR and len(stderr.strip().splitlines()) == 1
+    assert stderr.startswith(f"amortized {argv[0]}: error: {run.path} is locked by process {os.getpid()},")
+    assert sorted(p.name for p in run.path.iterdir()) == [".lock", "config.toml"]
+    assert run.config_path.read_text() == config
+    code, _, stderr = run_cli(capsys, "report", run.path)  # free again: the refused command kept no lock
+    assert code == EXIT_ERROR and "has no results.json yet" in stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"", "results.json is empty"),
+        (
+            b'{"format": "amortized-results", "learners": {"MAML": {"cla',
+            "results.json is cut short or damaged",
+        ),
+        (b"[]", "results.json holds a JSON list, not an object"),
+        (b'{"learners": {}}', "results.json is not an amortized-results file (its format is None)"),
+    ],
+)
+def test_report_names_a_damaged_or_foreign_results_file(content, problem, tmp_path, capsys):
+    run = RunFolder.create(tmp_path / "run", Experiment.from_preset("tiny", FAST))
+    run.results_path.write_bytes(content)
+    code, _, stderr = run_cli(capsys, "report", run.path)
+    assert code == EXIT_ERROR and len(stderr.strip().splitlines()) == 1
+    assert f"error: {run.path / problem}" in stderr and f"amortized evaluate {run.path}" in stderr
+
+
+def test_evaluate_names_a_config_that_is_binary(tmp_path, capsys):
+    run = RunFolder.create(tmp_path / "run", Experiment.from_preset("tiny", FAST))
+    run.config_path.write_bytes(b"\x80\x04\x95preset\x00\xff")
+    code, _, stderr = run_cli(capsys, "evaluate", run.path)
+    assert code == EXIT_ERROR and len(stderr.strip().splitlines()) == 1
+    assert f"error: {run.config_path} is not valid TOML: it holds binary data" in stderr
+
+
+def test_resume_drops_a_metrics_line_cut_short(trained, tmp_path, capsys):
+    run = copy_of(trained, tmp_path)
+    metrics = run / "learners" / "MAML" / "metrics.jsonl"
+    lines = metrics.read_text().splitlines(keepends=True)
+    assert len(lines) == 3
+    metrics.write_text("".join(lines[:2]) + lines[2][:20])
+    code, _, stderr = run_cli(capsys, "train", "--resume", run, "--quiet")
+    assert code == 0, stderr
+    assert metrics.read_text() == "".join(lines[:2])
+    merged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [record["iteration"] for record in merged] == [1, 2]
+
+
+def test_evaluate_refuses_a_config_whose_family_the_learners_were_not_trained_on(trained, tmp_path, capsys):
+    run = copy_of(trained, tmp_path)
+    config = run / "config.toml"
+    config.write_text(config.read_text().replace("noise = 0.1\n", "noise = 0.3\n", 1))
+    code, _, stderr = run_cli(capsys, "evaluate", run, "--quiet")
+    assert code == EXIT_ERROR and len(stderr.strip().splitlines()) == 1
+    assert "checkpoint.pt was trained on LinearRegression(dim=2, noise=0.1," in stderr
+    assert f"but {config} describes LinearRegression(dim=2, noise=0.3," in stderr
+    assert not (run / "results.json").exists()

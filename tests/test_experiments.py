@@ -163,3 +163,13 @@ def test_a_folder_is_never_overwritten_or_mixed_with_another_config(tmp_path, fi
     other = Experiment.from_preset("tiny", [*FAST, "learners.LearnedUpdate.kwargs.rule.width=8"])
     with pytest.raises(CheckpointError, match="another learner or training config"):
         load_trained(other, run)
+
+
+def test_learners_are_not_resumed_or_scored_on_a_family_they_were_not_trained_on(finished):
+    _, run, _ = finished
+    other = Experiment.from_preset("tiny", [*FAST, "family.noise=0.3"])
+    for use in (load_trained, lambda experiment, run: train_learners(experiment, run, **SILENT)):
+        with pytest.raises(
+            CheckpointError, match=r"trained on LinearRegression\(dim=2, noise=0.1,.*noise=0.3,"
+        ):
+            use(other, run)

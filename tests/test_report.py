@@ -3,8 +3,9 @@ import json
 import pytest
 from matplotlib.image import imread
 
+from amortized.errors import RunFileError
 from amortized.evaluation import add_reference_ratios
-from amortized.report import summary, summary_table, write_report
+from amortized.report import plot_training, summary, summary_table, write_report
 
 
 def curve(values, stderr=0.01, key="k", batch=8):
@@ -145,3 +146,12 @@ def test_report_without_reference_or_shifts(results, tmp_path):
     report = write_report(tmp_path, results).read_text()
     assert "Bayes" not in report and "## Out of distribution" not in report
     assert "× Bayes" not in summary_table(results)
+
+
+def test_training_plot_skips_a_last_record_cut_short_and_names_a_foreign_log(tmp_path):
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text('{"learner": "A", "iteration": 1, "loss": 0.5}\n{"learner": "A", "iter')
+    assert plot_training(metrics, tmp_path / "training.png") == "training.png"
+    metrics.write_text('{"step": 1, "value": 0.5}\n')
+    with pytest.raises(RunFileError, match=f"{metrics} is not a training log"):
+        plot_training(metrics, tmp_path / "training.png")

@@ -1,10 +1,12 @@
+import os
 import weakref
 
 import pytest
 import torch
 
 import amortized
-from amortized.errors import ConfigError, NonFiniteError
+from amortized.errors import ConfigError, FolderLockedError, NonFiniteError
+from amortized.folders import lock_folder
 from amortized.learners import SGD, InContext, LearnedInit, LearnedUpdate
 from amortized.learners.base import minibatches
 from amortized.models import Linear
@@ -165,6 +167,17 @@ def test_resume_gives_the_same_weights_and_metrics(tmp_path):
     assert strip(result.history) == strip(reference.history)
     lines = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 8
+
+
+def test_a_second_training_into_the_same_out_dir_is_refused_and_the_lock_is_released(tmp_path):
+    options = dict(iterations=2, tasks_per_batch=4, batch_size=4, num_steps=2, eval_every=0)
+    with lock_folder(tmp_path):
+        with pytest.raises(FolderLockedError, match=f"is locked by process {os.getpid()}"):
+            amortized.train(LearnedUpdate(Linear(2), rule=TINY), FAMILY, out_dir=tmp_path, **options)
+        assert not (tmp_path / "checkpoint.pt").exists() and not (tmp_path / "metrics.jsonl").exists()
+    amortized.train(LearnedUpdate(Linear(2), rule=TINY), FAMILY, out_dir=tmp_path, **options)
+    with lock_folder(tmp_path):  # training let go of the lock when it ended
+        assert (tmp_path / "checkpoint.pt").is_file()
 
 
 def test_ctrl_c_keeps_every_finished_iteration_and_resume_continues_from_it(tmp_path):

@@ -1,8 +1,9 @@
 """The ``amortized`` command: run presets, train, evaluate, report, list presets.
 
 Documented mistakes (an unknown preset or key, a wrong value type, missing data files, a run folder
-that is not one) end with a one-line error and exit status 2; Ctrl-C ends with status 130 and says
-how to resume.
+that is not one or has a damaged file, a run folder another command is writing into) end with a
+one-line error and exit status 2; Ctrl-C ends with status 130 and says how to resume. A command
+holds its run folder's lock until it ends, so two commands never write into one folder at once.
 """
 
 from __future__ import annotations
@@ -12,21 +13,35 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 
 from amortized import __version__, distributed
 from amortized.config import DEFAULT_PRESET, Experiment, list_presets
 from amortized.errors import AmortizedError, ConfigError
 from amortized.experiments import RunFolder, Trained, evaluate_experiment, load_trained, train_learners
+from amortized.folders import lock_folder
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 
 class _Session:
-    """What a command needs to say when it stops: the run folder it works in."""
+    """The run folder a command works in: locked for the command, and named when it stops."""
 
-    run: RunFolder | None = None
+    def __init__(self) -> None:
+        self.run: RunFolder | None = None
+        self.locks = ExitStack()
+
+    def enter(self, run: RunFolder) -> RunFolder:
+        """Work in ``run``, holding its lock until the command ends; refused if another process writes.
+
+        Under ``torchrun`` rank 0 takes the lock for every rank (and every rank stops if it cannot);
+        the ranks ``--nproc`` starts take none, as their parent holds it.
+        """
+        distributed.from_main(lambda: self.locks.enter_context(lock_folder(run.path)))
+        self.run = run
+        return run
 
 
 def _log(quiet: bool) -> Callable[[str], None]:
@@ -40,13 +55,11 @@ def _start(args: argparse.Namespace, session: _Session) -> tuple[Experiment, Run
             raise ConfigError(
                 "--resume finishes a run as its config.toml describes; drop PRESET, --out and --set"
             )
-        run = RunFolder.open(args.resume)
-        session.run = run
+        run = session.enter(RunFolder.open(args.resume))
         return run.experiment(), run
     experiment = Experiment.from_preset(args.preset or DEFAULT_PRESET, args.set)
     out = args.out or Path("runs") / f"{experiment.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run = RunFolder(distributed.from_main(lambda: RunFolder.create(out, experiment).path))
-    session.run = run
+    run = session.enter(RunFolder(distributed.from_main(lambda: RunFolder.create(out, experiment).path)))
     return experiment, run
 
 
@@ -103,7 +116,7 @@ def _jobs(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace, session: _Session) -> int:
     from amortized.report import summary_table
 
-    run = session.run = RunFolder.open(args.run_dir)
+    run = session.enter(RunFolder.open(args.run_dir))
     experiment = run.experiment()
     trained = load_trained(experiment, run)
     results = evaluate_experiment(experiment, run, trained, log=_log(args.quiet), jobs=_jobs(args))
@@ -115,7 +128,7 @@ def _evaluate(args: argparse.Namespace, session: _Session) -> int:
 def _report(args: argparse.Namespace, session: _Session) -> int:
     from amortized.report import write_report
 
-    run = session.run = RunFolder.open(args.run_dir)
+    run = session.enter(RunFolder.open(args.run_dir))
     print(f"report: {write_report(run.path, run.read_results())}")
     return 0
 
@@ -250,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
     try:
-        with distributed.cli_session(args):
+        with session.locks, distributed.cli_session(args):
             return args.handler(args, session)
     except (AmortizedError, ImportError, OSError) as error:
         print(f"amortized {args.command}: error: {error}", file=sys.stderr)

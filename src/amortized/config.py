@@ -95,12 +95,14 @@ def preset_names() -> list[str]:
 
 
 def read_toml(path: Path) -> dict[str, Any]:
-    """Parse a TOML file, turning syntax errors into a :class:`ConfigError` naming the file."""
+    """Parse a TOML file; syntax errors and binary data become a :class:`ConfigError` naming the file."""
     try:
         with open(path, "rb") as handle:
             return tomllib.load(handle)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path} is not valid TOML: {error}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not valid TOML: it holds binary data, not UTF-8 text") from None
     except OSError as error:
         raise ConfigError(f"cannot read {path}: {error.strerror}") from None
 

@@ -47,6 +47,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from amortized.errors import ConfigError, DistributedError
+from amortized.folders import HELD_ENV
 from amortized.tasks.base import TaskBatch
 
 T = TypeVar("T")
@@ -397,16 +398,18 @@ def launch_training(
     """Meta-train the learners of the run folder ``run_dir`` in ``nproc`` processes and wait for them.
 
     ``tasks_per_batch`` (the learners' global batches) are checked to split evenly before starting.
-    The folder must exist (``config.toml`` written); the processes finish it as ``--resume`` does, so
-    this also continues a stopped run. Their progress and errors go to stderr; their stdout (rank 0's
-    summary, which the caller prints itself) is dropped. Raises :class:`DistributedError` if they fail.
+    The folder must exist (``config.toml`` written) and the caller hold its lock, which the processes
+    then do not take; they finish the folder as ``--resume`` does, so this also continues a stopped
+    run. Their progress and errors go to stderr; their stdout (rank 0's summary, which the caller
+    prints itself) is dropped. Raises :class:`DistributedError` if they fail.
     """
     if nproc < 1:
         raise ConfigError(f"--nproc must be a positive integer, got {nproc}")
     for size in tasks_per_batch:
         check_split(size, nproc)
     command = train_command(run_dir, nproc, quiet=quiet, threads=threads)
-    status = subprocess.run(command, stdout=subprocess.DEVNULL, check=False).returncode
+    environment = {**os.environ, HELD_ENV: str(Path(run_dir).resolve())}
+    status = subprocess.run(command, stdout=subprocess.DEVNULL, env=environment, check=False).returncode
     if status != 0:
         raise DistributedError(
             f"meta-training in {nproc} processes failed (exit status {status}; the messages above say "

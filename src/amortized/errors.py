@@ -37,3 +37,11 @@ class CheckpointError(AmortizedError, ValueError):
 
 class DistributedError(AmortizedError, RuntimeError):
     """A distributed run cannot go on: a rank died, hung or stopped, or the ranks could not start."""
+
+
+class RunFileError(AmortizedError, ValueError):
+    """A run folder's file (results, metrics, cached evaluation) is empty, cut short, malformed or foreign."""
+
+
+class FolderLockedError(AmortizedError, RuntimeError):
+    """Another process is writing into the folder: it holds the folder's lock."""

@@ -24,7 +24,7 @@ import torch
 from amortized.checkpoints import checkpoint_identity, load_checkpoint, previous_path, write_text_atomic
 from amortized.config import BaselineSpec, Experiment, LearnerSpec, dump_toml, read_toml
 from amortized.distributed import is_main
-from amortized.errors import CheckpointError, ConfigError
+from amortized.errors import CheckpointError, ConfigError, RunFileError
 from amortized.evaluation import (
     TaskSuite,
     add_reference_ratios,
@@ -33,6 +33,7 @@ from amortized.evaluation import (
     family_likelihood,
     learner_curves,
 )
+from amortized.folders import read_json, read_jsonl
 from amortized.learners import Learner, adapt
 from amortized.training import run_description, train
 
@@ -85,13 +86,25 @@ class RunFolder:
         return run
 
     def experiment(self) -> Experiment:
+        """The experiment ``config.toml`` describes; what is wrong with that file is named with it."""
         config = read_toml(self.config_path)
-        return Experiment.from_config(str(config.get("preset", self.path.name)), config)
+        try:
+            return Experiment.from_config(str(config.get("preset", self.path.name)), config)
+        except ConfigError as error:
+            raise ConfigError(f"{self.config_path}: {error}") from None
 
     def read_results(self) -> dict[str, Any]:
+        """``results.json``; a missing, damaged or foreign one is an error saying how to write it again."""
         if not self.results_path.is_file():
             raise ConfigError(f"{self.path} has no results.json yet; run: amortized evaluate {self.path}")
-        return json.loads(self.results_path.read_text())
+        hint = f"write it again with: amortized evaluate {self.path}"
+        results = read_json(self.results_path, hint)
+        if results.get("format") != RESULTS_FORMAT:
+            raise RunFileError(
+                f"{self.results_path} is not an {RESULTS_FORMAT} file (its format is "
+                f"{results.get('format')!r}); {hint}"
+            )
+        return results
 
 
 def _fingerprint(*parts: Any) -> str:
@@ -108,12 +121,12 @@ def _weights_digest(learner: Learner) -> str:
 
 
 def _cached(path: Path, fingerprint: str) -> dict[str, Any] | None:
-    """A cached evaluation, if it was computed for the same settings."""
+    """A cached evaluation, if it was computed for the same settings (a damaged one is recomputed)."""
     if not path.is_file():
         return None
     try:
-        payload = json.loads(path.read_text())
-    except json.JSONDecodeError:
+        payload = read_json(path)
+    except RunFileError:
         return None
     return payload if payload.get("fingerprint") == fingerprint else None
 
@@ -146,7 +159,8 @@ def _agree(saved: dict[str, Any], current: dict[str, Any]) -> bool:
 def _restore(run: RunFolder, spec: LearnerSpec, experiment: Experiment) -> tuple[Learner, Trained | None]:
     """The learner built from its spec, and, if its checkpoint finished training, the trained learner.
 
-    A checkpoint written for another learner or training config is refused rather than mixed in.
+    A checkpoint written for another learner, training config or task family is refused rather than
+    mixed in or scored on tasks it was not trained for.
     """
     learner = spec.build(experiment.family)
     path = run.learner_dir(spec.name) / "checkpoint.pt"
@@ -164,6 +178,13 @@ def _restore(run: RunFolder, spec: LearnerSpec, experiment: Experiment) -> tuple
         raise CheckpointError(
             f"{path} was written for another learner or training config than {run.config_path} "
             "describes; move it away or start a new run"
+        )
+    family = repr(experiment.family)
+    if payload.get("family", family) != family:
+        raise CheckpointError(
+            f"{path} was trained on {payload['family']}, but {run.config_path} describes {family}; "
+            "restore the [family] it was trained on (score other tasks with [evaluation.ood.NAME]) "
+            "or start a new run"
         )
     try:
         learner.load_state_dict(payload["weights"])
@@ -261,16 +282,18 @@ def load_trained(experiment: Experiment, run: RunFolder) -> dict[str, Trained]:
 
 
 def _merge_metrics(run: RunFolder, experiment: Experiment) -> None:
-    """Gather every learner's training curve into the run's ``metrics.jsonl`` (a ``learner`` key each)."""
+    """Gather every learner's training curve into the run's ``metrics.jsonl`` (a ``learner`` key each).
+
+    A learner's last record cut short by a kill or a full disk is dropped from its file.
+    """
     if not is_main():
         return
     lines = []
     for spec in experiment.learners:
         path = run.learner_dir(spec.name) / "metrics.jsonl"
         if path.is_file():
-            for line in path.read_text().splitlines():
-                if line.strip():
-                    lines.append(json.dumps({"learner": spec.name, **json.loads(line)}))
+            for record in read_jsonl(path, repair=True):
+                lines.append(json.dumps({"learner": spec.name, **record}))
     write_text_atomic(run.metrics_path, "".join(line + "\n" for line in lines))
 
 

@@ -6,7 +6,6 @@ change). Every number in the report comes from ``results.json``; nothing is reco
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,9 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullLocator
+
+from amortized.errors import RunFileError
+from amortized.folders import read_jsonl
 
 PLAIN = FuncFormatter(lambda value, _: f"{value:g}")
 """Tick labels as plain numbers (0.3, 2) rather than powers of ten."""
@@ -375,12 +377,12 @@ def plot_training(metrics_path: Path, path: Path) -> str | None:
     if not metrics_path.is_file():
         return None
     curves: dict[str, tuple[list[int], list[float]]] = {}
-    for line in metrics_path.read_text().splitlines():
-        if line.strip():
-            record = json.loads(line)
-            xs, ys = curves.setdefault(record.get("learner", "learner"), ([], []))
-            xs.append(record["iteration"])
-            ys.append(record["loss"])
+    for record in read_jsonl(metrics_path):
+        if "iteration" not in record or "loss" not in record:
+            raise RunFileError(f"{metrics_path} is not a training log: a record has no iteration and loss")
+        xs, ys = curves.setdefault(record.get("learner", "learner"), ([], []))
+        xs.append(record["iteration"])
+        ys.append(record["loss"])
     if not curves:
         return None
     figure, (axis,) = _figure()

@@ -24,6 +24,7 @@ import math
 import os
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
@@ -40,6 +41,7 @@ from amortized.checkpoints import (
 )
 from amortized.distributed import Replicas
 from amortized.errors import ConfigError, NonFiniteError
+from amortized.folders import lock_folder
 from amortized.learners.base import Learner, adapt, minibatches
 from amortized.learners.state import State
 from amortized.tasks.base import TaskBatch, TaskFamily
@@ -360,7 +362,8 @@ def train(
 
     With ``out_dir``, writes ``checkpoint.pt`` every ``checkpoint_every`` iterations and at the end,
     and ``metrics.jsonl``; ``resume=True`` continues from the checkpoint there, giving the same
-    weights and metrics as an uninterrupted run.
+    weights and metrics as an uninterrupted run. ``out_dir`` is locked while training: another
+    process writing into it is refused (:class:`~amortized.errors.FolderLockedError`).
 
     In a process group of several ranks (see :mod:`amortized.distributed`), ``tasks_per_batch`` is
     the global batch, split evenly over the ranks; rank 0 alone evaluates, shows progress and writes
@@ -374,6 +377,23 @@ def train(
     replicas = Replicas(learner)
     replicas.check_divides(config.tasks_per_batch)
     out = Path(out_dir) if out_dir is not None else None
+    with ExitStack() as held:
+        if out is not None:
+            replicas.from_main(lambda: held.enter_context(lock_folder(out)))
+        return _train(learner, family, config, replicas, out, resume=resume, progress=progress)
+
+
+def _train(
+    learner: Learner,
+    family: TaskFamily,
+    config: TrainConfig,
+    replicas: Replicas,
+    out: Path | None,
+    *,
+    resume: bool,
+    progress: bool | str,
+) -> TrainResult:
+    """:func:`train` once its arguments are checked and ``out``, if any, is locked."""
     checkpoint_path = out / "checkpoint.pt" if out is not None else None
     optimizer = torch.optim.AdamW(learner.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     history: list[dict[str, Any]] = []
