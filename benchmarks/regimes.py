@@ -253,6 +253,24 @@ def _row(label: str, runs: list[list[float]], digits: str) -> str:
     return f"| {label} | " + " | ".join(cells) + " |"
 
 
+def moment_curve(family: LinearRegression) -> list[float]:
+    """Excess MSE of the moment estimator ``w = mean([x, 1] · y)`` over the points read, per k.
+
+    One gradient step from zero on all points read, or the average of per-batch such steps: where an
+    iterative learner can only average per-batch estimates of raw targets (never residuals), this is
+    the floor it converges to, ``≈ 1 + E|w|² / σ²`` times the Bayes excess error.
+    """
+    tasks = _tasks(family)
+    values = []
+    for k in STEPS:
+        seen = _first(tasks, min(NUM_TRAIN, k * BATCH))
+        features = torch.cat([seen.x_train, torch.ones_like(seen.x_train[..., :1])], -1)
+        weights = (features * seen.y_train).mean(1)
+        query = torch.cat([tasks.x_query, torch.ones_like(tasks.x_query[..., :1])], -1)
+        values.append(float((query @ weights[..., None] - tasks.f_query).square().mean()))
+    return values
+
+
 def _cpu_range(runs: list[dict]) -> str:
     seconds = [run["train_cpu_seconds"] for run in runs]
     return f"{min(seconds)}" if min(seconds) == max(seconds) else f"{min(seconds)}–{max(seconds)}"
@@ -335,6 +353,9 @@ def report(result: dict) -> str:
                     lines.append(_row("  ÷ Bayes", ratios, ".2f"))
         lines.append(_row("SGD, rate tuned per k", [_values(references["sgd"], metric)], ".4f"))
         if bayes:
+            moments = moment_curve(family)
+            lines.append(_row("Moment estimator mean([x, 1]·y)", [moments], ".4f"))
+            lines.append(_row("  ÷ Bayes", [[a / b for a, b in zip(moments, bayes, strict=True)]], ".2f"))
             lines.append(_row("Bayes posterior mean", [bayes], ".4f"))
         if "logistic_regression_error" in references:
             lines.append(
