@@ -107,7 +107,23 @@ def init(
     the environment. ``backend`` defaults to ``nccl`` when CUDA is available and ``gloo`` otherwise;
     with ``nccl`` the device is ``cuda:LOCAL_RANK`` (and becomes the current CUDA device).
     Calling it again in a process that already joined returns the device without a new group.
+    Outside ``torchrun`` (no ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` or ``MASTER_PORT`` to read)
+    it raises a :class:`DistributedError` saying how to start the script.
     """
+    if init_method == "env://" and not dist.is_initialized():
+        given = {"RANK": rank, "WORLD_SIZE": world_size}
+        missing = [
+            name
+            for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+            if given.get(name) is None and name not in os.environ
+        ]
+        if missing:
+            raise DistributedError(
+                f"distributed.init() reads its rank and rendezvous from the environment torchrun sets, "
+                f"and {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set: start the "
+                "script with `torchrun --nproc-per-node N script.py`, or meta-train a preset with "
+                "`amortized run PRESET --nproc N`"
+            )
     if backend is None:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
     if backend not in BACKENDS:
