@@ -360,28 +360,6 @@ def cli_session(args: argparse.Namespace) -> Iterator[None]:
         shutdown()
 
 
-def add_nproc_option(parser: argparse.ArgumentParser) -> None:
-    """Add ``--nproc N`` to an ``argparse`` (sub)parser of a command that meta-trains."""
-    parser.add_argument(
-        "--nproc",
-        type=_process_count,
-        default=1,
-        metavar="N",
-        help="meta-train in N processes on this machine (torchrun, gloo on CPU / nccl on GPUs); "
-        "tasks_per_batch stays the global batch and must be divisible by N (default: 1)",
-    )
-
-
-def _process_count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"--nproc expects a positive integer, got {text!r}")
-    return value
-
-
 def train_command(run_dir: str | os.PathLike, nproc: int, *, quiet: bool, threads: int | None) -> list[str]:
     """The ``torchrun`` command that meta-trains a run folder's learners in ``nproc`` local processes."""
     command = [
