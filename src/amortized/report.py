@@ -1,7 +1,8 @@
-"""The report of a run: ``report.md`` (tables, plots, a summary in plain words) from ``results.json``.
+"""The report of a run: ``report.md`` (tables, plots, a summary in plain words, provenance).
 
 Plots are drawn with matplotlib's Agg canvas directly (no pyplot, no display, no global backend
-change). Every number in the report comes from ``results.json``; nothing is recomputed.
+change). Every number in the report comes from ``results.json`` and the training records of
+``metrics.jsonl``; nothing is recomputed.
 """
 
 from __future__ import annotations
@@ -156,10 +157,10 @@ def _best_by_k(results: dict[str, Any]) -> str | None:
 
 def _bayes_gap(results: dict[str, Any]) -> str | None:
     """How far the best learned learner is from the Bayes reference at the first and last k."""
-    metric, steps = results["metric"], results["evaluation"]["steps"]
-    found = []
     if not results.get("reference"):
         return None
+    metric, steps = results["metric"], results["evaluation"]["steps"]
+    found = []
     for k in dict.fromkeys((steps[0], steps[-1])):
         ratios = [
             (p[f"{metric}_ratio"], n)
