@@ -72,6 +72,14 @@ def test_on_a_terminal_progress_is_a_bar_and_disabled_progress_shows_nothing():
     assert "\r" in terminal.getvalue() and "MAML" in terminal.getvalue()
     assert "meta-training 5/5" not in terminal.getvalue()  # a bar, not lines
 
+    terminal = Terminal()
+    parts = Progress("SGD", "evaluating", unit="parts", stream=terminal)
+    parts.expect(2)
+    parts.start("step curve")
+    parts.start("size curve")
+    assert terminal.getvalue().endswith("now: size curve]")  # drawn at once: a part can take minutes
+    parts.close()
+
     quiet = Terminal()
     silent = Progress("MAML", "meta-training", 5, stream=quiet, enabled=False)
     silent.update(5)

@@ -88,6 +88,8 @@ class Progress:
             return
         finished, self._part = self._part is not None, part
         self.update(1 if finished else 0, note=f"now: {part}")
+        if self._bar is not None:
+            self._bar.refresh()  # parts are long: show the new one now, not at the next redraw
 
     def update(self, count: int = 1, note: str | None = None) -> None:
         """``count`` more units done; ``note`` (e.g. the loss) is shown with the count."""
