@@ -200,11 +200,16 @@ def undertrained(
     Two rules, simple on purpose: (1) the learner was still improving when meta-training stopped:
     its held-out metric (``eval_<metric>`` in ``metrics.jsonl``; the training loss if too few
     evaluations were logged) fell by more than :data:`TREND_DROP` over the last fifth of the
-    iterations, against the fifth before; (2) it is at least :data:`FAR_WORSE` times a tuned
-    baseline's metric at every k it was trained for (every k, for a one-shot learner).
+    iterations, against the fifth before; (2) it is at least :data:`FAR_WORSE` times the metric of
+    a baseline with a tuned learning rate (a per-task optimizer, not a fixed reference such as the
+    task's own samples) at every k it was trained for (every k, for a one-shot learner).
     """
     metric, learners = results["metric"], results["learners"]
-    baselines = {n: e for n, e in learners.items() if e.get("regime") == "baseline"}
+    baselines = {
+        n: e
+        for n, e in learners.items()
+        if e.get("regime") == "baseline" and e.get("tune") in ("per_k", "once")
+    }
     found: dict[str, str] = {}
     unjudged = []
     for name, entry in learners.items():
