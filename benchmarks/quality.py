@@ -200,7 +200,7 @@ def main(out_dir: Path, quick: bool = False, families: list[str] | None = None, 
 
 
 def _ratio_table(result: dict, metric: str, reference: dict | None) -> list[str]:
-    header = "| learner | " + " | ".join(f"k={k}" for k in STEPS) + " | train s |"
+    header = "| learner | " + " | ".join(f"k={k}" for k in STEPS) + " | train s (wall) |"
     lines = [header, "|" + " --- |" * (len(STEPS) + 2)]
     rows = {**result["learners"], **{name: {"curve": c} for name, c in result["baselines"].items()}}
     for name, entry in rows.items():

@@ -1,7 +1,12 @@
 """Meta-train a learned update rule from Python, then adapt it to new tasks, one mini-batch at a time.
 
-Runs in well under a minute on 2 CPU cores: ``python examples/train_and_adapt.py``.
+Runs in well under a minute on 2 CPU cores: ``python examples/train_and_adapt.py [CHECKPOINT]``
+saves the trained learner to ``CHECKPOINT`` if given (else to a temporary folder, removed at the end).
 """
+
+import sys
+import tempfile
+from pathlib import Path
 
 import torch
 
@@ -50,5 +55,6 @@ for k in (1, 2, 4, 8, 16, 32):
 print("\nquery MSE (the noise alone gives 0.25); k > 8 re-reads the 128 points (more than one pass)")
 
 # A trained learner is saved and loaded like any checkpoint.
-path = amortized.save(learner, "/tmp/learned-update.pt")
-print(f"saved to {path}; amortized.load(path) rebuilds it")
+with tempfile.TemporaryDirectory() as folder:
+    path = amortized.save(learner, sys.argv[1] if len(sys.argv) > 1 else Path(folder) / "learned-update.pt")
+    print(f"saved to {path}; amortized.load(path) rebuilds it: a {type(amortized.load(path)).__name__}")

@@ -8,13 +8,15 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
-import amortized.cli
+import amortized.experiments
 from amortized.checkpoints import load_checkpoint
 from amortized.cli import EXIT_ERROR, EXIT_INTERRUPTED, main
-from amortized.config import Experiment, list_presets
+from amortized.config import Experiment
 from amortized.experiments import RunFolder
 from amortized.folders import lock_folder
+from amortized.preset_files import list_presets
 
 from .conftest import FAST
 
@@ -42,6 +44,56 @@ def test_every_command_has_help(command, capsys):
         main([*command, "--help"])
     assert exit_info.value.code == 0
     assert "usage: amortized" in capsys.readouterr().out
+
+
+NO_TORCH = """
+import sys
+from amortized.cli import main
+for argv in {argvs}:
+    try:
+        main(argv)
+    except SystemExit:
+        pass
+print("torch imported:", "torch" in sys.modules)
+"""
+
+
+def test_help_presets_and_usage_errors_come_before_torch_is_imported():
+    argvs = [
+        ["--help"],
+        ["run", "--help"],
+        ["presets"],
+        ["run", "quickstrat"],
+        ["train", "tiny", "--set", "train.iterations"],
+        ["run", "tiny", "--set", "trian.iterations=3"],
+        ["run", "tiny", "--resume", "somewhere"],
+        ["evaluate"],
+        ["run", "--threads", "0"],
+    ]
+    done = subprocess.run(
+        [sys.executable, "-c", NO_TORCH.format(argvs=argvs)], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.splitlines()[-1] == "torch imported: False", done.stderr
+    assert "usage: amortized run" in done.stdout and "quickstart " in done.stdout
+    for message in (
+        "amortized run: error: unknown preset 'quickstrat'",
+        "amortized train: error: --set expects key=value",
+        "amortized run: error: unknown key 'trian'",
+        "amortized run: error: --resume finishes a run",
+        "amortized evaluate: error: the following arguments are required: RUN_DIR",
+        "amortized run: error: argument --threads: expected a positive integer, got 0",
+    ):
+        assert message in done.stderr
+
+
+def test_the_public_names_are_listed_and_imported_on_first_use():
+    import amortized
+
+    assert set(amortized.__all__) <= set(dir(amortized))
+    for name in amortized.__all__:
+        assert getattr(amortized, name).__name__ == name
+    with pytest.raises(AttributeError, match="has no attribute 'trian'"):
+        amortized.trian  # noqa: B018 - the attribute access is what is tested
 
 
 def test_without_a_command_prints_help(capsys):
@@ -99,7 +151,15 @@ def test_run_writes_the_whole_run_folder_and_prints_a_summary(tmp_path, capsys):
         assert f"{learner} " in stdout
     assert "mse (lower is better)" in stdout and f"report: {out / 'report.md'}" in stdout
     assert "[1/4] LearnedUpdate (parametric, iterative): meta-training for 6 iterations" in stderr
-    assert "it/s" in stderr or "s/it" in stderr  # the progress bar
+    # progress to a file or pipe: a line per tenth of the work, not a redrawn bar
+    assert "LearnedUpdate: meta-training 6/6 iterations (100%)" in stderr and "\r" not in stderr
+    assert "MAML: evaluating 1/4 parts (25%)" in stderr and "now: size curve, N up to 16" in stderr
+    assert "SGD: evaluating" in stderr and "now: tuning the learning rate at k=4" in stderr
+    provenance = json.loads((out / "results.json").read_text())["provenance"]
+    assert provenance["command"].startswith(f"amortized run tiny --out {out} --threads 1 --set")
+    assert provenance["torch"] == torch.__version__ and provenance["seeds"]["evaluation"] == 987_654_321
+    assert provenance["cpu_seconds"] > 0 and provenance["command_wall_seconds"] > 0
+    assert "## Provenance" in (out / "report.md").read_text()
 
     code, stdout, stderr = run_cli(capsys, "run", "--resume", out, "--quiet")
     assert code == 0 and stderr == "" and "mse (lower is better)" in stdout
@@ -149,7 +209,7 @@ def test_a_bad_per_learner_value_names_the_learner(tmp_path, capsys):
 
 
 def test_run_without_a_preset_runs_quickstart(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(amortized.cli, "train_learners", lambda *args, **options: {})
+    monkeypatch.setattr(amortized.experiments, "train_learners", lambda *args, **options: {})
     out = tmp_path / "run"
     code, _, _ = run_cli(capsys, "train", "--out", out, "--quiet")
     assert code == 0

@@ -2,8 +2,10 @@ import sys
 
 import pytest
 
-from amortized.config import (
-    Experiment,
+from amortized.config import Experiment
+from amortized.errors import ConfigError, DataError
+from amortized.learners import InContext, LearnedInit, LearnedUpdate
+from amortized.preset_files import (
     apply_overrides,
     dump_toml,
     list_presets,
@@ -12,8 +14,6 @@ from amortized.config import (
     preset_directory,
     preset_names,
 )
-from amortized.errors import ConfigError, DataError
-from amortized.learners import InContext, LearnedInit, LearnedUpdate
 from amortized.tasks import LinearRegression
 
 if sys.version_info >= (3, 11):

@@ -18,7 +18,7 @@ import amortized
 from amortized import distributed
 from amortized.checkpoints import load_checkpoint
 from amortized.cli import main
-from amortized.errors import ConfigError
+from amortized.errors import ConfigError, DistributedError
 from amortized.learners import LearnedInit, LearnedUpdate
 from amortized.learners.base import minibatches
 from amortized.models import Linear
@@ -228,6 +228,17 @@ def test_timeout_comes_from_the_environment(monkeypatch):
     monkeypatch.setenv(distributed.TIMEOUT_ENV, "soon")
     with pytest.raises(ConfigError, match=distributed.TIMEOUT_ENV):
         distributed.default_timeout()
+
+
+def test_init_outside_torchrun_says_how_to_launch(monkeypatch):
+    for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(
+        DistributedError, match="RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT are not set"
+    ) as error:
+        distributed.init("gloo")
+    assert "torchrun --nproc-per-node N script.py" in str(error.value) and "--nproc N" in str(error.value)
+    assert not torch.distributed.is_initialized()
 
 
 def test_amortized_train_nproc_2_runs_torchrun_and_matches_one_process(tmp_path, capsys):

@@ -1,4 +1,6 @@
 import json
+import shutil
+import subprocess
 
 import pytest
 
@@ -6,7 +8,7 @@ import amortized.training
 from amortized.checkpoints import load_checkpoint
 from amortized.config import Experiment
 from amortized.errors import CheckpointError, ConfigError
-from amortized.experiments import RunFolder, evaluate_experiment, load_trained, train_learners
+from amortized.experiments import RunFolder, evaluate_experiment, git_commit, load_trained, train_learners
 
 from .conftest import FAST, SILENT
 
@@ -173,3 +175,22 @@ def test_learners_are_not_resumed_or_scored_on_a_family_they_were_not_trained_on
             CheckpointError, match=r"trained on LinearRegression\(dim=2, noise=0.1,.*noise=0.3,"
         ):
             use(other, run)
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_provenance_names_the_commit_of_the_package_s_own_checkout_only(tmp_path):
+    package = tmp_path / "repo" / "pkg"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    assert git_commit(package) is None  # not a checkout (or one that does not track the package)
+
+    def git(*arguments):
+        command = ["git", "-C", str(package), "-c", "user.name=t", "-c", "user.email=t@t", *arguments]
+        return subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip()
+
+    git("init", "-q")
+    git("add", "__init__.py")
+    git("commit", "-q", "-m", "first")
+    assert git_commit(package) == {"commit": git("rev-parse", "HEAD"), "uncommitted_changes": False}
+    (package / "__init__.py").write_text("x = 1\n")
+    assert git_commit(package)["uncommitted_changes"] is True

@@ -4,6 +4,8 @@ Documented mistakes (an unknown preset or key, a wrong value type, missing data 
 that is not one or has a damaged file, a run folder another command is writing into) end with a
 one-line error and exit status 2; Ctrl-C ends with status 130 and says how to resume. A command
 holds its run folder's lock until it ends, so two commands never write into one folder at once.
+Torch and the modules that need it are imported only once a command needs them: help, ``presets``
+and the usage errors of arguments, preset names and ``--set`` syntax come at once.
 """
 
 from __future__ import annotations
@@ -15,21 +17,27 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from amortized import __version__, distributed
-from amortized.config import DEFAULT_PRESET, Experiment, list_presets
+from amortized import __version__
 from amortized.errors import AmortizedError, ConfigError
-from amortized.experiments import RunFolder, Trained, evaluate_experiment, load_trained, train_learners
-from amortized.folders import lock_folder
+from amortized.preset_files import DEFAULT_PRESET, list_presets, read_preset
+
+if TYPE_CHECKING:
+    from amortized.config import Experiment
+    from amortized.experiments import RunFolder, Trained
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 
 class _Session:
-    """The run folder a command works in: locked for the command, and named when it stops."""
+    """What a command works with: its preset, read before torch loads, and its locked run folder."""
 
-    def __init__(self) -> None:
+    def __init__(self, command: list[str]) -> None:
+        self.command = command
+        self.started = time.time()
+        self.preset: tuple[str, dict[str, Any]] | None = None
         self.run: RunFolder | None = None
         self.locks = ExitStack()
 
@@ -39,6 +47,9 @@ class _Session:
         Under ``torchrun`` rank 0 takes the lock for every rank (and every rank stops if it cannot);
         the ranks ``--nproc`` starts take none, as their parent holds it.
         """
+        from amortized import distributed
+        from amortized.folders import lock_folder
+
         distributed.from_main(lambda: self.locks.enter_context(lock_folder(run.path)))
         self.run = run
         return run
@@ -48,22 +59,40 @@ def _log(quiet: bool) -> Callable[[str], None]:
     return (lambda message: None) if quiet else (lambda message: print(message, file=sys.stderr, flush=True))
 
 
-def _start(args: argparse.Namespace, session: _Session) -> tuple[Experiment, RunFolder]:
-    """A new run folder from a preset and overrides, or the folder given to ``--resume``."""
+def _read_preset(args: argparse.Namespace) -> tuple[str, dict[str, Any]] | None:
+    """The preset of ``run`` or ``train`` with its overrides, checked as far as it can be without torch.
+
+    ``None`` for other commands and for ``--resume``, whose run folder holds the preset.
+    """
+    if args.command not in ("run", "train"):
+        return None
     if args.resume:
         if args.preset or args.set or args.out:
             raise ConfigError(
                 "--resume finishes a run as its config.toml describes; drop PRESET, --out and --set"
             )
+        return None
+    return read_preset(args.preset or DEFAULT_PRESET, args.set)
+
+
+def _start(args: argparse.Namespace, session: _Session) -> tuple[Experiment, RunFolder]:
+    """A new run folder from the session's preset, or the folder given to ``--resume``."""
+    from amortized import distributed
+    from amortized.config import Experiment
+    from amortized.experiments import RunFolder
+
+    if session.preset is None:
         run = session.enter(RunFolder.open(args.resume))
         return run.experiment(), run
-    experiment = Experiment.from_preset(args.preset or DEFAULT_PRESET, args.set)
+    experiment = Experiment.from_config(*session.preset)
     out = args.out or Path("runs") / f"{experiment.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     run = session.enter(RunFolder(distributed.from_main(lambda: RunFolder.create(out, experiment).path)))
     return experiment, run
 
 
 def _run(args: argparse.Namespace, session: _Session) -> int:
+    from amortized import distributed
+    from amortized.experiments import evaluate_experiment
     from amortized.report import summary_table, write_report
 
     log = _log(args.quiet)
@@ -72,7 +101,16 @@ def _run(args: argparse.Namespace, session: _Session) -> int:
     trained = _meta_train(args, experiment, run, log)
     if not distributed.is_main():
         return 0
-    results = evaluate_experiment(experiment, run, trained, log=log, jobs=_jobs(args))
+    results = evaluate_experiment(
+        experiment,
+        run,
+        trained,
+        log=log,
+        jobs=_jobs(args),
+        progress=not args.quiet,
+        command=session.command,
+        started=session.started,
+    )
     report = write_report(run.path, results)
     print(summary_table(results))
     print(f"\nreport: {report}")
@@ -94,6 +132,9 @@ def _meta_train(
     args: argparse.Namespace, experiment: Experiment, run: RunFolder, log: Callable[[str], None]
 ) -> dict[str, Trained]:
     """Meta-train here (alone, or as one rank under torchrun), or in ``--nproc`` processes via torchrun."""
+    from amortized import distributed
+    from amortized.experiments import load_trained, train_learners
+
     if args.nproc > 1 and not distributed.launched_by_torchrun():
         distributed.launch_training(
             run.path,
@@ -108,24 +149,37 @@ def _meta_train(
 
 def _jobs(args: argparse.Namespace) -> int:
     """``--jobs``, or its default; one process under torchrun, whose ranks already share the work."""
+    from amortized import distributed
+
     if distributed.launched_by_torchrun():
         return 1
     return args.jobs if args.jobs is not None else _default_jobs()
 
 
 def _evaluate(args: argparse.Namespace, session: _Session) -> int:
+    from amortized.experiments import RunFolder, evaluate_experiment, load_trained
     from amortized.report import summary_table
 
     run = session.enter(RunFolder.open(args.run_dir))
     experiment = run.experiment()
     trained = load_trained(experiment, run)
-    results = evaluate_experiment(experiment, run, trained, log=_log(args.quiet), jobs=_jobs(args))
+    results = evaluate_experiment(
+        experiment,
+        run,
+        trained,
+        log=_log(args.quiet),
+        jobs=_jobs(args),
+        progress=not args.quiet,
+        command=session.command,
+        started=session.started,
+    )
     print(summary_table(results))
     print(f"\nresults: {run.results_path}\nwrite the report with: amortized report {run.path}")
     return 0
 
 
 def _report(args: argparse.Namespace, session: _Session) -> int:
+    from amortized.experiments import RunFolder
     from amortized.report import write_report
 
     run = session.enter(RunFolder.open(args.run_dir))
@@ -159,7 +213,14 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", type=Path, metavar="DIR", help="finish the run in DIR where it stopped")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or progress messages")
     _add_threads(parser)
-    distributed.add_nproc_option(parser)
+    parser.add_argument(
+        "--nproc",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="meta-train in N processes on this machine (torchrun, gloo on CPU / nccl on GPUs); "
+        "tasks_per_batch stays the global batch and must be divisible by N (default: 1)",
+    )
 
 
 def _default_jobs() -> int:
@@ -252,17 +313,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``amortized`` command with ``argv`` (default: the process's arguments); its exit status.
+
+    Parsing, ``presets`` and the checks of a preset's name and ``--set`` syntax run before torch
+    is imported, so help and these usage errors come at once.
+    """
+    argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 0
-    session = _Session()
-    if hasattr(args, "threads"):
+    session = _Session(["amortized", *argv])
+    try:
+        session.preset = _read_preset(args)
+        if args.command == "presets":
+            return args.handler(args, session)
         import torch
 
-        torch.set_num_threads(args.threads)
-    try:
+        from amortized import distributed
+
+        if hasattr(args, "threads"):
+            torch.set_num_threads(args.threads)
         with session.locks, distributed.cli_session(args):
             return args.handler(args, session)
     except (AmortizedError, ImportError, OSError) as error:

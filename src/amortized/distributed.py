@@ -107,7 +107,23 @@ def init(
     the environment. ``backend`` defaults to ``nccl`` when CUDA is available and ``gloo`` otherwise;
     with ``nccl`` the device is ``cuda:LOCAL_RANK`` (and becomes the current CUDA device).
     Calling it again in a process that already joined returns the device without a new group.
+    Outside ``torchrun`` (no ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` or ``MASTER_PORT`` to read)
+    it raises a :class:`DistributedError` saying how to start the script.
     """
+    if init_method == "env://" and not dist.is_initialized():
+        given = {"RANK": rank, "WORLD_SIZE": world_size}
+        missing = [
+            name
+            for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+            if given.get(name) is None and name not in os.environ
+        ]
+        if missing:
+            raise DistributedError(
+                f"distributed.init() reads its rank and rendezvous from the environment torchrun sets, "
+                f"and {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set: start the "
+                "script with `torchrun --nproc-per-node N script.py`, or meta-train a preset with "
+                "`amortized run PRESET --nproc N`"
+            )
     if backend is None:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
     if backend not in BACKENDS:
@@ -342,28 +358,6 @@ def cli_session(args: argparse.Namespace) -> Iterator[None]:
         if quiet is not None:
             quiet.close()
         shutdown()
-
-
-def add_nproc_option(parser: argparse.ArgumentParser) -> None:
-    """Add ``--nproc N`` to an ``argparse`` (sub)parser of a command that meta-trains."""
-    parser.add_argument(
-        "--nproc",
-        type=_process_count,
-        default=1,
-        metavar="N",
-        help="meta-train in N processes on this machine (torchrun, gloo on CPU / nccl on GPUs); "
-        "tasks_per_batch stays the global batch and must be divisible by N (default: 1)",
-    )
-
-
-def _process_count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"--nproc expects a positive integer, got {text!r}")
-    return value
 
 
 def train_command(run_dir: str | os.PathLike, nproc: int, *, quiet: bool, threads: int | None) -> list[str]:

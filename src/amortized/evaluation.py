@@ -31,6 +31,7 @@ from amortized.learners.base import Learner, minibatches
 from amortized.learners.baselines import tune_learning_rate
 from amortized.learners.state import State
 from amortized.models.likelihoods import Categorical, Gaussian, likelihood
+from amortized.progress import Progress
 from amortized.tasks.base import TaskBatch, TaskFamily
 from amortized.validation import check_positive_int
 
@@ -255,20 +256,26 @@ def learner_curves(
     *,
     one_shot: bool = False,
     ood_learners: dict[str, Learner] | None = None,
+    progress: Progress | None = None,
 ) -> Curves:
     """Step, size and out-of-distribution step curves of one learner.
 
     ``ood_learners`` replaces the learner for a shift (the Bayes reference of a family with other
-    noise is another learner).
+    noise is another learner). ``progress`` is told each curve as it starts.
     """
+    progress = progress or Progress("", "", enabled=False)
     common = {"batch_size": config.batch_size, "seed": config.seed, "one_shot": one_shot}
     metrics_of = family_likelihood(suite.family)
+    progress.expect(2 + len(suite.ood))
+    progress.start(f"step curve, k up to {max(config.steps)}")
     curves: Curves = {
-        "steps": step_curve(learner, suite.steps, steps=config.steps, metrics_of=metrics_of, **common),
-        "size": size_curve(learner, suite.sizes, sizes=config.sizes, metrics_of=metrics_of, **common),
-        "ood": {},
+        "steps": step_curve(learner, suite.steps, steps=config.steps, metrics_of=metrics_of, **common)
     }
+    progress.start(f"size curve, N up to {max(config.sizes)}")
+    curves["size"] = size_curve(learner, suite.sizes, sizes=config.sizes, metrics_of=metrics_of, **common)
+    curves["ood"] = {}
     for name, (family, tasks) in suite.ood.items():
+        progress.start(f"step curve out of distribution ({name})")
         shifted = (ood_learners or {}).get(name, learner)
         curves["ood"][name] = step_curve(
             shifted, tasks, steps=config.steps, metrics_of=family_likelihood(family), **common
@@ -284,14 +291,16 @@ def baseline_curves(
     grid: Sequence[float],
     tune: str = "per_k",
     tune_steps: int | None = None,
+    progress: Progress | None = None,
 ) -> Curves:
     """Curves of a per-task optimizer whose learning rate is tuned on separate tasks.
 
     ``tune="per_k"`` tunes a rate for every ``k`` (and every ``N`` of the size curve), the best a
     practitioner with a validation set can do; ``"once"`` tunes one rate at ``tune_steps`` steps.
     The rates tuned on the training distribution are kept out of distribution. Each point records
-    its ``lr``.
+    its ``lr``. ``progress`` is told each tuning and curve as it starts.
     """
+    progress = progress or Progress("", "", enabled=False)
     if tune not in ("per_k", "once"):
         raise ConfigError(f"unknown tune {tune!r}; choose 'per_k' or 'once'")
     common = {"batch_size": config.batch_size, "num_tasks": config.tune_tasks, "num_query": config.num_query}
@@ -305,13 +314,20 @@ def baseline_curves(
 
     metrics_of = family_likelihood(suite.family)
     if tune == "once":
+        progress.expect(1)
+        progress.start(f"tuning the learning rate at k={tune_steps or max(config.steps)}")
         lr = tuned(tune_steps or max(config.steps), config.num_train)
-        curves = learner_curves(make_learner(lr), suite, config)
+        curves = learner_curves(make_learner(lr), suite, config, progress=progress)
         for point in itertools.chain(curves["steps"], curves["size"], *curves["ood"].values()):
             point["lr"] = lr
         return curves
 
-    rates = {k: tuned(k, config.num_train) for k in config.steps}
+    progress.expect(len(config.steps) + 1 + len(config.sizes))
+    rates = {}
+    for k in config.steps:
+        progress.start(f"tuning the learning rate at k={k}")
+        rates[k] = tuned(k, config.num_train)
+    progress.start("step curves at the tuned rates")
     curves: Curves = {"steps": [], "size": [], "ood": {name: [] for name in suite.ood}}
     for k, lr in rates.items():
         learner = make_learner(lr)
@@ -323,6 +339,7 @@ def baseline_curves(
             points = step_curve(learner, tasks, metrics_of=family_likelihood(family), **kwargs)
             curves["ood"][name] += [{**p, "lr": lr} for p in points]
     for size in config.sizes:
+        progress.start(f"tuning the learning rate and the size curve at N={size}")
         lr = tuned(-(-size // config.batch_size), size)
         points = size_curve(
             make_learner(lr),

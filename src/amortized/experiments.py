@@ -13,7 +13,11 @@ import hashlib
 import json
 import multiprocessing
 import os
-from collections.abc import Callable
+import platform
+import shlex
+import subprocess
+import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,8 +25,9 @@ from typing import Any
 
 import torch
 
+from amortized import __version__
 from amortized.checkpoints import checkpoint_identity, load_checkpoint, previous_path, write_text_atomic
-from amortized.config import BaselineSpec, Experiment, LearnerSpec, dump_toml, read_toml
+from amortized.config import BaselineSpec, Experiment, LearnerSpec
 from amortized.distributed import is_main
 from amortized.errors import CheckpointError, ConfigError, RunFileError
 from amortized.evaluation import (
@@ -35,6 +40,8 @@ from amortized.evaluation import (
 )
 from amortized.folders import read_json, read_jsonl
 from amortized.learners import Learner, adapt
+from amortized.preset_files import dump_toml, read_toml
+from amortized.progress import Progress
 from amortized.training import run_description, train
 
 RESULTS_FORMAT = "amortized-results"
@@ -223,7 +230,8 @@ def train_learners(
         specs = [spec for _, spec, _ in pending]
         for header, spec, _ in pending:
             log(f"{header}: meta-training for {spec.train.iterations} iterations")
-        _in_processes(_train_in_process, run, [spec.name for spec in specs], jobs, log, "trained")
+        names = [spec.name for spec in specs]
+        _in_processes(_train_in_process, run, names, jobs, log, "trained", progress=progress)
         for spec in specs:
             trained[spec.name] = _restore(run, spec, experiment)[1]
     else:
@@ -247,25 +255,43 @@ def train_learners(
 
 
 def _in_processes(
-    work: Callable[[str, str, int], str], run: RunFolder, names: list[str], jobs: int, log: Log, done: str
+    work: Callable[[str, str, int, bool], str],
+    run: RunFolder,
+    names: list[str],
+    jobs: int,
+    log: Log,
+    done: str,
+    *,
+    progress: bool,
 ) -> None:
-    """``work(run folder, name, threads)`` for every name, in ``jobs`` fresh processes at once."""
+    """``work(run folder, name, threads, progress)`` for every name, in ``jobs`` fresh processes at once.
+
+    The workers' progress comes as lines on stderr (bars of several processes would overwrite each
+    other).
+    """
     threads = torch.get_num_threads()
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(min(jobs, len(names)), mp_context=context) as pool:
-        futures = {pool.submit(work, str(run.path), name, threads): name for name in names}
+        futures = {pool.submit(work, str(run.path), name, threads, progress): name for name in names}
         for future in as_completed(futures):
             log(f"{futures[future]}: {done} ({future.result()})")
 
 
-def _train_in_process(path: str, name: str, threads: int) -> str:
+def _train_in_process(path: str, name: str, threads: int, progress: bool) -> str:
     """Meta-train the learner ``name`` of the run folder at ``path`` (in a worker process)."""
     torch.set_num_threads(threads)
     run = RunFolder.open(path)
     experiment = run.experiment()
     spec = next(spec for spec in experiment.learners if spec.name == name)
     learner = spec.build(experiment.family)
-    result = train(learner, experiment.family, spec.train, out_dir=run.learner_dir(name), resume=True)
+    result = train(
+        learner,
+        experiment.family,
+        spec.train,
+        out_dir=run.learner_dir(name),
+        resume=True,
+        progress=progress and name,
+    )
     return f"{result.iterations} iterations, {result.train_cpu_seconds:.0f} s of CPU"
 
 
@@ -300,14 +326,19 @@ def _merge_metrics(run: RunFolder, experiment: Experiment) -> None:
 class _Evaluator:
     """Evaluates the entries of one experiment on one task suite, caching each entry's curves."""
 
-    def __init__(self, experiment: Experiment, run: RunFolder, log: Log) -> None:
-        self.experiment, self.run, self.log = experiment, run, log
+    def __init__(self, experiment: Experiment, run: RunFolder, log: Log, progress: bool) -> None:
+        self.experiment, self.run, self.log, self.progress = experiment, run, log, progress
         self.config = experiment.evaluation
         self.suite = TaskSuite.sample(experiment.family, experiment.ood_families, self.config)
         self.settings = (experiment.config["family"], experiment.config.get("evaluation", {}))
 
-    def cached(self, folder: Path, name: str, compute: Callable[[], dict[str, Any]], *key: Any) -> dict:
-        """``compute()``, or its result cached in ``folder/evaluation.json`` for the same settings."""
+    def cached(
+        self, folder: Path, name: str, compute: Callable[[Progress], dict[str, Any]], *key: Any
+    ) -> dict:
+        """``compute(progress)``, or its result cached in ``folder/evaluation.json`` for the same settings.
+
+        The entry records the wall and CPU seconds its computation took.
+        """
         path = folder / "evaluation.json"
         fingerprint = _fingerprint(self.settings, *key)
         found = _cached(path, fingerprint)
@@ -315,13 +346,24 @@ class _Evaluator:
             self.log(f"{name}: evaluation cached")
             return found
         self.log(f"{name}: evaluating")
-        entry = {**compute(), "fingerprint": fingerprint}
+        began, began_cpu = time.perf_counter(), time.process_time()
+        progress = Progress(name, "evaluating", unit="parts", enabled=self.progress)
+        computed = compute(progress)
+        progress.close()
+        entry = {
+            **computed,
+            "evaluation_seconds": time.perf_counter() - began,
+            "evaluation_cpu_seconds": time.process_time() - began_cpu,
+            "fingerprint": fingerprint,
+        }
         folder.mkdir(parents=True, exist_ok=True)
         write_text_atomic(path, json.dumps(entry))
         return entry
 
-    def cost(self, learner: Learner, one_shot: bool) -> list[dict[str, float]]:
+    def cost(self, learner: Learner, one_shot: bool, progress: Progress) -> list[dict[str, float]]:
+        """Time and memory of one adaptation against ``N``: one part of an evaluation's ``progress``."""
         config = self.config
+        progress.start(f"time and memory of one adaptation, N up to {max(config.cost_sizes)}")
         return cost_curve(
             learner,
             self.experiment.family,
@@ -334,9 +376,12 @@ class _Evaluator:
         )
 
     def learner(self, spec: LearnerSpec, item: Trained) -> dict[str, Any]:
-        def compute() -> dict[str, Any]:
-            curves = learner_curves(item.learner, self.suite, self.config, one_shot=spec.one_shot)
-            return {"curves": curves, "cost": self.cost(item.learner, spec.one_shot)}
+        def compute(progress: Progress) -> dict[str, Any]:
+            progress.expect(1)  # the cost curve
+            curves = learner_curves(
+                item.learner, self.suite, self.config, one_shot=spec.one_shot, progress=progress
+            )
+            return {"curves": curves, "cost": self.cost(item.learner, spec.one_shot, progress)}
 
         key = (_weights_digest(item.learner), asdict(spec.train), spec.one_shot)
         entry = self.cached(self.run.learner_dir(spec.name), spec.name, compute, *key)
@@ -348,6 +393,10 @@ class _Evaluator:
             "train_cpu_seconds": item.train_cpu_seconds,
             "train_iterations": item.iterations,
             "trained_steps": spec.train.max_steps,
+            "objective": spec.train.objective,
+            "loss_scale": spec.train.loss_scale,
+            "seed": spec.train.seed,
+            **_timing(entry),
             "curves": entry["curves"],
             "cost": entry["cost"],
         }
@@ -355,17 +404,24 @@ class _Evaluator:
     def baseline(self, spec: BaselineSpec) -> dict[str, Any]:
         make = spec.make(self.experiment.family)
 
-        def compute() -> dict[str, Any]:
+        def compute(progress: Progress) -> dict[str, Any]:
+            progress.expect(1)  # the cost curve
             if spec.is_fixed:
                 learner = make(None)
                 return {
-                    "curves": learner_curves(learner, self.suite, self.config),
-                    "cost": self.cost(learner, False),
+                    "curves": learner_curves(learner, self.suite, self.config, progress=progress),
+                    "cost": self.cost(learner, False, progress),
                 }
             curves = baseline_curves(
-                make, self.suite, self.config, grid=spec.lr_grid, tune=spec.tune, tune_steps=spec.tune_steps
+                make,
+                self.suite,
+                self.config,
+                grid=spec.lr_grid,
+                tune=spec.tune,
+                tune_steps=spec.tune_steps,
+                progress=progress,
             )
-            return {"curves": curves, "cost": self.cost(make(spec.lr_grid[0]), False)}
+            return {"curves": curves, "cost": self.cost(make(spec.lr_grid[0]), False, progress)}
 
         key = (spec.cls, spec.kwargs, spec.lr_grid, spec.tune, spec.tune_steps)
         entry = self.cached(self.run.baseline_dir(spec.name), spec.name, compute, *key)
@@ -377,6 +433,7 @@ class _Evaluator:
             "train_cpu_seconds": 0.0,
             "tune": spec.tune,
             "lr_grid": spec.lr_grid,
+            **_timing(entry),
             "curves": entry["curves"],
             "cost": entry["cost"],
         }
@@ -385,16 +442,16 @@ class _Evaluator:
         """The Bayes posterior on the points seen so far (one step on them: data is never counted twice)."""
         shifted = {name: spec.reference(family) for name, family in self.experiment.ood_families.items()}
 
-        def compute() -> dict[str, Any]:
+        def compute(progress: Progress) -> dict[str, Any]:
             learner = spec.reference(self.experiment.family)
             return {
                 "curves": learner_curves(
-                    learner, self.suite, self.config, one_shot=True, ood_learners=shifted
+                    learner, self.suite, self.config, one_shot=True, ood_learners=shifted, progress=progress
                 )
             }
 
         entry = self.cached(self.run.baseline_dir(spec.name), spec.name, compute, spec.cls)
-        return {"name": spec.name, "class": spec.cls, "curves": entry["curves"]}
+        return {"name": spec.name, "class": spec.cls, **_timing(entry), "curves": entry["curves"]}
 
     def samples(self, trained: dict[str, Trained]) -> dict[str, Any]:
         """Held-out and generated samples of the first step-curve tasks, for the report's plot.
@@ -423,12 +480,17 @@ class _Evaluator:
         return {"truth": tasks.y_query.round(decimals=4).tolist(), "generated": generated}
 
 
-def _evaluate_in_process(path: str, name: str, threads: int) -> str:
+def _timing(entry: dict[str, Any]) -> dict[str, float]:
+    """The wall and CPU seconds a cached evaluation took (0 for caches written before they were kept)."""
+    return {key: entry.get(key, 0.0) for key in ("evaluation_seconds", "evaluation_cpu_seconds")}
+
+
+def _evaluate_in_process(path: str, name: str, threads: int, progress: bool) -> str:
     """Evaluate the learner or baseline ``name`` of a run folder into its cache (in a worker process)."""
     torch.set_num_threads(threads)
     run = RunFolder.open(path)
     experiment = run.experiment()
-    evaluator = _Evaluator(experiment, run, lambda message: None)
+    evaluator = _Evaluator(experiment, run, lambda message: None, progress)
     for spec in experiment.learners:
         if spec.name == name:
             evaluator.learner(spec, _restore(run, spec, experiment)[1])
@@ -445,18 +507,24 @@ def evaluate_experiment(
     *,
     log: Log = print,
     jobs: int = 1,
+    progress: bool = True,
+    command: Sequence[str] = (),
+    started: float | None = None,
 ) -> dict[str, Any]:
     """Evaluate every learner, baseline and the reference on the same tasks; write ``results.json``.
 
     Each entry's curves are cached in its folder (``evaluation.json``) and reused while the settings
     and weights are unchanged, so a resumed run does not recompute them. With ``jobs > 1`` the
     entries are evaluated in that many processes at once (the numbers do not depend on ``jobs``).
+    ``progress`` shows each entry's progress through its curves (see :mod:`amortized.progress`).
+    ``command`` (the command line) and ``started`` (its ``time.time()`` at start) go into the
+    results' ``provenance``.
     """
     if jobs > 1:
         names = [spec.name for spec in experiment.learners] + [spec.name for spec in experiment.baselines]
         log(f"evaluating {len(names)} learners and baselines in {min(jobs, len(names))} processes")
-        _in_processes(_evaluate_in_process, run, names, jobs, log, "evaluated")
-    evaluator = _Evaluator(experiment, run, log)
+        _in_processes(_evaluate_in_process, run, names, jobs, log, "evaluated", progress=progress)
+    evaluator = _Evaluator(experiment, run, log, progress)
     family = experiment.family
     results: dict[str, Any] = {
         "format": RESULTS_FORMAT,
@@ -483,5 +551,65 @@ def evaluate_experiment(
     if family.likelihood == "samples":
         results["samples"] = evaluator.samples(trained)
     add_reference_ratios(results)
+    results["provenance"] = provenance(experiment, results, command, started)
     write_text_atomic(run.results_path, json.dumps(results, indent=1))
     return results
+
+
+def git_commit(folder: Path) -> dict[str, Any] | None:
+    """The commit of the git checkout ``folder``'s files are tracked in, and whether it has changes.
+
+    ``None`` when there is no such checkout (an installed package, no git): nothing to record.
+    """
+
+    def git(*arguments: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["git", "-C", str(folder), *arguments], capture_output=True, text=True, timeout=10, check=True
+        )
+
+    try:
+        git("ls-files", "--error-unmatch", "__init__.py")  # a checkout of this package, not one around it
+        commit = git("rev-parse", "HEAD").stdout.strip()
+        changed = bool(git("status", "--porcelain", "--untracked-files=no").stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": commit, "uncommitted_changes": changed}
+
+
+def provenance(
+    experiment: Experiment, results: dict[str, Any], command: Sequence[str], started: float | None
+) -> dict[str, Any]:
+    """How the results were made: command, versions, commit, seeds, and the CPU and wall time spent.
+
+    Times are sums over learners and baselines of their meta-training and evaluation (cached
+    evaluations count what they took when computed; entries may have run in parallel), and the
+    wall time of this command.
+    """
+    entries = [*results["learners"].values(), *([results["reference"]] if results["reference"] else [])]
+
+    def total(key: str) -> float:
+        return round(sum(entry.get(key, 0.0) for entry in entries), 3)
+
+    times = {
+        "train_cpu_seconds": total("train_cpu_seconds"),
+        "train_wall_seconds": total("train_seconds"),
+        "evaluation_cpu_seconds": total("evaluation_cpu_seconds"),
+        "evaluation_wall_seconds": total("evaluation_seconds"),
+    }
+    return {
+        "command": shlex.join(command) if command else None,
+        "amortized": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "git": git_commit(Path(__file__).resolve().parent),
+        "seeds": {
+            "train": {spec.name: spec.train.seed for spec in experiment.learners},
+            "evaluation": experiment.evaluation.seed,
+        },
+        **times,
+        "cpu_seconds": round(times["train_cpu_seconds"] + times["evaluation_cpu_seconds"], 3),
+        "wall_seconds": round(times["train_wall_seconds"] + times["evaluation_wall_seconds"], 3),
+        "command_wall_seconds": round(time.time() - started, 3) if started is not None else None,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }

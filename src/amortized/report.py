@@ -1,18 +1,22 @@
-"""The report of a run: ``report.md`` (tables, plots, a summary in plain words) from ``results.json``.
+"""The report of a run: ``report.md`` (tables, plots, a summary in plain words, provenance).
 
 Plots are drawn with matplotlib's Agg canvas directly (no pyplot, no display, no global backend
-change). Every number in the report comes from ``results.json``; nothing is recomputed.
+change). Every number in the report comes from ``results.json`` and the training records of
+``metrics.jsonl``; nothing is recomputed.
 """
 
 from __future__ import annotations
 
 import math
+import re
+import textwrap
 from pathlib import Path
 from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, NullLocator
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator
 
 from amortized.errors import RunFileError
 from amortized.folders import read_jsonl
@@ -107,20 +111,179 @@ VERDICTS = {
 }
 
 
-def summary(results: dict[str, Any]) -> list[str]:
-    """A short plain-language summary generated from the numbers (lower is better throughout)."""
-    metric = results["metric"]
-    steps = results["evaluation"]["steps"]
-    first, last = steps[0], steps[-1]
-    lines = []
-    learners = results["learners"]
-    best = []
-    for k in steps:
+TREND_DROP = 0.10
+"""A learner whose loss fell by more than this share over the last fifth of meta-training was still
+improving when training stopped: it looks under-trained."""
+TREND_RECORDS = 2
+"""Records each of the two last fifths of meta-training needs for the trend to be judged."""
+FAR_WORSE = 1.5
+"""A learned learner at least this many times a tuned baseline's metric at every k it was trained
+for has not learned what a per-task optimizer finds alone: it looks under-trained."""
+
+
+def _is_learned(entry: dict[str, Any]) -> bool:
+    return entry.get("regime", "reference") not in ("baseline", "reference")
+
+
+def _label(name: str, entry: dict[str, Any]) -> str:
+    return f"{name} (baseline)" if entry.get("regime") == "baseline" else name
+
+
+def _best_by_k(results: dict[str, Any]) -> str | None:
+    """Which learner has the lowest main metric at each k, consecutive k with one winner grouped."""
+    metric, learners = results["metric"], results["learners"]
+    winners: list[tuple[int, str, float]] = []
+    for k in results["evaluation"]["steps"]:
         scored = [(p[metric], n) for n, e in learners.items() if (p := _at(e["curves"]["steps"], "k", k))]
         if scored:
             value, name = min(scored)
-            best.append(f"k={k}: {name} ({_fmt(value)})")
-    lines.append(f"Best {metric} at each number of steps k — " + "; ".join(best) + ".")
+            winners.append((k, name, value))
+    groups: list[list[tuple[int, str, float]]] = []
+    for winner in winners:
+        if groups and groups[-1][-1][1] == winner[1]:
+            groups[-1].append(winner)
+        else:
+            groups.append([winner])
+    if not groups:
+        return None
+    parts = []
+    for group in groups:
+        (k0, name, v0), (k1, _, v1) = group[0], group[-1]
+        where = f"k={k0}" if k0 == k1 else f"k={k0}–{k1}"
+        values = _fmt(v0) if k0 == k1 else f"{_fmt(v0)} → {_fmt(v1)}"
+        parts.append(f"{_label(name, learners[name])} at {where} ({values})")
+    return f"Lowest {metric} by number of steps: " + "; ".join(parts) + "."
+
+
+def _bayes_gap(results: dict[str, Any]) -> str | None:
+    """How far the best learned learner is from the Bayes reference at the first and last k."""
+    if not results.get("reference"):
+        return None
+    metric, steps = results["metric"], results["evaluation"]["steps"]
+    found = []
+    for k in dict.fromkeys((steps[0], steps[-1])):
+        ratios = [
+            (p[f"{metric}_ratio"], n)
+            for n, e in results["learners"].items()
+            if _is_learned(e) and (p := _at(e["curves"]["steps"], "k", k)) and f"{metric}_ratio" in p
+        ]
+        if ratios:
+            ratio, name = min(ratios)
+            found.append(f"at k={k}, {name} at {ratio:.2f}× the Bayes {metric}")
+    if not found:
+        return None
+    return "Closest learned learner to the Bayes posterior: " + "; ".join(found) + " (1.00× is optimal)."
+
+
+def _trend(records: list[dict[str, Any]], key: str) -> float | None:
+    """How much ``key`` fell over the last fifth of the records' iterations, against the fifth before.
+
+    A share of the earlier mean (0.2: it fell by a fifth); ``None`` if either fifth holds fewer than
+    :data:`TREND_RECORDS` records or a value that is not positive (a share of it means nothing).
+    """
+    points = [(r["iteration"], r[key]) for r in records if isinstance(r.get(key), int | float)]
+    if not points:
+        return None
+    end = max(iteration for iteration, _ in points)
+    last = [v for i, v in points if i > 0.8 * end]
+    before = [v for i, v in points if 0.6 * end < i <= 0.8 * end]
+    if min(len(last), len(before)) < TREND_RECORDS or min(last + before) <= 0:
+        return None
+    return 1 - (sum(last) / len(last)) / (sum(before) / len(before))
+
+
+def undertrained(
+    results: dict[str, Any], training: dict[str, list[dict[str, Any]]]
+) -> tuple[dict[str, str], list[str]]:
+    """Learned learners that look under-trained, each with why, and those whose trend cannot be judged.
+
+    Two rules, simple on purpose: (1) the learner was still improving when meta-training stopped:
+    its held-out metric (``eval_<metric>`` in ``metrics.jsonl``; the training loss if too few
+    evaluations were logged) fell by more than :data:`TREND_DROP` over the last fifth of the
+    iterations, against the fifth before; (2) it is at least :data:`FAR_WORSE` times the metric of
+    a baseline with a tuned learning rate (a per-task optimizer, not a fixed reference such as the
+    task's own samples) at every k it was trained for (every k, for a one-shot learner).
+    """
+    metric, learners = results["metric"], results["learners"]
+    baselines = {
+        n: e
+        for n, e in learners.items()
+        if e.get("regime") == "baseline" and e.get("tune") in ("per_k", "once")
+    }
+    found: dict[str, str] = {}
+    unjudged = []
+    for name, entry in learners.items():
+        if not _is_learned(entry):
+            continue
+        records = training.get(name, [])
+        reasons = []
+        for key, what in ((f"eval_{metric}", f"held-out {metric}"), ("loss", "training loss")):
+            drop = _trend(records, key)
+            if drop is not None:
+                if drop > TREND_DROP:
+                    reasons.append(
+                        f"its {what} still fell {100 * drop:.0f}% over the last fifth of meta-training"
+                    )
+                break
+        else:
+            unjudged.append(name)
+        trained = entry.get("trained_steps") if entry.get("iterative", True) else None
+        points = [
+            p for p in entry["curves"]["steps"] if metric in p and (trained is None or p["k"] <= trained)
+        ]
+        for baseline, other in baselines.items():
+            pairs = [
+                (p[metric], q[metric]) for p in points if (q := _at(other["curves"]["steps"], "k", p["k"]))
+            ]
+            if pairs and all(base > 0 and mine >= FAR_WORSE * base for mine, base in pairs):
+                low = min(mine / base for mine, base in pairs)
+                where = f"up to its trained k={trained}" if trained is not None else ""
+                reasons.append(
+                    f"{low:.1f}× or more the {metric} of the tuned baseline {baseline} at every k "
+                    f"{where}".rstrip()
+                )
+                break
+        if reasons:
+            found[name] = "; ".join(reasons)
+    return found, unjudged
+
+
+def _undertrained_lines(results: dict[str, Any], training: dict[str, list[dict[str, Any]]]) -> list[str]:
+    found, unjudged = undertrained(results, training)
+    lines = []
+    if found:
+        listed = "; ".join(f"**{name}** ({why})" for name, why in found.items())
+        lines.append(
+            f"Possibly under-trained, so their numbers understate what they can do (train longer with "
+            f"--set train.iterations=N): {listed}."
+        )
+    elif not unjudged and any(_is_learned(e) for e in results["learners"].values()):
+        lines.append(
+            f"No learner looks under-trained: none was still improving by more than {100 * TREND_DROP:.0f}% "
+            f"over the last fifth of meta-training, and none is {FAR_WORSE}× a tuned baseline at every "
+            "k it was trained for."
+        )
+    if unjudged:
+        lines.append(
+            f"Too few iterations were logged to judge whether {', '.join(unjudged)} "
+            f"{'was' if len(unjudged) == 1 else 'were'} still improving."
+        )
+    return lines
+
+
+def summary(results: dict[str, Any], training: dict[str, list[dict[str, Any]]] | None = None) -> list[str]:
+    """A short plain-language summary generated from the numbers (lower is better throughout).
+
+    ``training`` holds each learner's records from the run's ``metrics.jsonl``, for the
+    under-training check (:func:`undertrained`).
+    """
+    metric = results["metric"]
+    steps = results["evaluation"]["steps"]
+    first, last = steps[0], steps[-1]
+    learners = results["learners"]
+    lines = [line for line in (_best_by_k(results), _bayes_gap(results)) if line]
+    if training is not None:
+        lines += _undertrained_lines(results, training)
     for name, entry in learners.items():
         points = entry["curves"]["steps"]
         start, end = _at(points, "k", first), _at(points, "k", last)
@@ -210,10 +373,10 @@ def summary_table(results: dict[str, Any]) -> str:
 # Plots
 
 
-def _figure(columns: int = 1) -> tuple[Figure, list[Any]]:
-    figure = Figure(figsize=(6.4 * columns, 4.4), layout="constrained")
+def _figure(columns: int = 1, *, width: float = 6.4, sharey: bool = False) -> tuple[Figure, list[Any]]:
+    figure = Figure(figsize=(width * columns, 4.4), layout="constrained")
     FigureCanvasAgg(figure)
-    axes = figure.subplots(1, columns, squeeze=False)[0]
+    axes = figure.subplots(1, columns, squeeze=False, sharey=sharey)[0]
     return figure, list(axes)
 
 
@@ -236,13 +399,38 @@ def _log2_axis(axis: Any, values: list[int]) -> None:
 
 
 def _log_y(axis: Any) -> None:
+    """A log y axis labelled with plain numbers; call it once the data is drawn.
+
+    Over more than a decade and a half only powers of ten are labelled (labels at every minor tick
+    would overlap); over less, the minor ticks at 2 and 5 times a power of ten are labelled too.
+    """
     axis.set_yscale("log")
     axis.yaxis.set_major_formatter(PLAIN)
-    axis.yaxis.set_minor_formatter(PLAIN)
+    low, high = axis.get_ylim()
+    if high / low > 10**1.5:
+        axis.yaxis.set_minor_formatter(NullFormatter())
+    else:
+        axis.yaxis.set_minor_locator(LogLocator(subs=(2, 5)))
+        axis.yaxis.set_minor_formatter(PLAIN)
 
 
-def _plot_curves(axis: Any, results: dict[str, Any], curve: list[str], key: str, metric: str) -> None:
+def _legend(figure: Figure, axes: list[Any], extra: list[Any] = ()) -> None:
+    """One legend for the whole figure, right of its panels: every line of every panel, named once."""
+    named: dict[str, Any] = {}
+    for axis in axes:
+        for handle, label in zip(*axis.get_legend_handles_labels(), strict=True):
+            named.setdefault(label, handle)
+    for handle in extra:
+        named.setdefault(handle.get_label(), handle)
+    figure.legend(list(named.values()), list(named), loc="outside right upper", fontsize=7)
+
+
+def _plot_curves(
+    axis: Any, results: dict[str, Any], curve: list[str], key: str, metric: str
+) -> dict[str, tuple[list[int], list[float]]]:
+    """Every entry's curve on ``axis``; returns each learner's drawn points (for markers on them)."""
     values: set[int] = set()
+    drawn = {}
     for index, (name, entry) in enumerate(_entries(results)):
         points = [p for p in _curve(entry, curve) if metric in p]
         if not points:
@@ -262,11 +450,13 @@ def _plot_curves(axis: Any, results: dict[str, Any], curve: list[str], key: str,
             alpha=0.15,
             linewidth=0,
         )
+        drawn[name] = (xs, ys)
     _log2_axis(axis, sorted(values))
     if metric in ("mse", "excess_mse"):
         _log_y(axis)
     axis.set_ylabel(f"{metric} (lower is better)")
     axis.grid(True, which="major", alpha=0.3)
+    return drawn
 
 
 def _save(figure: Figure, path: Path) -> str:
@@ -274,56 +464,108 @@ def _save(figure: Figure, path: Path) -> str:
     return path.name
 
 
+def _value_at(xs: list[int], ys: list[float], x: int) -> float | None:
+    """The curve's value at ``x``, interpolated on log-log axes between evaluated points."""
+    for (x0, y0), (x1, y1) in zip(zip(xs, ys, strict=True), zip(xs[1:], ys[1:], strict=True), strict=False):
+        if x0 <= x <= x1 and y0 > 0 and y1 > 0:
+            share = math.log(x / x0) / math.log(x1 / x0) if x1 > x0 else 0.0
+            return y0 * (y1 / y0) ** share
+    return ys[xs.index(x)] if x in xs else None
+
+
 def plot_steps(results: dict[str, Any], path: Path) -> str:
-    """Main metric against the number of steps ``k``, with the trained range and one pass marked."""
+    """Main metric against the number of steps ``k``; one pass and each learner's trained k marked."""
     metric = results["metric"]
-    figure, (axis,) = _figure()
-    _plot_curves(axis, results, ["steps"], "k", metric)
+    figure, (axis,) = _figure(width=8.0)
+    drawn = _plot_curves(axis, results, ["steps"], "k", metric)
     evaluation = results["evaluation"]
     one_pass = -(-evaluation["num_train"] // evaluation["batch_size"])
     axis.axvline(one_pass, color="gray", linestyle="-.", linewidth=1, label=f"one pass (k={one_pass})")
-    trained = [
-        e["trained_steps"]
-        for e in results["learners"].values()
-        if e.get("iterative") and "trained_steps" in e
-    ]
-    if trained:
-        axis.axvline(
-            max(trained), color="gray", linestyle=":", linewidth=1, label=f"trained up to k={max(trained)}"
+    marker = {"marker": "D", "markersize": 9, "markerfacecolor": "none", "markeredgewidth": 1.8}
+    marked = []
+    for index, (name, entry) in enumerate(results["learners"].items()):
+        trained = entry.get("trained_steps")
+        if not entry.get("iterative") or not trained or name not in drawn:
+            continue
+        value = _value_at(*drawn[name], trained)
+        if value is not None:
+            axis.plot([trained], [value], color=f"C{index % 10}", linestyle="none", zorder=5, **marker)
+            marked.append(name)
+    extra = []
+    if marked:
+        extra.append(
+            Line2D([], [], color="gray", linestyle="none", label="largest k it was trained on", **marker)
         )
     axis.set_xlabel(
         f"steps k (mini-batches of {evaluation['batch_size']}; one-shot: one step on the same points)"
     )
     axis.set_title(f"{results['preset']}: {metric} vs steps")
-    axis.legend(fontsize=7)
+    _legend(figure, [axis], extra)
     return _save(figure, path)
 
 
 def plot_sizes(results: dict[str, Any], path: Path) -> str:
     metric = results["metric"]
-    figure, (axis,) = _figure()
+    figure, (axis,) = _figure(width=8.0)
     _plot_curves(axis, results, ["size"], "n", metric)
     axis.set_xlabel(f"training points N (one pass in mini-batches of {results['evaluation']['batch_size']})")
     axis.set_title(f"{results['preset']}: {metric} vs data set size")
-    axis.legend(fontsize=7)
+    _legend(figure, [axis])
     return _save(figure, path)
 
 
+def _options(text: str) -> dict[str, str] | None:
+    """The options of a family's repr, ``Name(a=1, b=(2, 3))``, as text; ``None`` if it is not one."""
+    match = re.fullmatch(r"\w+\((.*)\)", text.strip(), flags=re.DOTALL)
+    if match is None:
+        return None
+    options, depth, current = {}, 0, ""
+    for char in match.group(1) + ",":
+        depth += (char in "([{") - (char in ")]}")
+        if char == "," and depth == 0:
+            key, sep, value = current.strip().partition("=")
+            if sep:
+                options[key] = value
+            current = ""
+        else:
+            current += char
+    return options
+
+
+def shift_description(family: str, shifted: str) -> str:
+    """What a shift changed, from the two families' reprs: ``noise 0.1 → 0.5``."""
+    before, after = _options(family), _options(shifted)
+    if before is None or after is None:
+        return shifted
+    changes = [
+        f"{key} {before.get(key, '–')} → {after.get(key, '–')}"
+        for key in dict.fromkeys([*before, *after])
+        if before.get(key) != after.get(key)
+    ]
+    return ", ".join(changes) or "no option changed"
+
+
 def plot_ood(results: dict[str, Any], path: Path) -> str:
+    """The step curves in distribution, then out of it (one panel per shift, on the same y axis)."""
     metric = results["metric"]
     shifts = list(results["ood"])
-    figure, axes = _figure(len(shifts))
-    for axis, shift in zip(axes, shifts, strict=True):
+    figure, axes = _figure(1 + len(shifts), width=4.8, sharey=True)
+    _plot_curves(axes[0], results, ["steps"], "k", metric)
+    axes[0].set_title("in distribution (as meta-trained)", fontsize=9)
+    for axis, shift in zip(axes[1:], shifts, strict=True):
         _plot_curves(axis, results, ["ood", shift], "k", metric)
+        change = shift_description(results["family"], results["ood"][shift])
+        axis.set_title(textwrap.fill(f"{shift}: {change}", 48), fontsize=9)
+    for axis in axes:
         axis.set_xlabel("steps k")
-        axis.set_title(f"out of distribution: {shift}")
-    axes[0].legend(fontsize=7)
+        axis.tick_params(labelleft=True)
+    _legend(figure, axes)
     return _save(figure, path)
 
 
 def plot_cost(results: dict[str, Any], path: Path) -> str:
     """Adaptation time and peak tensor memory against ``N``, one-shot against iterative."""
-    figure, (time_axis, memory_axis) = _figure(2)
+    figure, (time_axis, memory_axis) = _figure(2, width=5.2)
     for index, (name, entry) in enumerate(results["learners"].items()):
         points = entry.get("cost") or []
         if not points:
@@ -340,9 +582,9 @@ def plot_cost(results: dict[str, Any], path: Path) -> str:
         axis.set_xlabel("training points N")
         axis.set_ylabel(label)
         axis.grid(True, alpha=0.3)
-    time_axis.set_title(f"adaptation time ({tasks} tasks at once)")
-    memory_axis.set_title("peak tensor memory of one adaptation")
-    time_axis.legend(fontsize=7)
+    time_axis.set_title(f"adaptation time ({tasks} tasks at once)", fontsize=9)
+    memory_axis.set_title("peak tensor memory of one adaptation", fontsize=9)
+    _legend(figure, [time_axis, memory_axis])
     return _save(figure, path)
 
 
@@ -372,33 +614,89 @@ def plot_samples(results: dict[str, Any], path: Path) -> str:
     return _save(figure, path)
 
 
-def plot_training(metrics_path: Path, path: Path) -> str | None:
-    """Meta-training loss per learner from the run's ``metrics.jsonl``."""
+def read_training(metrics_path: Path) -> dict[str, list[dict[str, Any]]]:
+    """Each learner's meta-training records from a run's ``metrics.jsonl`` (none if it is missing)."""
     if not metrics_path.is_file():
-        return None
-    curves: dict[str, tuple[list[int], list[float]]] = {}
+        return {}
+    training: dict[str, list[dict[str, Any]]] = {}
     for record in read_jsonl(metrics_path):
         if "iteration" not in record or "loss" not in record:
             raise RunFileError(f"{metrics_path} is not a training log: a record has no iteration and loss")
-        xs, ys = curves.setdefault(record.get("learner", "learner"), ([], []))
-        xs.append(record["iteration"])
-        ys.append(record["loss"])
-    if not curves:
+        training.setdefault(record.get("learner", "learner"), []).append(record)
+    return training
+
+
+def _moving_average(values: list[float]) -> list[float]:
+    """The mean over a window of a fiftieth of the values, ending at each one."""
+    window = max(1, len(values) // 50)
+    return [
+        sum(values[max(0, i - window + 1) : i + 1]) / len(values[max(0, i - window + 1) : i + 1])
+        for i in range(len(values))
+    ]
+
+
+def plot_training(
+    training: dict[str, list[dict[str, Any]]], path: Path, results: dict[str, Any]
+) -> str | None:
+    """Meta-training: the held-out metric of every learner on one axis, each learner's loss on its own.
+
+    The held-out metric (``eval_<metric>`` records) is one quantity for every learner; training
+    losses are not (each learner's objective, loss scale and k differ), so each gets its own panel.
+    """
+    if not training:
         return None
-    figure, (axis,) = _figure()
-    for index, (name, (xs, ys)) in enumerate(curves.items()):
-        window = max(1, len(ys) // 50)
-        smooth = [
-            sum(ys[max(0, i - window + 1) : i + 1]) / len(ys[max(0, i - window + 1) : i + 1])
-            for i in range(len(ys))
-        ]
-        axis.plot(xs, smooth, label=name, color=f"C{index % 10}")
-    axis.set_yscale("log")
-    axis.set_xlabel("meta-training iteration")
-    axis.set_ylabel("query loss (moving average)")
-    axis.set_title("meta-training")
-    axis.grid(True, alpha=0.3)
-    axis.legend(fontsize=7)
+    metric, learners = results["metric"], list(results["learners"])
+    colors = {
+        name: f"C{(learners.index(name) if name in learners else index) % 10}"
+        for index, name in enumerate(training)
+    }
+    held_out = {
+        name: [(r["iteration"], r[f"eval_{metric}"]) for r in records if f"eval_{metric}" in r]
+        for name, records in training.items()
+    }
+    held_out = {name: points for name, points in held_out.items() if points}
+    panels = len(training) + bool(held_out)
+    columns = min(panels, 3)
+    rows = -(-panels // columns)
+    figure = Figure(figsize=(4.6 * columns, 3.4 * rows + 0.4), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = list(figure.subplots(rows, columns, squeeze=False).flat)
+    for axis in axes[panels:]:
+        axis.set_visible(False)
+    if held_out:
+        axis = axes.pop(0)
+        for name, points in held_out.items():
+            xs, ys = zip(*points, strict=True)
+            axis.plot(xs, ys, marker="o", markersize=3, color=colors[name], label=name)
+        if all(y > 0 for points in held_out.values() for _, y in points):
+            _log_y(axis)
+        axis.set_title(f"held-out {metric} (after each learner's trained k)", fontsize=9)
+        axis.set_ylabel(f"{metric} (lower is better)")
+        axis.set_xlabel("meta-training iteration")
+        axis.grid(True, alpha=0.3)
+        axis.legend(fontsize=7)
+    for axis, (name, records) in zip(axes, training.items(), strict=False):
+        losses = [r["loss"] for r in records]
+        axis.plot([r["iteration"] for r in records], _moving_average(losses), color=colors[name])
+        if all(loss > 0 for loss in losses):
+            _log_y(axis)
+        entry = results["learners"].get(name, {})
+        objective = ", ".join(
+            text
+            for text in (
+                entry.get("objective"),
+                f"{entry['loss_scale']} loss" if "loss_scale" in entry else None,
+            )
+            if text
+        )
+        axis.set_title(f"{name}: training loss" + (f" ({objective})" if objective else ""), fontsize=9)
+        axis.set_xlabel("meta-training iteration")
+        axis.set_ylabel("loss (moving average)")
+        axis.grid(True, alpha=0.3)
+    figure.suptitle(
+        "meta-training (training losses are each learner's own objective: compare shapes, not values)",
+        fontsize=9,
+    )
     return _save(figure, path)
 
 
@@ -412,6 +710,7 @@ def write_report(run_dir: str | Path, results: dict[str, Any]) -> Path:
     metric = results["metric"]
     evaluation = results["evaluation"]
     one_pass = -(-evaluation["num_train"] // evaluation["batch_size"])
+    history = read_training(run_dir / "metrics.jsonl")
     lines = [f"# {results['preset']}", ""]
     if results.get("description"):
         lines += [results["description"], ""]
@@ -425,7 +724,7 @@ def write_report(run_dir: str | Path, results: dict[str, Any]) -> Path:
         "",
         "## Summary",
         "",
-        *[f"- {line}" for line in summary(results)],
+        *[f"- {line}" for line in summary(results, history)],
         "",
         "## Learners",
         "",
@@ -497,7 +796,7 @@ def write_report(run_dir: str | Path, results: dict[str, Any]) -> Path:
             lines += [
                 f"### {shift}",
                 "",
-                f"Tasks: `{family}`.",
+                f"Shifted: {shift_description(results['family'], family)}. Tasks: `{family}`.",
                 "",
                 *_table(results, ["ood", shift], metric, "k"),
                 "",
@@ -524,9 +823,55 @@ def write_report(run_dir: str | Path, results: dict[str, Any]) -> Path:
             lines.append(f"| {name} | {_mode(entry)} | {row} |")
         lines += [""]
 
-    training = plot_training(run_dir / "metrics.jsonl", run_dir / "training.png")
-    if training:
-        lines += ["## Meta-training", "", f"![meta-training]({training})", ""]
+    plot = plot_training(history, run_dir / "training.png", results)
+    if plot:
+        lines += ["## Meta-training", "", f"![meta-training]({plot})", ""]
+    lines += _provenance(results.get("provenance"))
     path = run_dir / "report.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def _seconds(value: float) -> str:
+    minutes, seconds = divmod(round(value), 60)
+    return f"{value:.1f} s" if value < 60 else f"{minutes} min {seconds} s"
+
+
+def _provenance(record: dict[str, Any] | None) -> list[str]:
+    """The report's last section: how the results were made (results written before it have none)."""
+    if not record:
+        return []
+    git = record.get("git")
+    commit = "not a git checkout"
+    if git:
+        commit = f"{git['commit']}" + (" with uncommitted changes" if git.get("uncommitted_changes") else "")
+    seeds = record.get("seeds", {})
+    train_seeds = ", ".join(map(str, sorted(set(seeds.get("train", {}).values())))) or "–"
+    rows = [
+        ("command", f"`{record['command']}`".replace("|", "\\|") if record.get("command") else "–"),
+        ("versions", f"amortized {record['amortized']}, torch {record['torch']}, Python {record['python']}"),
+        ("git commit", commit),
+        ("platform", record.get("platform", "–")),
+        (
+            "seeds",
+            f"meta-training {train_seeds}, evaluation {seeds.get('evaluation', '–')}",
+        ),
+        (
+            "CPU time",
+            f"{_seconds(record['cpu_seconds'])}: meta-training {_seconds(record['train_cpu_seconds'])}, "
+            f"evaluation {_seconds(record['evaluation_cpu_seconds'])} (summed over learners and baselines)",
+        ),
+        (
+            "wall time",
+            f"{_seconds(record['wall_seconds'])} summed over learners and baselines (meta-training "
+            f"{_seconds(record['train_wall_seconds'])}, evaluation "
+            f"{_seconds(record['evaluation_wall_seconds'])}; some may have run at once)"
+            + (
+                f"; this command took {_seconds(record['command_wall_seconds'])}"
+                if record.get("command_wall_seconds") is not None
+                else ""
+            ),
+        ),
+        ("finished", record.get("finished", "–")),
+    ]
+    return ["## Provenance", "", "| | |", "|---|---|", *[f"| {key} | {value} |" for key, value in rows], ""]

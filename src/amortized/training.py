@@ -44,6 +44,7 @@ from amortized.errors import ConfigError, NonFiniteError
 from amortized.folders import lock_folder
 from amortized.learners.base import Learner, adapt, minibatches
 from amortized.learners.state import State
+from amortized.progress import Progress
 from amortized.tasks.base import TaskBatch, TaskFamily
 from amortized.validation import check_choice, check_positive_int
 
@@ -365,6 +366,10 @@ def train(
     weights and metrics as an uninterrupted run. ``out_dir`` is locked while training: another
     process writing into it is refused (:class:`~amortized.errors.FolderLockedError`).
 
+    ``progress`` (``True``, or the name to show) shows how far training has got: a bar on a
+    terminal, elsewhere (a log file, a pipe) a line at every tenth of the iterations and at least
+    every 30 seconds (see :mod:`amortized.progress`).
+
     In a process group of several ranks (see :mod:`amortized.distributed`), ``tasks_per_batch`` is
     the global batch, split evenly over the ranks; rank 0 alone evaluates, shows progress and writes
     ``out_dir``, and the checkpoint resumes on any number of ranks.
@@ -454,16 +459,14 @@ def _train(
             },
         )
 
-    bar = None
-    if progress and replicas.is_main:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(
-            total=config.iterations,
-            initial=start,
-            desc=progress if isinstance(progress, str) else type(learner).__name__,
-            leave=False,
-        )
+    shown = Progress(
+        progress if isinstance(progress, str) else type(learner).__name__,
+        "meta-training",
+        config.iterations,
+        initial=start,
+        unit="iterations",
+        enabled=bool(progress) and replicas.is_main,
+    )
     skipped = 0
     completed, stepping = start, False
     learner.train()
@@ -538,17 +541,14 @@ def _train(
             if out is not None and replicas.is_main:
                 with open(out / "metrics.jsonl", "a") as handle:
                     handle.write(json.dumps(record) + "\n")
-            if bar is not None:
-                bar.set_postfix(loss=f"{loss:.4f}")
-                bar.update(1)
+            shown.update(1, note=f"loss {loss:.4f}")
             if config.checkpoint_every and done % config.checkpoint_every == 0:
                 save(done)
     except KeyboardInterrupt:
         if not stepping and completed > saved:
             save(completed)  # Ctrl-C keeps every finished iteration; --resume continues from it
         raise
-    if bar is not None:
-        bar.close()
+    shown.close()
     learner.eval()
     final_saved = config.checkpoint_every and config.iterations % config.checkpoint_every == 0
     if checkpoint_path is not None and start < config.iterations and not final_saved:
