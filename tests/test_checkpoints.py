@@ -1,5 +1,6 @@
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -124,6 +125,23 @@ def test_a_flipped_bit_in_the_weights_is_a_one_line_error_naming_the_file(tmp_pa
     with pytest.raises(CheckpointError, match="does not match its sha256 digest") as caught:
         amortized.load(path)
     assert str(caught.value) == f"{path} is damaged: its content does not match its sha256 digest"
+
+
+def test_numpy_integers_are_accepted_and_saved_as_plain_numbers(tmp_path):
+    learner = LatentSGD(np.int64(2), latent_dim=np.int64(4), decoder_hidden=[np.int64(8)])
+    amortized.save(learner, tmp_path / "learner.pt")
+    config = amortized.load(tmp_path / "learner.pt").config
+    assert config == learner.config and type(config["input_dim"]) is int
+    assert type(config["decoder_hidden"][0]) is int
+
+
+def test_nan_weights_are_refused_on_load_even_with_a_matching_digest(tmp_path):
+    learner, path = tiny(), tmp_path / "learner.pt"
+    with torch.no_grad():
+        learner.representation.z0[1] = float("nan")
+    amortized.save(learner, path)
+    with pytest.raises(CheckpointError, match=r"damaged: its weight representation\.z0 holds NaN"):
+        amortized.load(path)
 
 
 def test_a_wrong_or_missing_digest_is_refused(tmp_path):

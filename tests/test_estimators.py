@@ -20,11 +20,14 @@ import atexit
 import json
 import shutil
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.base import clone
 from sklearn.datasets import load_breast_cancer, load_iris, load_wine
 from sklearn.model_selection import cross_val_score, train_test_split
@@ -38,7 +41,7 @@ from sklearn.utils.estimator_checks import (
 
 import amortized
 from amortized import estimators
-from amortized.errors import ConfigError, LabelError, ShapeError
+from amortized.errors import ConfigError, LabelError, NonFiniteError, ShapeError
 from amortized.estimators import AmortizedClassifier, AmortizedRegressor, pretrained_path
 from amortized.learners import InContext, LearnedUpdate
 from amortized.models import Linear
@@ -209,7 +212,21 @@ def test_torch_threads_are_set_during_fit_and_restored(monkeypatch, blobs):
     ("make", "X", "y", "error", "match"),
     [
         (AmortizedClassifier, [[np.nan, 1.0, 0.0, 0.0]] * 4, [0, 1, 0, 1], ValueError, "NaN"),
-        (AmortizedRegressor, np.ones((4, WIDTH)), ["a", "b", "a", "b"], ValueError, "could not convert"),
+        (AmortizedRegressor, np.ones((4, WIDTH)), ["a", "b", "a", "b"], ValueError, "y holds strings"),
+        (
+            AmortizedRegressor,
+            np.ones((4, WIDTH)),
+            ["1.5", "2", "0", "1"],
+            ValueError,
+            r"strings \(dtype <U3\)",
+        ),
+        (
+            AmortizedRegressor,
+            np.ones((4, WIDTH)),
+            np.array([1.5, "2", 0, 1], dtype=object),
+            ValueError,
+            "strings",
+        ),
         (AmortizedClassifier, np.ones((4, WIDTH)), [1, 1, 1, 1], LabelError, "at least 2 classes"),
         (AmortizedClassifier, np.ones((4, WIDTH)), [0.5, 1.5, 2.5, 3.5], ValueError, "Unknown label type"),
         (AmortizedClassifier, np.ones((6, WIDTH)), list(range(6)), LabelError, "6 classes .* at most 5"),
@@ -317,3 +334,51 @@ def test_bundled_checkpoints_are_small_and_carry_cards(task):
     assert card["learner"] == learner.describe()
     assert learner.task == task and card["prior"]["class"].startswith("Mixture")
     assert {"train_config", "train_cpu_seconds", "command", "evaluation"} <= set(card)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    scales=st.lists(st.sampled_from([1e-300, 1e-5, 1.0, 1e154, 1e300]), min_size=2, max_size=2),
+    rows=st.integers(1, 40),
+    seed=st.integers(0, 3),
+)
+def test_streaming_moments_are_finite_and_exact_at_any_finite_scale(scales, rows, seed):
+    X = np.random.default_rng(seed).normal(size=(rows, 2)) * scales + np.array(scales) * 3
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(estimators, "STATISTICS_CHUNK_BYTES", 8 * 2 * 7)  # chunks of 7 rows
+        mean, std = estimators.streaming_moments(X)
+    scaled = X / scales
+    assert np.allclose(mean / scales, scaled.mean(0), rtol=1e-9, atol=1e-12)
+    assert np.allclose(std / scales, scaled.std(0), rtol=1e-9, atol=1e-9)
+
+
+def test_inputs_and_targets_of_any_finite_scale_fit_as_if_standardised(blobs):
+    X, labels = blobs
+    expected = AmortizedClassifier(tiny_learner(), random_state=0).fit(X, labels).predict_proba(X)
+    huge = AmortizedClassifier(tiny_learner(), random_state=0).fit(X * 1e300, labels)
+    assert np.allclose(huge.predict_proba(X * 1e300), expected, atol=1e-5)
+    y = X @ np.arange(1.0, WIDTH + 1)
+    expected = AmortizedRegressor(tiny_learner("regression"), random_state=0).fit(X, y).predict(X)
+    huge = AmortizedRegressor(tiny_learner("regression"), random_state=0).fit(X, y * 1e200)
+    assert np.allclose(huge.predict(X) / 1e200, expected, rtol=1e-5)
+
+
+def test_rows_too_far_from_the_fitted_data_are_named_not_predicted_as_garbage(blobs):
+    X, labels = blobs
+    model = AmortizedClassifier(tiny_learner(), random_state=0).fit(X, labels)
+    far = X.copy()
+    far[[3, 7]] *= 1e300
+    with pytest.raises(
+        NonFiniteError, match=r"2 rows of X \(rows 3, 7\) overflow torch\.float32 once standardised"
+    ):
+        model.predict(far)
+    model.state_ = replace(model.state_, value=model.state_.value * 1e30)
+    far = X.copy()
+    far[5] *= 1e20
+    with pytest.raises(NonFiniteError, match=r"1 rows of X \(rows 5\) give NaN or infinite outputs"):
+        model.predict_proba(far)
+    regressor = AmortizedRegressor(tiny_learner("regression"), random_state=0).fit(X, X[:, 0] * 1e300)
+    far = X.copy()
+    far[0] *= 1e10
+    with pytest.raises(NonFiniteError, match=r"rows 0\) have predictions beyond float64's range"):
+        regressor.predict(far)

@@ -1,6 +1,7 @@
 import os
 import weakref
 
+import numpy as np
 import pytest
 import torch
 
@@ -11,7 +12,7 @@ from amortized.learners import SGD, InContext, LearnedInit, LearnedUpdate
 from amortized.learners.base import minibatches
 from amortized.models import Linear
 from amortized.tasks import LinearClassification, LinearRegression
-from amortized.training import TrainConfig, draw_num_steps, evaluate_tasks, meta_loss
+from amortized.training import TrainConfig, draw_num_steps, evaluate_tasks, iteration_generator, meta_loss
 
 TINY = {"width": 16, "depth": 1, "heads": 2}
 FAMILY = LinearRegression(dim=2, noise=0.1)
@@ -244,6 +245,11 @@ def test_non_finite_loss_stops_with_a_clear_error_or_is_skipped(tmp_path):
         ({"batch_size": (0, 8)}, "batch_size must be > 0"),
         ({"batch_size": [8, 16, 32]}, r"batch_size range must be \(low, high\)"),
         ({"learning_rate": 0.1}, "unknown training option.*valid:"),
+        ({"seed": 2**63}, r"seed must be < 2\*\*63"),
+        ({"seed": np.int64(-1)}, "seed must be >= 0"),
+        ({"lr": float("inf")}, "lr must be a finite number"),
+        ({"lr": 1e30}, r"lr must be <= 1e\+06"),
+        ({"grad_clip": float("nan")}, "grad_clip must be a finite number"),
     ],
 )
 def test_bad_training_options_are_named(options, match):
@@ -285,3 +291,10 @@ def test_first_order_maml_trains_with_truncated_windows():
     )
     after = evaluate_tasks(learner, tasks, batch_size=4, num_steps=4, seed=1)["mse"]
     assert after < 0.9 * before, (before, after)
+
+
+def test_the_largest_seed_still_draws_every_iteration():
+    seed = TrainConfig(seed=2**63 - 1).seed
+    draws = [torch.rand(1, generator=iteration_generator(seed, i)) for i in (0, 1)]
+    assert not torch.equal(*draws)
+    assert iteration_generator(3, 7).initial_seed() == 3 * 1_000_003 + 7  # as before: resume unchanged

@@ -137,11 +137,19 @@ def _open(path: Path) -> dict[str, Any]:
 
 
 def _verify(path: Path, payload: dict[str, Any]) -> dict[str, Any]:
-    """The payload without its digest, once the digest matches (version 1 files have none)."""
+    """The payload without its digest, once the digest matches (version 1 files have none).
+
+    Weights holding NaN or infinity are refused too: training never saves them, and a learner built
+    from them could only give non-finite predictions.
+    """
     content = {key: value for key, value in payload.items() if key != DIGEST}
     checked = DIGEST in payload or payload.get("version", 1) >= 2
     if checked and payload.get(DIGEST) != _digest(content):
         raise CheckpointError(f"{path} is damaged: its content does not match its {DIGEST} digest")
+    weights = content.get("weights")
+    for name, value in weights.items() if isinstance(weights, Mapping) else ():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all():
+            raise CheckpointError(f"{path} is damaged: its weight {name} holds NaN or infinity")
     return content
 
 

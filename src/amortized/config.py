@@ -40,6 +40,7 @@ from amortized.preset_files import read_preset
 from amortized.tasks.base import TaskFamily
 from amortized.tasks.datasets import LabelledDataset
 from amortized.training import TrainConfig
+from amortized.validation import MAX_MAGNITUDE, check_real
 
 FAMILIES: dict[str, Callable[..., TaskFamily]] = {
     name: getattr(task_families, name)
@@ -388,8 +389,10 @@ def _baseline_spec(index: int, entry: Any) -> BaselineSpec:
         )
     _check_table(f"{where}.kwargs", kwargs, parameters)
     grid = entry.get("lr_grid", [0.001, 0.01, 0.1, 1.0])
-    if not grid or any(not v > 0 for v in grid):
+    if not grid:
         raise ConfigError(f"{where}.lr_grid must be a non-empty list of rates > 0, got {grid!r}")
+    for rate in grid:
+        check_real(f"{where}.lr_grid", rate, positive=True, high=MAX_MAGNITUDE)
     tune = entry.get("tune", "per_k")
     if tune not in ("per_k", "once"):
         raise ConfigError(f"{where}.tune must be 'per_k' or 'once', got {tune!r}")

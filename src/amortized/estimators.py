@@ -60,7 +60,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
 from amortized.checkpoints import load
-from amortized.errors import ConfigError, LabelError, ShapeError
+from amortized.errors import ConfigError, LabelError, NonFiniteError, ShapeError
 from amortized.learners.base import Learner
 from amortized.learners.state import State
 from amortized.validation import check_choice, check_positive_int
@@ -163,14 +163,23 @@ def streaming_moments(X: np.ndarray, transform: Any = None) -> tuple[np.ndarray,
     """Column means and standard deviations of ``transform(X)`` (or ``X``), chunk by chunk in float64.
 
     Chunks are combined with Chan et al.'s pairwise update, so no ``[rows, features]`` temporary
-    beyond one chunk is made.
+    beyond one chunk is made. Each column is divided by the largest magnitude read so far (the
+    running sums rescaled when it grows), so squares cannot overflow: any finite values give finite
+    moments, up to float64's largest.
     """
-    count, mean, m2 = 0, None, None
+    count, mean, m2, scale = 0, None, None, None
     step = _chunk_rows(X.shape[1])
     for start in range(0, len(X), step):
         chunk = np.asarray(X[start : start + step], dtype=np.float64)
         if transform is not None:
             chunk = transform(chunk)
+        largest = np.abs(chunk).max(0)
+        if scale is None:
+            scale = np.where(largest > 0, largest, 1.0)
+        else:
+            grown = np.maximum(scale, largest)
+            mean, m2, scale = mean * (scale / grown), m2 * np.square(scale / grown), grown
+        chunk = chunk / scale
         size = len(chunk)
         chunk_mean = chunk.mean(0)
         chunk_m2 = np.square(chunk - chunk_mean).sum(0)
@@ -182,7 +191,19 @@ def streaming_moments(X: np.ndarray, transform: Any = None) -> tuple[np.ndarray,
         mean = mean + delta * size / total
         m2 = m2 + chunk_m2 + np.square(delta) * count * size / total
         count = total
-    return mean, np.sqrt(m2 / count)
+    return mean * scale, np.sqrt(m2 / count) * scale
+
+
+def _refuse_nonfinite_rows(finite: np.ndarray, first: int, problem: str) -> None:
+    """Raise :class:`NonFiniteError` naming the rows of ``X`` whose flag in ``finite`` ``[rows]`` is
+    false (``first`` is the index in ``X`` of the first row)."""
+    if finite.all():
+        return
+    rows = first + np.flatnonzero(~finite)
+    shown = ", ".join(map(str, rows[:10])) + (", ..." if len(rows) > 10 else "")
+    raise NonFiniteError(
+        f"{len(rows)} rows of X (rows {shown}) {problem}: they lie too far from the data fit read"
+    )
 
 
 class _Amortized(BaseEstimator):
@@ -275,7 +296,7 @@ class _Amortized(BaseEstimator):
         z = self._standardise(np.asarray(rows, dtype=np.float64))
         if self.projection_ is not None:
             z = z @ self.projection_ - self.projection_offset_
-        tensor = torch.zeros(1, len(z), self.learner_.input_dim)
+        tensor = torch.zeros(1, len(z), self.learner_.input_dim, dtype=self.learner_.dtype)
         tensor[0, :, : z.shape[1]] = torch.from_numpy(z)
         return tensor
 
@@ -310,14 +331,22 @@ class _Amortized(BaseEstimator):
         raise NotImplementedError
 
     def _outputs(self, X: Any) -> np.ndarray:
-        """The learner's outputs (means or logits) at the rows of ``X``, computed chunk by chunk."""
+        """The learner's outputs (means or logits) at the rows of ``X``, computed chunk by chunk.
+
+        Rows where they are NaN or infinite are a :class:`NonFiniteError` naming them.
+        """
         check_is_fitted(self, "state_")
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
         outputs = np.empty((len(X), self.learner_.output_dim), dtype=np.float64)
         with torch_threads(self.n_threads):
             for start in range(0, len(X), PREDICT_CHUNK_ROWS):
                 rows = X[start : start + PREDICT_CHUNK_ROWS]
-                outputs[start : start + len(rows)] = self.learner_.predict(self.state_, self._inputs(rows))[0]
+                inputs = self._inputs(rows)
+                finite = torch.isfinite(inputs[0]).all(1).numpy()
+                _refuse_nonfinite_rows(finite, start, f"overflow {inputs.dtype} once standardised")
+                chunk = self.learner_.predict(self.state_, inputs, check_finite=False)[0].double().numpy()
+                _refuse_nonfinite_rows(np.isfinite(chunk).all(1), start, "give NaN or infinite outputs")
+                outputs[start : start + len(rows)] = chunk
         return outputs
 
 
@@ -404,6 +433,17 @@ class AmortizedClassifier(ClassifierMixin, _Amortized):
         return logits - logits.max(1, keepdims=True)
 
 
+def _refuse_strings(y: Any) -> None:
+    """Raise if regression targets are strings, even numeric ones (``"1.5"``): they are not numbers."""
+    values = np.asarray(y)
+    kind = values.dtype.kind
+    if kind in "US" or (kind == "O" and any(isinstance(value, str | bytes) for value in values.flat)):
+        raise ValueError(
+            f"y holds strings (dtype {values.dtype}); AmortizedRegressor needs numeric targets: "
+            "convert them first, e.g. y.astype(float)"
+        )
+
+
 class AmortizedRegressor(RegressorMixin, _Amortized):
     """A regressor that adapts a meta-trained learner to ``(X, y)`` by amortized inference.
 
@@ -416,8 +456,9 @@ class AmortizedRegressor(RegressorMixin, _Amortized):
     _task = "regression"
 
     def fit(self, X: Any, y: Any) -> AmortizedRegressor:
-        """Adapt the learner to ``(X, y)`` with ``y`` standardised."""
+        """Adapt the learner to ``(X, y)`` with ``y`` standardised; ``y`` must be numbers, not strings."""
         self._check_options()
+        _refuse_strings(y)
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], y_numeric=True)
         self.learner_ = load_learner(self.learner, self._task)
         if self.learner_.output_dim != 1:
@@ -439,4 +480,10 @@ class AmortizedRegressor(RegressorMixin, _Amortized):
 
     def predict(self, X: Any) -> np.ndarray:
         """Predicted targets ``[rows]`` on the scale of the ``y`` given to ``fit``."""
-        return self._outputs(X)[:, 0] * self.y_scale_ + self.y_mean_
+        outputs = self._outputs(X)[:, 0]
+        with np.errstate(over="ignore"):  # overflow is refused below, naming the rows
+            predictions = outputs * self.y_scale_ + self.y_mean_
+        _refuse_nonfinite_rows(
+            np.isfinite(predictions), 0, "have predictions beyond float64's range on the scale of y"
+        )
+        return predictions

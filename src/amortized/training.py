@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -46,7 +47,7 @@ from amortized.learners.base import Learner, adapt, minibatches
 from amortized.learners.state import State
 from amortized.progress import Progress
 from amortized.tasks.base import TaskBatch, TaskFamily
-from amortized.validation import check_choice, check_positive_int
+from amortized.validation import MAX_MAGNITUDE, check_choice, check_positive_int, check_real, check_seed
 
 OBJECTIVES = ("greedy", "truncated", "full")
 LOSS_SCALES = ("linear", "log")
@@ -84,23 +85,25 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        for option in fields(self):  # numpy scalars as Python numbers, which checkpoints can hold
+            value = getattr(self, option.name)
+            if isinstance(value, np.generic):
+                setattr(self, option.name, value.item())
         for name in ("iterations", "tasks_per_batch", "num_query", "truncation", "chunk"):
             check_positive_int(name, getattr(self, name))
         self.batch_size = _check_range_or_int("batch_size", self.batch_size)
-        for name in ("eval_every", "checkpoint_every", "warmup", "eval_tasks", "seed"):
+        for name in ("eval_every", "checkpoint_every", "warmup", "eval_tasks"):
             check_positive_int(name, getattr(self, name), allow_zero=True)
+        check_seed("seed", self.seed)
         self.num_steps = _check_range_or_int("num_steps", self.num_steps)
         if self.num_train is not None:
             check_positive_int("num_train", self.num_train)
         check_choice("objective", self.objective, OBJECTIVES)
         check_choice("loss_scale", self.loss_scale, LOSS_SCALES)
         check_choice("on_nonfinite", self.on_nonfinite, ("raise", "skip"))
-        for name, positive in (("lr", True), ("grad_clip", True), ("weight_decay", False)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-                raise ConfigError(f"{name} must be a number, got {type(value).__name__} {value!r}")
-            if value < 0 or (positive and value == 0):
-                raise ConfigError(f"{name} must be {'> 0' if positive else '>= 0'}, got {value!r}")
+        check_real("lr", self.lr, positive=True, high=MAX_MAGNITUDE)
+        check_real("grad_clip", self.grad_clip, positive=True)
+        check_real("weight_decay", self.weight_decay, low=0)
 
     @property
     def max_steps(self) -> int:
@@ -146,8 +149,8 @@ def _check_range_or_int(name: str, value: object) -> int | tuple[int, int]:
 
 
 def iteration_generator(seed: int, iteration: int) -> torch.Generator:
-    """The generator for one iteration's tasks and mini-batch order."""
-    return torch.Generator().manual_seed(seed * 1_000_003 + iteration)
+    """The generator for one iteration's tasks and mini-batch order (seeds wrap at torch's 2**64)."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + iteration) % 2**64)
 
 
 def draw_num_steps(num_steps: int | tuple[int, int], generator: torch.Generator) -> int:
@@ -173,7 +176,7 @@ def _step_loss(
     learner: Learner, state: State, x: Tensor, y: Tensor, tasks: TaskBatch, loss_scale: str, repeats: int
 ) -> Tensor:
     """Per-task query loss ``[tasks * repeats]`` after one step from a state stacked over ``repeats``."""
-    return _query_loss(learner, learner.step(state, x, y), tasks, loss_scale, repeats)
+    return _query_loss(learner, learner.step(state, x, y, check_finite=False), tasks, loss_scale, repeats)
 
 
 def _window_loss(
@@ -182,7 +185,7 @@ def _window_loss(
     """Summed query losses (each over ``num_steps``) of the steps from ``state``, and the last state."""
     total = None
     for batch_x, batch_y in batches:
-        state = learner.step(state, batch_x, batch_y)
+        state = learner.step(state, batch_x, batch_y, check_finite=False)
         loss = _query_loss(learner, state, tasks, loss_scale).mean() / num_steps
         total = loss if total is None else total + loss
     return total, state
@@ -224,7 +227,7 @@ def _greedy(
     states = [learner.init_state(tasks.num_tasks, tasks.x_query)]
     with torch.no_grad():
         for batch_x, batch_y in batches[:-1]:
-            states.append(learner.step(states[-1].detach(), batch_x, batch_y))
+            states.append(learner.step(states[-1].detach(), batch_x, batch_y, check_finite=False))
     if len({batch_x.shape[1] for batch_x, _ in batches}) > 1:
         chunk = 1
     total = 0.0
@@ -432,7 +435,7 @@ def _train(
             config.eval_tasks,
             eval_num_train,
             config.num_query,
-            torch.Generator().manual_seed((config.seed + 1) * 1_000_003 - 1),
+            torch.Generator().manual_seed(((config.seed + 1) * 1_000_003 - 1) % 2**64),
         )
         eval_tasks = replicas.place(eval_tasks)
 

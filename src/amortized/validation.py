@@ -2,22 +2,44 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import numbers
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
 from amortized.errors import ConfigError, DTypeError, LabelError, NonFiniteError, ShapeError
 
+MAX_MAGNITUDE = 1e6
+"""The largest value a scale option may take: a learning rate, a noise level, an amplitude, an input
+range. Data computed in float32 overflows once squares pass 3e38 (values near 1e19), so a larger
+scale can only give infinities; 1e6 leaves ample room for any standardised problem."""
+MAX_SEED = 2**63
+"""Seeds are integers in ``[0, 2**63)``: torch's generators take 64 bits, and derived seeds need room."""
+
 
 def check_positive_int(name: str, value: object, *, allow_zero: bool = False) -> int:
-    """Return ``value`` as an int, or raise naming ``name`` if it is not a (strictly) positive integer."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    """Return ``value`` as an int, or raise naming ``name`` if it is not a (strictly) positive integer.
+
+    Any integral number is accepted (``numpy.int64`` included), but not a bool.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise ConfigError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    value = int(value)
     if value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise ConfigError(f"{name} must be {bound}, got {value}")
     return value
+
+
+def check_seed(name: str, value: object) -> int:
+    """Return ``value`` as an int if it is a seed torch can take, an integer in ``[0, 2**63)``."""
+    seed = check_positive_int(name, value, allow_zero=True)
+    if seed >= MAX_SEED:
+        raise ConfigError(f"{name} must be < 2**63, got {seed}")
+    return seed
 
 
 def check_bool(name: str, value: object) -> bool:
@@ -27,15 +49,62 @@ def check_bool(name: str, value: object) -> bool:
     return value
 
 
-def check_real(name: str, value: object, *, low: float | None = None, positive: bool = False) -> float:
-    """Return ``value`` as a finite float, at least ``low`` (strictly above 0 if ``positive``)."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+def check_real(
+    name: str,
+    value: object,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    positive: bool = False,
+    below: float | None = None,
+) -> float:
+    """Return ``value`` as a finite float in the given bounds, or raise naming ``name``.
+
+    ``low`` and ``high`` are inclusive; ``positive`` means strictly above 0 and ``below`` strictly
+    under it. Every real number option goes through here, so none accepts NaN or infinity.
+    """
+    number = math.inf
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        with contextlib.suppress(OverflowError):  # an integer beyond float range
+            number = float(value)
+    if not math.isfinite(number):
         raise ConfigError(f"{name} must be a finite number, got {type(value).__name__} {value!r}")
+    value = number
     if positive and not value > 0:
         raise ConfigError(f"{name} must be > 0, got {value!r}")
     if low is not None and value < low:
         raise ConfigError(f"{name} must be >= {low}, got {value!r}")
-    return float(value)
+    if high is not None and value > high:
+        raise ConfigError(f"{name} must be <= {high:g}, got {value!r}")
+    if below is not None and not value < below:
+        raise ConfigError(f"{name} must be < {below}, got {value!r}")
+    return value
+
+
+def check_range(
+    name: str, value: object, *, positive: bool = True, integer: bool = False, high: float | None = None
+) -> tuple[float, float]:
+    """Return ``value`` as a pair ``(low, high)`` of finite numbers with ``low <= high``.
+
+    ``positive`` requires ``0 < low``, ``integer`` whole numbers (returned as ints), ``high`` an
+    upper bound on the magnitude of both ends.
+    """
+    kind = "integers" if integer else "numbers"
+    order = "0 < low <= high" if positive else "low <= high"
+    problem = f"{name} must be a range (low, high) of finite {kind} with {order}"
+    if isinstance(value, str) or not isinstance(value, Sequence) or len(value) != 2:
+        raise ConfigError(f"{problem}, got {value!r}")
+    try:
+        ends = [check_real(name, end) for end in value]
+    except ConfigError:
+        raise ConfigError(f"{problem}, got {value!r}") from None
+    if not ends[0] <= ends[1] or (positive and not ends[0] > 0):
+        raise ConfigError(f"{problem}, got {value!r}")
+    if integer and not all(end.is_integer() for end in ends):
+        raise ConfigError(f"{problem}, got {value!r}")
+    if high is not None and max(abs(end) for end in ends) > high:
+        raise ConfigError(f"{name} must lie within [-{high:g}, {high:g}], got {value!r}")
+    return (int(ends[0]), int(ends[1])) if integer else (ends[0], ends[1])
 
 
 def check_choice(name: str, value: object, choices: tuple[str, ...] | list[str]) -> str:
@@ -45,8 +114,26 @@ def check_choice(name: str, value: object, choices: tuple[str, ...] | list[str])
     return value  # type: ignore[return-value]
 
 
-def check_inputs(name: str, x: object, input_dim: int | None = None) -> Tensor:
-    """Validate a batch of task inputs ``[tasks, points, features]`` of floats, all finite."""
+def _check_finite_cast(name: str, value: Tensor, dtype: torch.dtype | None) -> Tensor:
+    """``value`` in ``dtype`` (if given), refused if it holds NaN or infinity before or after the cast."""
+    cast = value if dtype is None else value.to(dtype)
+    if not torch.isfinite(cast).all():
+        if torch.isfinite(value).all():
+            largest = float(value.abs().max())
+            raise NonFiniteError(
+                f"{name} holds values too large for {dtype} (up to {largest:.3g}): rescale the data"
+            )
+        raise NonFiniteError(f"{name} contains NaN or infinity")
+    return cast
+
+
+def check_inputs(
+    name: str, x: object, input_dim: int | None = None, dtype: torch.dtype | None = None
+) -> Tensor:
+    """Validate a batch of task inputs ``[tasks, points, features]`` of floats, all finite.
+
+    Floats of any precision are cast to ``dtype`` (the learner's), if given; integers are refused.
+    """
     if not isinstance(x, Tensor):
         raise DTypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() != 3:
@@ -60,15 +147,22 @@ def check_inputs(name: str, x: object, input_dim: int | None = None) -> Tensor:
         )
     if x.shape[0] == 0 or x.shape[1] == 0:
         raise ShapeError(f"{name} is empty: shape {tuple(x.shape)}")
-    if not torch.isfinite(x).all():
-        raise NonFiniteError(f"{name} contains NaN or infinity")
-    return x
+    return _check_finite_cast(name, x, dtype)
 
 
 def check_targets(
-    name: str, y: object, x: Tensor, *, num_classes: int | None, output_dim: int | None = None
+    name: str,
+    y: object,
+    x: Tensor,
+    *,
+    num_classes: int | None,
+    output_dim: int | None = None,
+    dtype: torch.dtype | None = None,
 ) -> Tensor:
-    """Validate targets for inputs ``x``: ``[tasks, points, out]`` floats or ``[tasks, points]`` labels."""
+    """Validate targets for inputs ``x``: ``[tasks, points, out]`` floats or ``[tasks, points]`` labels.
+
+    Float targets are cast to ``dtype`` if given; float labels are accepted when they are whole numbers.
+    """
     if not isinstance(y, Tensor):
         raise DTypeError(f"{name} must be a torch.Tensor, got {type(y).__name__}")
     if num_classes is None:
@@ -81,19 +175,22 @@ def check_targets(
             raise ShapeError(f"{name} has {y.shape[-1]} outputs but the learner predicts {output_dim}")
         if not y.is_floating_point():
             raise DTypeError(f"{name} must be a floating-point tensor for regression, got {y.dtype}")
-        if not torch.isfinite(y).all():
-            raise NonFiniteError(f"{name} contains NaN or infinity")
-        return y
+        return _check_finite_cast(name, y, dtype)
     if y.dim() != 2 or y.shape != x.shape[:2]:
         raise ShapeError(
             f"{name} must have shape [tasks, points] = [{x.shape[0]}, {x.shape[1]}] of class "
             f"labels, got {tuple(y.shape)}"
         )
-    if y.is_floating_point() or y.dtype == torch.bool:
+    if y.dtype == torch.bool or y.is_complex():
         raise DTypeError(f"{name} must hold integer class labels, got {y.dtype}")
-    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+    if y.is_floating_point():
+        if not torch.isfinite(y).all():
+            raise NonFiniteError(f"{name} contains NaN or infinity")
+        if not torch.equal(y, y.round()):
+            raise DTypeError(f"{name} must hold integer class labels, got {y.dtype} with fractional values")
+    if y.numel() and (float(y.min()) < 0 or float(y.max()) >= num_classes):
         raise LabelError(
-            f"{name} holds labels in [{int(y.min())}, {int(y.max())}] but the learner has "
+            f"{name} holds labels in [{y.min().item()}, {y.max().item()}] but the learner has "
             f"{num_classes} classes (labels must be in [0, {num_classes - 1}])"
         )
     return y.long()

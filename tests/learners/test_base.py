@@ -1,9 +1,13 @@
+from dataclasses import replace
+
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from amortized import adapt
 from amortized.errors import DTypeError, LabelError, NonFiniteError, ShapeError
-from amortized.learners import SGD, LearnedInit, State, minibatches
+from amortized.learners import SGD, InContext, LearnedInit, Learner, State, minibatches
 from amortized.learners.rules import AdamMoments, TransformerCarry
 from amortized.models import Linear
 
@@ -76,25 +80,17 @@ def test_adapt_rejects_bad_regression_data(x, y, error, match):
         adapt(SGD(Linear(2), lr=0.1), x, y, batch_size=4)
 
 
-@pytest.mark.parametrize(
-    ("x", "y", "match"),
-    [
-        (torch.randn(3, 10, 2).double(), torch.randn(3, 10, 1), "x is torch.float64 but"),
-        (torch.randn(3, 10, 2), torch.randn(3, 10, 1).half(), "y is torch.float16 but"),
-    ],
-)
-def test_a_learner_with_weights_refuses_data_of_another_float_dtype(x, y, match):
-    with pytest.raises(DTypeError, match=match):
-        adapt(LearnedInit(Linear(2)), x, y, batch_size=4)
-
-
 def test_adapt_rejects_bad_labels():
     learner = SGD(Linear(2, 3), lr=0.1, task="classification")
     x = torch.randn(2, 6, 2)
     with pytest.raises(LabelError, match=r"\[0, 2\]"):
         adapt(learner, x, torch.full((2, 6), 3), batch_size=3)
-    with pytest.raises(DTypeError, match="integer class labels"):
-        adapt(learner, x, torch.zeros(2, 6), batch_size=3)
+    with pytest.raises(DTypeError, match=r"integer class labels, got torch\.float32 with fractional"):
+        adapt(learner, x, torch.full((2, 6), 0.5), batch_size=3)
+    with pytest.raises(NonFiniteError, match="y contains NaN"):
+        adapt(learner, x, torch.full((2, 6), float("nan")), batch_size=3)
+    with pytest.raises(DTypeError, match=r"integer class labels, got torch\.bool"):
+        adapt(learner, x, torch.zeros(2, 6, dtype=torch.bool), batch_size=3)
     with pytest.raises(ShapeError, match="query_x has 1 tasks"):
         adapt(learner, x, torch.zeros(2, 6, dtype=torch.long), batch_size=3, query_x=torch.randn(1, 2, 2))
 
@@ -120,3 +116,101 @@ def test_step_on_a_checked_batch_equals_the_update():
     learner = SGD(Linear(2), lr=0.1)
     state, x, y = learner.init_state(3), torch.randn(3, 4, 2), torch.randn(3, 4, 1)
     assert torch.equal(learner.step(state, x, y).value, learner._step(state, x, y).value)
+
+
+FLOATS = st.sampled_from([torch.float64, torch.float16, torch.bfloat16, torch.float32])
+FAST = settings(max_examples=8, deadline=None)
+
+
+@FAST
+@given(x_dtype=FLOATS, y_dtype=FLOATS, query_dtype=FLOATS)
+def test_floats_of_any_precision_are_cast_to_the_learners_dtype(x_dtype, y_dtype, query_dtype):
+    """What numpy gives (float64) or half precision works, exactly as the same values in float32."""
+    generator = torch.Generator().manual_seed(0)
+    x, y, query = (torch.randn(shape, generator=generator) for shape in ((2, 6, 2), (2, 6, 1), (2, 3, 2)))
+    x, y, query = x.to(x_dtype), y.to(y_dtype), query.to(query_dtype)
+    learner = LearnedInit(Linear(2))
+    state = adapt(learner, x, y, batch_size=3, generator=torch.Generator().manual_seed(1))
+    expected = adapt(learner, x.float(), y.float(), batch_size=3, generator=torch.Generator().manual_seed(1))
+    assert state.value.dtype == torch.float32 and torch.equal(state.value, expected.value)
+    assert torch.equal(learner.predict(state, query), learner.predict(state, query.float()))
+    in_context = InContext(2, rule={"width": 8, "depth": 1, "heads": 2})
+    direct = in_context.step(in_context.init_state(2, query), x, y)  # query points as given
+    through_adapt = adapt(in_context, x, y, batch_size=6, query_x=query)
+    assert torch.equal(in_context.predict(direct, query), in_context.predict(through_adapt))
+
+
+def test_class_labels_may_be_whole_floats():
+    learner = SGD(Linear(2, 3), lr=0.1, task="classification")
+    x, labels = torch.randn(2, 6, 2), torch.randint(0, 3, (2, 6))
+    as_floats = adapt(learner, x.double(), labels.double(), batch_size=3, generator=torch.Generator())
+    assert torch.equal(
+        as_floats.value, adapt(learner, x, labels, batch_size=3, generator=torch.Generator()).value
+    )
+
+
+@pytest.mark.parametrize(
+    ("make_state", "x", "error", "match"),
+    [
+        (lambda s: s, torch.full((3, 4, 2), float("nan")), NonFiniteError, "x contains NaN"),
+        (lambda s: s, torch.full((3, 4, 2), 1e300, dtype=torch.float64), NonFiniteError, "too large for"),
+        (lambda s: s, torch.ones(3, 4, 2, dtype=torch.long), DTypeError, "x must be a floating-point"),
+        (lambda s: s, torch.ones(3, 4, 5), ShapeError, "x has 5 features"),
+        (lambda s: s, torch.ones(2, 4, 2), ShapeError, "x holds 2 tasks but the state 3"),
+        (lambda s: s.value, torch.ones(3, 4, 2), DTypeError, "state must be a State"),
+        (
+            lambda s: replace(s, value=s.value.index_fill(0, torch.tensor([1]), float("nan"))),
+            torch.ones(3, 4, 2),
+            NonFiniteError,
+            r"state holds NaN or infinity for 1 of 3 tasks \(tasks 1\)",
+        ),
+    ],
+)
+def test_predict_checks_the_state_and_x(make_state, x, error, match):
+    learner = SGD(Linear(2), lr=0.1)
+    state = make_state(adapt(learner, torch.randn(3, 4, 2), torch.randn(3, 4, 1), batch_size=4))
+    with pytest.raises(error, match=match):
+        learner.predict(state, x)
+
+
+def test_a_diverging_step_names_the_step_and_the_tasks():
+    learner = SGD(Linear(2), lr=1.0)
+    x, y = torch.randn(3, 8, 2), torch.randn(3, 8, 1)
+    x[1] *= 1e10  # finite, but the gradient steps of task 1 overflow
+    with pytest.raises(NonFiniteError, match=r"step [2-9] gave NaN or infinity for 1 of 3 tasks \(tasks 1\)"):
+        adapt(learner, x, y, batch_size=8, num_steps=8)
+    state = learner.init_state(3)
+    for _ in range(8):  # meta-training steps unchecked: it checks its loss instead
+        state = learner.step(state, x, y, check_finite=False)
+    assert not torch.isfinite(state.value[1]).all() and torch.isfinite(state.value[[0, 2]]).all()
+    with pytest.raises(NonFiniteError, match="the state it was given already held NaN"):
+        learner.step(state, x[:, :4], y[:, :4])
+
+
+def test_nan_weights_are_named_when_they_spoil_a_step():
+    learner = LearnedInit(Linear(2))
+    with torch.no_grad():
+        learner.representation.theta0[0] = float("nan")
+    with pytest.raises(NonFiniteError, match=r"step 1 .* 3 of 3 tasks .*weight representation\.theta0"):
+        adapt(learner, torch.randn(3, 4, 2), torch.randn(3, 4, 1), batch_size=4)
+
+
+class _Legacy(Learner):
+    """A learner written to the protocol before ``_predict``: it overrides ``predict`` itself."""
+
+    regime = "baseline"
+
+    def init_state(self, num_tasks, query_x=None):
+        return State.initial(torch.zeros(num_tasks, 1))
+
+    def predict(self, state, x=None):
+        return torch.full((*x.shape[:2], 1), float("inf"))
+
+
+def test_a_learner_that_overrides_predict_is_checked_all_the_same():
+    learner = _Legacy(2, 1, "regression")
+    with pytest.raises(NonFiniteError, match=r"predict gave NaN or infinity for 2 of 2 tasks \(tasks 0, 1\)"):
+        learner.predict(learner.init_state(2), torch.zeros(2, 3, 2))
+    assert torch.isinf(learner.predict(learner.init_state(2), torch.zeros(2, 3, 2), check_finite=False)).all()
+    with pytest.raises(NonFiniteError, match="x contains NaN"):
+        learner.predict(learner.init_state(2), torch.full((2, 3, 2), float("nan")), check_finite=False)

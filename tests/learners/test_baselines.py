@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from amortized import adapt
-from amortized.errors import ConfigError
+from amortized.errors import ConfigError, NonFiniteError
 from amortized.learners import SGD, Adam, BayesLinearRegression, tune_learning_rate
 from amortized.models import MLP, Linear, mse
 from amortized.tasks import LinearClassification, LinearRegression
@@ -96,3 +96,30 @@ def test_baseline_configuration_errors():
         BayesLinearRegression(2, noise=0)
     with pytest.raises(ConfigError, match="grid"):
         tune_learning_rate(lambda lr: SGD(Linear(2), lr), LinearRegression(2), [], num_steps=1, batch_size=1)
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda: SGD(Linear(2), lr=float("inf")), "lr must be a finite number"),
+        (lambda: SGD(Linear(2), lr=1e30), r"lr must be <= 1e\+06"),
+        (lambda: Adam(Linear(2), lr=0.1, betas=(1, 1)), r"betas\[0\] must be < 1"),
+        (lambda: Adam(Linear(2), lr=0.1, betas=(0.9, -0.1)), r"betas\[1\] must be >= 0"),
+        (lambda: Adam(Linear(2), lr=0.1, betas=0.9), r"betas must be a pair"),
+        (lambda: Adam(Linear(2), lr=0.1, eps=0), "eps must be > 0"),
+        (lambda: BayesLinearRegression(2, noise=float("nan")), "noise must be a finite number"),
+        (lambda: SGD(Linear(2), lr=0.1, seed=2**64), r"seed must be < 2\*\*63"),
+    ],
+)
+def test_settings_that_can_only_give_non_finite_states_name_the_key(make, match):
+    with pytest.raises(ConfigError, match=match):
+        make()
+
+
+def test_tuning_scores_a_diverging_rate_as_infinite_and_refuses_a_grid_that_only_diverges():
+    family = LinearRegression(dim=2)
+    tasks = {"num_steps": 8, "batch_size": 8, "num_tasks": 4, "num_query": 4}
+    best, losses = tune_learning_rate(lambda lr: SGD(Linear(2), lr), family, [0.1, 1e6], **tasks)
+    assert best == 0.1 and losses[1e6] == float("inf")
+    with pytest.raises(NonFiniteError, match=r"every learning rate in \[1000000.0\] diverged in 8 steps"):
+        tune_learning_rate(lambda lr: SGD(Linear(2), lr), family, [1e6], **tasks)

@@ -45,7 +45,7 @@ def test_transformer_update_options_are_checked(options, match):
         TransformerUpdate.from_value(options)
 
 
-@pytest.mark.parametrize("inner_lr", [0, -1.0, float("inf"), float("nan")])
+@pytest.mark.parametrize("inner_lr", [0, -1.0, float("inf"), float("nan"), 1e7, "0.1", True])
 def test_gradient_step_needs_a_finite_positive_step(inner_lr):
     with pytest.raises(ConfigError, match="inner_lr"):
         GradientStep(inner_lr=inner_lr)

@@ -101,6 +101,9 @@ def test_ranking_loss_is_smaller_for_better_orders_and_metrics_report_both():
         ({"weight": (2.0, 1.0)}, "weight"),
         ({"noise": (0.0, 1.0)}, "noise"),
         ({"hidden": 0}, "hidden"),
+        ({"weight": (0.5, float("inf"))}, "weight must be a range"),
+        ({"noise": (0.3, 1e300)}, "noise must lie within"),
+        ({"nonlinear_share": float("nan")}, "nonlinear_share must be a finite number"),
     ],
 )
 def test_bad_options_name_the_argument(options, match):

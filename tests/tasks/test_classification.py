@@ -43,6 +43,8 @@ def test_low_temperature_makes_labels_nearly_deterministic():
         lambda: LinearClassification(dim=2, num_classes=1),
         lambda: LinearClassification(dim=2, temperature=0.0),
         lambda: NonlinearClassification(dim=2, hidden=(0,)),
+        lambda: LinearClassification(dim=2, temperature=float("inf")),
+        lambda: NonlinearClassification(dim=2, temperature=1e-300),  # logits would overflow
     ],
 )
 def test_impossible_configuration_is_a_clear_error(make):

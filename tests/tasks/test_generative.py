@@ -144,6 +144,9 @@ def test_alphabet_letters_can_be_held_out():
         (lambda: Alphabet(width=(0, 1)), "width"),
         (lambda: Alphabet(rotation=-1), "rotation"),
         (lambda: Alphabet(resolution=0), "resolution"),
+        (lambda: GaussianMixture(mean_bound=float("inf")), "mean_bound must be a finite number"),
+        (lambda: GaussianMixture(scale=(0.1, 1e300)), "scale must lie within"),
+        (lambda: Alphabet(shift=float("nan")), "shift must be a finite number"),
     ],
 )
 def test_bad_options_name_the_argument(make, match):

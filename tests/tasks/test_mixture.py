@@ -53,3 +53,9 @@ def test_bad_options_raise():
         MixtureClassification(max_classes=1)
     with pytest.raises(ConfigError, match="linear_share"):
         MixtureRegression(linear_share=1.5)
+    with pytest.raises(ConfigError, match="noise must be a range"):
+        MixtureRegression(noise=(0.1, float("inf")))
+    with pytest.raises(ConfigError, match="correlation must be a finite number"):
+        MixtureRegression(correlation=float("nan"))
+    with pytest.raises(ConfigError, match="imbalance must be <= 1e"):
+        MixtureClassification(imbalance=1e300)

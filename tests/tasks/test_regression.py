@@ -95,6 +95,23 @@ def test_impossible_configuration_is_a_clear_error(make):
         make()
 
 
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda: Sinusoid(amplitude=(1, float("inf"))), r"amplitude must be a range .* finite numbers"),
+        (lambda: Sinusoid(phase=(float("nan"), 1.0)), "phase must be a range"),
+        (lambda: Sinusoid(x_range=(1.0, 1.0)), "x_range must be .* low < high"),
+        (lambda: LinearRegression(dim=2, noise=1e300), r"noise must be <= 1e\+06"),
+        (lambda: LinearRegression(dim=2, weight_std=float("nan")), "weight_std must be a finite number"),
+        (lambda: GaussianProcess(x_bound=float("inf")), "x_bound must be a finite number"),
+        (lambda: NonlinearRegression(dim=2, noise=float("-inf")), "noise must be a finite number"),
+    ],
+)
+def test_settings_that_can_only_give_non_finite_data_name_the_key(make, match):
+    with pytest.raises(ConfigError, match=match):
+        make()
+
+
 @pytest.mark.parametrize("sizes", [(0, 5, 5), (2, 0, 5), (2, 5, -1), (2.5, 5, 5)])
 def test_non_positive_sizes_are_rejected(sizes):
     with pytest.raises(ConfigError, match="num_"):

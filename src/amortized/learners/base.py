@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
-from amortized.errors import DTypeError, ShapeError
+from amortized.errors import DTypeError, NonFiniteError, ShapeError
 from amortized.learners.state import State
 
 if TYPE_CHECKING:
     from amortized.models.likelihoods import Likelihood
 from amortized.models.likelihoods import likelihood
 from amortized.models.predictors import Predictor
-from amortized.validation import check_choice, check_inputs, check_positive_int, check_targets
+from amortized.validation import check_choice, check_inputs, check_positive_int, check_seed, check_targets
 
 TASK_LIKELIHOODS = {
     "regression": "gaussian",
@@ -30,9 +33,9 @@ TASK_LIKELIHOODS = {
 class Learner(nn.Module):
     """A learner adapts to a batch of tasks by refining a :class:`State` over mini-batches.
 
-    Subclasses set ``regime`` and implement ``init_state``, ``_step`` (called by the checked ``step``)
-    and ``predict``. ``config`` holds
-    the constructor arguments as plain data, so a checkpoint can rebuild the learner.
+    Subclasses set ``regime`` and implement ``init_state``, ``_step`` and ``_predict``, which the
+    checked ``step`` and ``predict`` call. ``config`` holds the constructor arguments as plain data,
+    so a checkpoint can rebuild the learner.
     """
 
     regime: ClassVar[str]
@@ -42,6 +45,10 @@ class Learner(nn.Module):
         super().__init_subclass__(**kwargs)
         if not cls.__name__.startswith("_") and hasattr(cls, "regime"):
             Learner.registry[cls.__name__] = cls
+        if "predict" in vars(cls):
+            # Written to the protocol before ``_predict``: its predictions are checked all the same.
+            cls._predict = vars(cls)["predict"]
+            cls.predict = Learner.predict
 
     def __init__(self, input_dim: int, output_dim: int, task: str, noise: float | None = None) -> None:
         super().__init__()
@@ -57,53 +64,116 @@ class Learner(nn.Module):
         """The state before any data (``θ_0``, ``z_0`` or ``ŷ_0``) for ``num_tasks`` tasks."""
         raise NotImplementedError
 
-    def step(self, state: State, x: Tensor, y: Tensor) -> State:
+    @property
+    def dtype(self) -> torch.dtype | None:
+        """The float dtype of the learner's weights, which data are cast to; ``None`` if it has none
+        (it then computes in the data's dtype)."""
+        tensors = itertools.chain(self.parameters(), self.buffers())
+        return next((t.dtype for t in tensors if t.is_floating_point()), None)
+
+    def step(self, state: State, x: Tensor, y: Tensor, *, check_finite: bool = True) -> State:
         """One refinement of the state on a mini-batch ``x`` ``[tasks, B, D]``, ``y``.
 
-        Checks the state and the mini-batch, then applies the learner's update (:meth:`_step`).
+        Checks the state and the mini-batch (floats cast to :attr:`dtype`), applies the learner's
+        update (:meth:`_step`) and refuses a state holding NaN or infinity with a
+        :class:`NonFiniteError` naming the step and the tasks. Meta-training, which checks its loss
+        instead, passes ``check_finite=False``.
         """
-        if not isinstance(state, State):
-            raise DTypeError(f"state must be a State from init_state or step, got {type(state).__name__}")
+        state = self.check_state(state)
         x, y = self.check_data("batch", x, y)
         if x.shape[0] != state.num_tasks:
             raise ShapeError(
                 f"the mini-batch holds {x.shape[0]} tasks but the state {state.num_tasks}; they must match"
             )
-        return self._step(state, x, y)
+        new = self._step(state, x, y)
+        if check_finite:
+            self._refuse_nonfinite(new.value, state, "step")
+        return new
 
     def _step(self, state: State, x: Tensor, y: Tensor) -> State:
         """The update itself, on a checked mini-batch: what a learner implements."""
         raise NotImplementedError
 
-    def predict(self, state: State, x: Tensor | None = None) -> Tensor:
-        """Means (regression) or logits (classification) at ``x`` ``[tasks, points, D]``."""
+    def predict(self, state: State, x: Tensor | None = None, *, check_finite: bool = True) -> Tensor:
+        """Means (regression) or logits (classification) at ``x`` ``[tasks, points, D]``.
+
+        Checks the state (it must hold no NaN or infinity) and ``x`` (shape, float dtype cast to
+        :attr:`dtype`, finite), calls :meth:`_predict`, and refuses non-finite predictions with a
+        :class:`NonFiniteError` naming the tasks, unless ``check_finite=False`` (a caller that checks
+        them itself).
+        """
+        state = self.check_state(state)
+        bad = _nonfinite_tasks(state.value)
+        if bad is not None:
+            raise NonFiniteError(
+                f"the state holds NaN or infinity for {_count(bad)} (tasks {_listed(bad)}); it cannot predict"
+            )
+        if x is not None:
+            x = check_inputs("x", x, self.input_dim, self.dtype)
+            if x.shape[0] != state.num_tasks:
+                raise ShapeError(
+                    f"x holds {x.shape[0]} tasks but the state {state.num_tasks}; they must match"
+                )
+        prediction = self._predict(state, x)
+        if check_finite:
+            self._refuse_nonfinite(prediction, state, "predict")
+        return prediction
+
+    def _predict(self, state: State, x: Tensor | None) -> Tensor:
+        """The predictions themselves, from a checked state and ``x``: what a learner implements."""
         raise NotImplementedError
+
+    def check_state(self, state: object) -> State:
+        """``state`` if it is a :class:`State`, its query points (if any) checked and in :attr:`dtype`."""
+        if not isinstance(state, State):
+            raise DTypeError(f"state must be a State from init_state or step, got {type(state).__name__}")
+        if state.query_x is not None:
+            state = replace(state, query_x=check_inputs("query_x", state.query_x, self.input_dim, self.dtype))
+        return state
+
+    def _refuse_nonfinite(self, values: Tensor, state: State, action: str) -> None:
+        """Raise if ``values`` (tasks first) hold NaN or infinity, naming the tasks and a likely cause.
+
+        One check on the happy path; the diagnosis (weights, the state given, the data) only on failure.
+        """
+        bad = _nonfinite_tasks(values)
+        if bad is None:
+            return
+        if action == "step":
+            action = f"step {int(state.num_steps[bad.nonzero()[0, 0]]) + 1}"
+            cause = "the data may be too large for this learner (standardise them), or its step size is"
+        else:
+            cause = "x may be too large for this learner (standardise it as the data adapted to)"
+        for name, tensor in itertools.chain(self.named_parameters(), self.named_buffers()):
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                cause = f"the learner's weight {name} holds NaN or infinity"
+                break
+        else:
+            if _nonfinite_tasks(state.value) is not None:
+                cause = "the state it was given already held NaN or infinity"
+        tasks = f"{_count(bad)} (tasks {_listed(bad)})"
+        raise NonFiniteError(f"{action} gave NaN or infinity for {tasks}: {cause}")
 
     def query_loss(self, state: State, x: Tensor, y: Tensor) -> Tensor:
         """The meta-training loss ``[tasks]`` of ``state`` at query points ``x`` with targets ``y``.
 
-        The likelihood's loss of the predictions; a learner trained on another objective (a flow's
-        velocity regression) overrides it.
+        The likelihood's loss of the predictions (unchecked: meta-training checks the loss); a learner
+        trained on another objective (a flow's velocity regression) overrides it.
         """
-        return self.likelihood.loss(self.predict(state, x), y)
+        return self.likelihood.loss(self._predict(state, x), y)
 
     def check_data(self, name: str, x: object, y: object) -> tuple[Tensor, Tensor]:
-        """Validate a task batch's inputs and targets against this learner."""
-        x = check_inputs(f"{name}_x" if name else "x", x, self.input_dim)
+        """Validate a task batch's inputs and targets against this learner, floats cast to :attr:`dtype`."""
+        dtype = self.dtype
+        x = check_inputs(f"{name}_x" if name else "x", x, self.input_dim, dtype)
         y = check_targets(
             f"{name}_y" if name else "y",
             y,
             x,
             num_classes=self.num_classes,
             output_dim=self.output_dim,
+            dtype=dtype,
         )
-        dtype = next((p.dtype for p in self.parameters() if p.is_floating_point()), None)
-        for label, value in (("x", x), ("y", y)):
-            if dtype is not None and value.is_floating_point() and value.dtype != dtype:
-                raise DTypeError(
-                    f"{name + '_' if name else ''}{label} is {value.dtype} but the learner computes in "
-                    f"{dtype}: convert the data first (.to({dtype}); numpy arrays are float64)"
-                )
         return x, y
 
     @classmethod
@@ -116,9 +186,29 @@ class Learner(nn.Module):
         return {"class": type(self).__name__, "config": dict(self.config)}
 
 
+def _nonfinite_tasks(values: Tensor) -> Tensor | None:
+    """The mask ``[tasks]`` of tasks whose ``values`` (tasks first) hold NaN or infinity, or ``None``."""
+    finite = torch.isfinite(values)
+    if bool(finite.all()):
+        return None
+    return ~(finite.flatten(1).all(1) if finite.dim() > 1 else finite)
+
+
+def _count(bad: Tensor) -> str:
+    """``"k of n tasks"`` for a mask of flagged tasks."""
+    return f"{int(bad.sum())} of {len(bad)} tasks"
+
+
+def _listed(bad: Tensor, most: int = 10) -> str:
+    """The indices of the flagged tasks, the first ``most`` of them."""
+    index = bad.nonzero().flatten().tolist()
+    return ", ".join(map(str, index[:most])) + (", ..." if len(index) > most else "")
+
+
 @contextmanager
 def seeded(seed: int) -> Iterator[None]:
     """Build modules under ``seed`` without touching the caller's global RNG state."""
+    check_seed("seed", seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield
@@ -127,16 +217,21 @@ def seeded(seed: int) -> Iterator[None]:
 def plain_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
     """A constructor's arguments (its ``locals()`` on entry) as plain data, for checkpoints.
 
-    Models become their config and tuples become lists, so ``weights_only`` loading can read them.
+    Models become their config, tuples become lists and numpy scalars Python numbers, so
+    ``weights_only`` loading can read them.
     """
 
     def plain(value: Any) -> Any:
         if isinstance(value, Predictor):
-            return value.config
+            return plain(value.config)
         if hasattr(value, "as_dict"):
-            return value.as_dict()
+            return plain(value.as_dict())
+        if isinstance(value, dict):
+            return {key: plain(item) for key, item in value.items()}
         if isinstance(value, tuple | list):
             return [plain(item) for item in value]
+        if isinstance(value, np.generic):
+            return value.item()
         return value
 
     return {name: plain(value) for name, value in arguments.items() if name not in ("self", "__class__")}
@@ -187,7 +282,7 @@ def adapt(
     """
     x, y = learner.check_data("", x, y)
     if query_x is not None:
-        query_x = check_inputs("query_x", query_x, learner.input_dim)
+        query_x = check_inputs("query_x", query_x, learner.input_dim, learner.dtype)
         if query_x.shape[0] != x.shape[0]:
             raise ShapeError(f"query_x has {query_x.shape[0]} tasks but x has {x.shape[0]}; they must match")
     with torch.no_grad():

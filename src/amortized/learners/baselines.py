@@ -12,18 +12,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from amortized.errors import ConfigError
+from amortized.errors import ConfigError, NonFiniteError
 from amortized.learners.base import Learner, adapt, loss_gradient, plain_arguments
 from amortized.learners.rules.moments import AdamMoments
 from amortized.learners.state import State
 from amortized.models.predictors import Linear, Predictor, predictor_from_config
 from amortized.tasks.base import TaskFamily
-
-
-def _check_lr(lr: float) -> float:
-    if not isinstance(lr, int | float) or not lr > 0:
-        raise ConfigError(f"lr must be a number > 0, got {lr!r}")
-    return float(lr)
+from amortized.validation import MAX_MAGNITUDE, check_real, check_seed
 
 
 class _PerTaskOptimizer(Learner):
@@ -43,10 +38,10 @@ class _PerTaskOptimizer(Learner):
         model = predictor_from_config(model) if isinstance(model, dict) else model
         super().__init__(model.input_dim, model.output_dim, task, None)
         self.model = model
-        self.lr = _check_lr(lr)
+        self.lr = check_real("lr", lr, positive=True, high=MAX_MAGNITUDE)
         if init not in ("zeros", "random"):
             raise ConfigError(f"unknown init {init!r}; choose 'zeros' or 'random'")
-        theta0 = model.init(torch.Generator().manual_seed(seed))
+        theta0 = model.init(torch.Generator().manual_seed(check_seed("seed", seed)))
         self.register_buffer("theta0", torch.zeros_like(theta0) if init == "zeros" else theta0)
         self.config = config
 
@@ -54,7 +49,7 @@ class _PerTaskOptimizer(Learner):
         loss_of = lambda theta: self.likelihood.loss(self.model(theta, x), y)  # noqa: E731
         return loss_gradient(loss_of, state.value, create_graph=False)[0]
 
-    def predict(self, state: State, x: Tensor | None = None) -> Tensor:
+    def _predict(self, state: State, x: Tensor | None) -> Tensor:
         if x is None:
             raise ConfigError(f"{type(self).__name__}.predict needs the points x to predict")
         return self.model(state.value, x)
@@ -85,8 +80,13 @@ class Adam(_PerTaskOptimizer):
     ) -> None:
         config = plain_arguments(locals())
         super().__init__(model, lr, task, init, seed)
-        self.betas = (float(betas[0]), float(betas[1]))
-        self.eps = float(eps)
+        if isinstance(betas, str) or not isinstance(betas, Sequence) or len(betas) != 2:
+            raise ConfigError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+        self.betas = (
+            check_real("betas[0]", betas[0], low=0, below=1),
+            check_real("betas[1]", betas[1], low=0, below=1),
+        )
+        self.eps = check_real("eps", eps, positive=True)
         self.config = config
 
     def init_state(self, num_tasks: int, query_x: Tensor | None = None) -> State:
@@ -119,11 +119,11 @@ class BayesLinearRegression(Learner):
 
     def __init__(self, input_dim: int, noise: float, weight_std: float = 1.0, bias: bool = True) -> None:
         config = plain_arguments(locals())
-        if not noise > 0 or not weight_std > 0:
-            raise ConfigError(f"noise and weight_std must be > 0, got {noise!r}, {weight_std!r}")
+        noise = check_real("noise", noise, positive=True, high=MAX_MAGNITUDE)
+        weight_std = check_real("weight_std", weight_std, positive=True, high=MAX_MAGNITUDE)
         super().__init__(input_dim, 1, "regression", noise)
         self.model = Linear(input_dim, 1, bias=bias)
-        self.noise, self.weight_std, self.bias = float(noise), float(weight_std), bool(bias)
+        self.noise, self.weight_std, self.bias = noise, weight_std, bool(bias)
         self.config = config
 
     def _features(self, x: Tensor) -> Tensor:
@@ -146,7 +146,7 @@ class BayesLinearRegression(Learner):
         mean = torch.cholesky_solve(scaled_xty[..., None], chol).squeeze(-1)
         return state.advance(mean.to(x.dtype), x.shape[1], Posterior(precision, scaled_xty))
 
-    def predict(self, state: State, x: Tensor | None = None) -> Tensor:
+    def _predict(self, state: State, x: Tensor | None) -> Tensor:
         if x is None:
             raise ConfigError("BayesLinearRegression.predict needs the points x to predict")
         return self.model(state.value.to(x.dtype), x)
@@ -174,26 +174,36 @@ def tune_learning_rate(
     """The learning rate from ``grid`` with the lowest mean query loss after ``num_steps`` steps.
 
     Tuned on tasks drawn from ``family`` with ``seed``, which should differ from evaluation tasks.
-    Returns the best rate and the loss at every rate (a diverged rate scores infinity).
+    Returns the best rate and the loss at every rate (a diverged rate scores infinity); if every
+    rate diverges, that is a :class:`NonFiniteError`.
     """
     if not grid:
         raise ConfigError("grid must hold at least one learning rate")
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(check_seed("seed", seed))
     tasks = family.sample(num_tasks, num_train or num_steps * batch_size, num_query, generator)
     losses = {}
     for lr in grid:
         learner = make_learner(lr)
         order = torch.Generator().manual_seed(seed + 1)
-        state = adapt(
-            learner,
-            tasks.x_train,
-            tasks.y_train,
-            batch_size=batch_size,
-            num_steps=num_steps,
-            generator=order,
-        )
-        with torch.no_grad():
-            loss = learner.likelihood.loss(learner.predict(state, tasks.x_query), tasks.y_query)
+        try:
+            state = adapt(
+                learner,
+                tasks.x_train,
+                tasks.y_train,
+                batch_size=batch_size,
+                num_steps=num_steps,
+                generator=order,
+            )
+            with torch.no_grad():
+                loss = learner.likelihood.loss(learner.predict(state, tasks.x_query), tasks.y_query)
+        except NonFiniteError:
+            losses[lr] = float("inf")
+            continue
         value = float(loss.mean())
         losses[lr] = value if value == value else float("inf")
-    return min(losses, key=losses.get), losses
+    best = min(losses, key=losses.get)
+    if losses[best] == float("inf"):
+        raise NonFiniteError(
+            f"every learning rate in {list(grid)} diverged in {num_steps} steps; try lower ones"
+        )
+    return best, losses

@@ -21,7 +21,7 @@ from amortized.learners.base import Learner, plain_arguments, seeded
 from amortized.learners.running import RunningMoments, running_average
 from amortized.learners.state import State
 from amortized.nn import ProgressEmbedding, Transformer, mlp
-from amortized.validation import check_positive_int
+from amortized.validation import check_positive_int, check_seed
 
 
 @dataclass
@@ -141,7 +141,7 @@ class OrderScores(Learner):
         scores = scores + self.head(self.transformer(tokens))
         return state.advance(scores, batch, OrderSummaries(mean, cross, pairs, singles))
 
-    def predict(self, state: State, x: Tensor | None = None) -> Tensor:
+    def _predict(self, state: State, x: Tensor | None) -> Tensor:
         """The scores ``[tasks, D, 1]``; ``x``, if given, must be the variable queries of the tasks."""
         if x is not None and x.shape != (state.num_tasks, self.input_dim, self.input_dim):
             raise ShapeError(
@@ -159,7 +159,7 @@ class RandomOrder(Learner):
     def __init__(self, input_dim: int, seed: int = 0) -> None:
         config = plain_arguments(locals())
         super().__init__(input_dim, input_dim, "order")
-        self.seed = check_positive_int("seed", seed, allow_zero=True)
+        self.seed = check_seed("seed", seed)
         self.config = config
 
     def init_state(self, num_tasks: int, query_x: Tensor | None = None) -> State:
@@ -169,7 +169,7 @@ class RandomOrder(Learner):
     def _step(self, state: State, x: Tensor, y: Tensor) -> State:
         return state.advance(state.value, x.shape[1])
 
-    def predict(self, state: State, x: Tensor | None = None) -> Tensor:
+    def _predict(self, state: State, x: Tensor | None) -> Tensor:
         return state.value
 
 
@@ -195,5 +195,5 @@ class VarianceOrder(Learner):
         moments = state.carry.update(x, state.share(x.shape[1]))
         return state.advance(moments.scale.square()[..., None], x.shape[1], moments)
 
-    def predict(self, state: State, x: Tensor | None = None) -> Tensor:
+    def _predict(self, state: State, x: Tensor | None) -> Tensor:
         return state.value

@@ -53,7 +53,7 @@ class ComposedLearner(Learner):
     def _step(self, state: State, x: Tensor, y: Tensor) -> State:
         return self.rule.step(self, state, x, y)
 
-    def predict(self, state: State, x: Tensor | None = None) -> Tensor:
+    def _predict(self, state: State, x: Tensor | None) -> Tensor:
         if x is None:
             raise ConfigError(f"{type(self).__name__}.predict needs the points x to predict")
         return self.representation(state.value, x)

@@ -23,7 +23,7 @@ from amortized.learners.base import Learner, plain_arguments, seeded
 from amortized.learners.running import RunningMoments, running_average
 from amortized.learners.state import State
 from amortized.nn import ProgressEmbedding, Transformer, mlp
-from amortized.validation import check_positive_int
+from amortized.validation import check_positive_int, check_seed
 
 TIME_FREQUENCIES = (1.0, 2.0, 4.0, 8.0)
 """Frequencies (in multiples of π) of the Fourier features of the flow time ``t``."""
@@ -115,21 +115,15 @@ class FlowMatching(Learner):
         out = self.velocity(torch.cat([state.value, queries], 1), num_shared=self.memory_tokens)
         return self.head(out[:, self.memory_tokens :])
 
-    def _check_noise(self, state: State, x: Tensor | None) -> Tensor:
+    def _predict(self, state: State, x: Tensor | None) -> Tensor:
+        """Generated samples ``[tasks, Q, D]``: the noise ``x`` (checked by ``predict``) transported along
+        the flow."""
         if x is None:
             raise ConfigError(
                 "FlowMatching.predict transports noise to samples: pass x, standard normal noise "
                 "[tasks, samples, dim] (or call sample(state, num_samples))"
             )
-        if x.dim() != 3 or x.shape[0] != state.num_tasks or x.shape[-1] != self.input_dim:
-            raise ShapeError(
-                f"noise must have shape [{state.num_tasks}, samples, {self.input_dim}], got {tuple(x.shape)}"
-            )
-        return x
-
-    def predict(self, state: State, x: Tensor | None = None) -> Tensor:
-        """Generated samples ``[tasks, Q, D]``: the noise ``x`` transported along the flow."""
-        points = self._check_noise(state, x)
+        points = x
         size = 1.0 / self.integration_steps
         for index in range(self.integration_steps):
             start = torch.full_like(points[..., :1], index * size)
@@ -176,10 +170,11 @@ class _Collector(Learner):
         return state.advance(kept, y.shape[1])
 
     def _seen(self, state: State, x: Tensor | None) -> tuple[Tensor, Tensor]:
-        if x is None or x.dim() != 3 or x.shape[0] != state.num_tasks or x.shape[-1] != self.input_dim:
+        """The samples kept and the noise ``x`` (checked by ``predict``), once there are both."""
+        if x is None:
             raise ShapeError(
-                f"{type(self).__name__}.predict needs noise x of shape "
-                f"[{state.num_tasks}, samples, {self.input_dim}], got {None if x is None else tuple(x.shape)}"
+                f"{type(self).__name__}.predict needs noise x of shape [{state.num_tasks}, samples, "
+                f"{self.input_dim}]"
             )
         if state.value.shape[1] == 0:
             raise ConfigError(f"{type(self).__name__} has seen no samples: take a step first")
@@ -198,7 +193,7 @@ class EmpiricalSamples(_Collector):
         super().__init__(input_dim, capacity)
         self.config = config
 
-    def predict(self, state: State, x: Tensor | None = None) -> Tensor:
+    def _predict(self, state: State, x: Tensor | None) -> Tensor:
         seen, noise = self._seen(state, x)
         index = torch.arange(noise.shape[1], device=seen.device) % seen.shape[1]
         return seen[:, index]
@@ -217,7 +212,9 @@ class GaussianMixtureFit(_Collector):
         config = plain_arguments(locals())
         super().__init__(input_dim, capacity)
         self.max_components = check_positive_int("max_components", max_components)
-        self.seed = check_positive_int("seed", seed, allow_zero=True)
+        self.seed = check_seed("seed", seed)
+        if self.seed >= 2**32:
+            raise ConfigError(f"seed must be < 2**32 (scikit-learn's limit for GaussianMixture), got {seed}")
         self.config = config
 
     def _fit(self, points: np.ndarray):
@@ -232,7 +229,7 @@ class GaussianMixtureFit(_Collector):
                 best, best_bic = model, bic
         return best
 
-    def predict(self, state: State, x: Tensor | None = None) -> Tensor:
+    def _predict(self, state: State, x: Tensor | None) -> Tensor:
         from threadpoolctl import threadpool_limits
 
         seen, noise = self._seen(state, x)

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from amortized.errors import ConfigError
 from amortized.models.predictors import Predictor
-from amortized.validation import check_bool, check_positive_int
+from amortized.validation import check_bool, check_positive_int, check_seed
 
 
 class ModelParameters(nn.Module):
@@ -25,7 +25,7 @@ class ModelParameters(nn.Module):
     def __init__(self, model: Predictor, seed: int = 0) -> None:
         super().__init__()
         self.model = model
-        self.theta0 = nn.Parameter(model.init(torch.Generator().manual_seed(seed)))
+        self.theta0 = nn.Parameter(model.init(torch.Generator().manual_seed(check_seed("seed", seed))))
 
     @property
     def size(self) -> int:

@@ -33,7 +33,7 @@ from torch import Tensor
 from amortized.errors import ConfigError, ShapeError
 from amortized.tasks import _sampling as draw
 from amortized.tasks.base import TaskBatch, TaskFamily
-from amortized.validation import check_positive_int
+from amortized.validation import MAX_MAGNITUDE, check_positive_int, check_range, check_real
 
 
 def order_ranks(scores: Tensor) -> Tensor:
@@ -92,19 +92,6 @@ class OrderMetrics:
         }
 
 
-def _check_range(name: str, value: object, *, integer: bool = False) -> tuple[float, float]:
-    if (
-        not isinstance(value, list | tuple)
-        or len(value) != 2
-        or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
-        or not 0 < value[0] <= value[1]
-        or (integer and not all(float(v).is_integer() for v in value))
-    ):
-        kind = "integers" if integer else "numbers"
-        raise ConfigError(f"{name} must be a range (low, high) of {kind} with 0 < low <= high, got {value!r}")
-    return (int(value[0]), int(value[1])) if integer else (float(value[0]), float(value[1]))
-
-
 class RandomSCM(TaskFamily):
     """Random SCMs over ``variables`` (a range, inclusive) variables with Gaussian noise.
 
@@ -130,20 +117,14 @@ class RandomSCM(TaskFamily):
         hidden: int = 8,
         standardize: bool = True,
     ) -> None:
-        low, high = _check_range("variables", variables, integer=True)
+        low, high = check_range("variables", variables, integer=True)
         if low < 2:
             raise ConfigError(f"variables must be a range starting at >= 2, got {variables!r}")
         self.variables = (low, high)
-        self.expected_parents = _check_range("expected_parents", expected_parents)
-        if (
-            isinstance(nonlinear_share, bool)
-            or not isinstance(nonlinear_share, int | float)
-            or not 0 <= nonlinear_share <= 1
-        ):
-            raise ConfigError(f"nonlinear_share must be a number in [0, 1], got {nonlinear_share!r}")
-        self.nonlinear_share = float(nonlinear_share)
-        self.weight = _check_range("weight", weight)
-        self.noise = _check_range("noise", noise)
+        self.expected_parents = check_range("expected_parents", expected_parents, high=MAX_MAGNITUDE)
+        self.nonlinear_share = check_real("nonlinear_share", nonlinear_share, low=0, high=1)
+        self.weight = check_range("weight", weight, high=MAX_MAGNITUDE)
+        self.noise = check_range("noise", noise, high=MAX_MAGNITUDE)
         self.hidden = check_positive_int("hidden", hidden)
         self.standardize = bool(standardize)
         self.input_dim = self.output_dim = high

@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from amortized.errors import ConfigError
 from amortized.tasks import _sampling as draw
 from amortized.tasks.base import TaskBatch, TaskFamily
-from amortized.validation import check_choice, check_positive_int
-
-
-def _check_temperature(temperature: float) -> float:
-    if not isinstance(temperature, int | float) or not math.isfinite(temperature) or temperature <= 0:
-        raise ConfigError(f"temperature must be a finite number > 0, got {temperature!r}")
-    return float(temperature)
+from amortized.validation import MAX_MAGNITUDE, check_choice, check_positive_int, check_real
 
 
 def _labelled(x, logits, num_train, generator) -> TaskBatch:
@@ -45,7 +37,7 @@ class LinearClassification(TaskFamily):
         self.num_classes = check_positive_int("num_classes", num_classes)
         if num_classes < 2:
             raise ConfigError(f"num_classes must be >= 2, got {num_classes}")
-        self.temperature = _check_temperature(temperature)
+        self.temperature = check_real("temperature", temperature, low=1 / MAX_MAGNITUDE)
         self.inputs = check_choice("inputs", inputs, ("normal", "uniform"))
         self.input_dim, self.output_dim = dim, num_classes
 
@@ -75,7 +67,7 @@ class NonlinearClassification(TaskFamily):
             raise ConfigError(f"num_classes must be >= 2, got {num_classes}")
         self.hidden = tuple(check_positive_int("hidden width", h) for h in hidden)
         self.activation = check_choice("activation", activation, tuple(draw.ACTIVATIONS))
-        self.temperature = _check_temperature(temperature)
+        self.temperature = check_real("temperature", temperature, low=1 / MAX_MAGNITUDE)
         self.inputs = check_choice("inputs", inputs, ("normal", "uniform"))
         self.input_dim, self.output_dim = dim, num_classes
 

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from amortized.errors import ConfigError, DataError, DTypeError, NonFiniteError, ShapeError
 from amortized.tasks.base import TaskBatch, TaskFamily
-from amortized.validation import check_choice, check_positive_int
+from amortized.validation import check_choice, check_positive_int, check_seed
 
 IMAGES_MAGIC = 2051
 LABELS_MAGIC = 2049
@@ -133,7 +133,7 @@ class LabelledDataset(TaskFamily):
             check_positive_int("projection_dim", projection_dim)
         self.name = name
         self.projection_dim = projection_dim
-        self.seed = check_positive_int("seed", seed, allow_zero=True)
+        self.seed = check_seed("seed", seed)
         self._setup(_project(_standardise(x), projection_dim, seed).float(), y, num_ways, chosen)
 
     def _setup(self, features: Tensor, labels: np.ndarray, num_ways: int, classes: list[int]) -> None:
@@ -168,7 +168,7 @@ class LabelledDataset(TaskFamily):
         """
         if isinstance(holdout_classes, int) and not isinstance(holdout_classes, bool):
             check_positive_int("holdout_classes", holdout_classes)
-            check_positive_int("seed", seed, allow_zero=True)
+            check_seed("seed", seed)
             generator = torch.Generator().manual_seed(seed)
             picks = torch.randperm(len(self.classes), generator=generator)[:holdout_classes]
             held_out = sorted(self.classes[i] for i in picks.tolist())
@@ -258,7 +258,7 @@ def MNIST1D(
     check_positive_int("num_samples", num_samples)
     if num_samples < 10:
         raise ConfigError(f"num_samples must be >= 10 (one per class), got {num_samples}")
-    check_positive_int("seed", seed, allow_zero=True)
+    check_seed("seed", seed)
     args = get_dataset_args()
     args.num_samples, args.seed = num_samples, seed
     python_state, numpy_state = random.getstate(), np.random.get_state()

@@ -28,7 +28,7 @@ from torch import Tensor
 from amortized.errors import ConfigError, ShapeError
 from amortized.tasks import _sampling as draw
 from amortized.tasks.base import TaskBatch, TaskFamily
-from amortized.validation import check_positive_int
+from amortized.validation import MAX_MAGNITUDE, check_positive_int, check_range, check_real
 
 Point = tuple[float, float]
 
@@ -116,17 +116,6 @@ class SampleMetrics:
 # Families
 
 
-def _check_range(name: str, value: object) -> tuple[float, float]:
-    if (
-        not isinstance(value, list | tuple)
-        or len(value) != 2
-        or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
-        or not 0 < value[0] <= value[1]
-    ):
-        raise ConfigError(f"{name} must be a range (low, high) with 0 < low <= high, got {value!r}")
-    return float(value[0]), float(value[1])
-
-
 def _log_uniform(shape: tuple[int, ...], low: float, high: float, generator) -> Tensor:
     return torch.exp(draw.uniform(shape, math.log(low), math.log(high), generator))
 
@@ -183,17 +172,10 @@ class GaussianMixture(_MixtureFamily):
         weight_ratio: float = 3.0,
     ) -> None:
         super().__init__()
-        low, high = _check_range("components", components)
-        if low != int(low) or high != int(high):
-            raise ConfigError(f"components must be a range of integers (low, high), got {components!r}")
-        self.components = (int(low), int(high))
-        if not isinstance(mean_bound, int | float) or not mean_bound >= 0:
-            raise ConfigError(f"mean_bound must be a number >= 0, got {mean_bound!r}")
-        self.mean_bound = float(mean_bound)
-        self.scale = _check_range("scale", scale)
-        if not isinstance(weight_ratio, int | float) or not weight_ratio >= 1:
-            raise ConfigError(f"weight_ratio must be a number >= 1, got {weight_ratio!r}")
-        self.weight_ratio = float(weight_ratio)
+        self.components = check_range("components", components, integer=True)
+        self.mean_bound = check_real("mean_bound", mean_bound, low=0, high=MAX_MAGNITUDE)
+        self.scale = check_range("scale", scale, high=MAX_MAGNITUDE)
+        self.weight_ratio = check_real("weight_ratio", weight_ratio, low=1, high=MAX_MAGNITUDE)
 
     def _mixtures(self, num_tasks, generator):
         low, high = self.components
@@ -300,12 +282,12 @@ class Alphabet(_MixtureFamily):
         if unknown:
             raise ConfigError(f"letters holds {unknown}, which have no glyph; valid: {''.join(GLYPHS)}")
         self.letters = letters
-        self.size = _check_range("size", size)
-        self.width = _check_range("width", width)
-        for name, value in (("rotation", rotation), ("shear", shear), ("shift", shift)):
-            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-                raise ConfigError(f"{name} must be a number >= 0, got {value!r}")
-        self.rotation, self.shear, self.shift = float(rotation), float(shear), float(shift)
+        self.size = check_range("size", size, high=MAX_MAGNITUDE)
+        self.width = check_range("width", width, high=MAX_MAGNITUDE)
+        self.rotation, self.shear, self.shift = (
+            check_real(name, value, low=0, high=MAX_MAGNITUDE)
+            for name, value in (("rotation", rotation), ("shear", shear), ("shift", shift))
+        )
         self.resolution = check_positive_int("resolution", resolution)
         self._strokes = torch.stack([glyph_points(letter, resolution) for letter in letters])
 

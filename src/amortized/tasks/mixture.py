@@ -26,20 +26,7 @@ from torch import Tensor
 from amortized.errors import ConfigError
 from amortized.tasks import _sampling as draw
 from amortized.tasks.base import TaskBatch, TaskFamily
-from amortized.validation import check_positive_int
-
-
-def _check_fraction(name: str, value: float) -> float:
-    if not isinstance(value, int | float) or not 0 <= value <= 1:
-        raise ConfigError(f"{name} must be a number in [0, 1], got {value!r}")
-    return float(value)
-
-
-def _check_range(name: str, value: tuple[float, float]) -> tuple[float, float]:
-    low, high = value
-    if not 0 < low <= high:
-        raise ConfigError(f"{name} must be a range (low, high) with 0 < low <= high, got {value!r}")
-    return float(low), float(high)
+from amortized.validation import MAX_MAGNITUDE, check_positive_int, check_range, check_real
 
 
 def _log_uniform(shape: tuple[int, ...], low: float, high: float, generator) -> Tensor:
@@ -71,11 +58,9 @@ class _TabularPrior(TaskFamily):
         self.min_dim = check_positive_int("min_dim", min_dim)
         if min_dim > max_dim:
             raise ConfigError(f"min_dim must be <= max_dim, got min_dim={min_dim}, max_dim={max_dim}")
-        self.linear_share = _check_fraction("linear_share", linear_share)
+        self.linear_share = check_real("linear_share", linear_share, low=0, high=1)
         self.hidden = tuple(check_positive_int("hidden width", h) for h in hidden)
-        if not isinstance(correlation, int | float) or correlation < 0:
-            raise ConfigError(f"correlation must be a number >= 0, got {correlation!r}")
-        self.correlation = float(correlation)
+        self.correlation = check_real("correlation", correlation, low=0, high=MAX_MAGNITUDE)
         self.input_dim = max_dim
 
     def _inputs(self, num_tasks: int, num_points: int, generator) -> tuple[Tensor, Tensor]:
@@ -128,7 +113,7 @@ class MixtureRegression(_TabularPrior):
         noise: tuple[float, float] = (0.05, 1.0),
     ) -> None:
         super().__init__(max_dim, min_dim, linear_share, hidden, correlation)
-        self.noise = _check_range("noise", noise)
+        self.noise = check_range("noise", noise, high=MAX_MAGNITUDE)
         self.output_dim = 1
 
     def _sample(self, num_tasks, num_train, num_query, generator):
@@ -174,10 +159,8 @@ class MixtureClassification(_TabularPrior):
         self.max_classes = check_positive_int("max_classes", max_classes)
         if max_classes < 2:
             raise ConfigError(f"max_classes must be >= 2, got {max_classes}")
-        self.sharpness = _check_range("sharpness", sharpness)
-        if not isinstance(imbalance, int | float) or imbalance < 0:
-            raise ConfigError(f"imbalance must be a number >= 0, got {imbalance!r}")
-        self.imbalance = float(imbalance)
+        self.sharpness = check_range("sharpness", sharpness, high=MAX_MAGNITUDE)
+        self.imbalance = check_real("imbalance", imbalance, low=0, high=MAX_MAGNITUDE)
         self.num_classes = self.output_dim = max_classes
 
     def _sample(self, num_tasks, num_train, num_query, generator):

@@ -10,20 +10,7 @@ from torch import Tensor
 from amortized.errors import ConfigError
 from amortized.tasks import _sampling as draw
 from amortized.tasks.base import TaskBatch, TaskFamily
-from amortized.validation import check_choice, check_positive_int
-
-
-def _check_nonnegative(name: str, value: float) -> float:
-    if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
-        raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}")
-    return float(value)
-
-
-def _check_range(name: str, value: tuple[float, float]) -> tuple[float, float]:
-    low, high = value
-    if not 0 < low <= high:
-        raise ConfigError(f"{name} must be a range (low, high) with 0 < low <= high, got {value!r}")
-    return float(low), float(high)
+from amortized.validation import MAX_MAGNITUDE, check_choice, check_positive_int, check_range, check_real
 
 
 def _split(batch_x: Tensor, batch_f: Tensor, noise: float, num_train: int, generator) -> TaskBatch:
@@ -54,9 +41,9 @@ class LinearRegression(TaskFamily):
         inputs: str = "normal",
     ) -> None:
         self.dim = check_positive_int("dim", dim)
-        self.noise = _check_nonnegative("noise", noise)
+        self.noise = check_real("noise", noise, low=0, high=MAX_MAGNITUDE)
         self.bias = bool(bias)
-        self.weight_std = _check_nonnegative("weight_std", weight_std)
+        self.weight_std = check_real("weight_std", weight_std, low=0, high=MAX_MAGNITUDE)
         self.inputs = check_choice("inputs", inputs, ("normal", "uniform"))
         self.input_dim, self.output_dim = dim, 1
 
@@ -85,7 +72,7 @@ class NonlinearRegression(TaskFamily):
         inputs: str = "normal",
     ) -> None:
         self.dim = check_positive_int("dim", dim)
-        self.noise = _check_nonnegative("noise", noise)
+        self.noise = check_real("noise", noise, low=0, high=MAX_MAGNITUDE)
         self.hidden = tuple(check_positive_int("hidden width", h) for h in hidden)
         self.activation = check_choice("activation", activation, tuple(draw.ACTIVATIONS))
         self.inputs = check_choice("inputs", inputs, ("normal", "uniform"))
@@ -111,12 +98,12 @@ class Sinusoid(TaskFamily):
         x_range: tuple[float, float] = (-5.0, 5.0),
         noise: float = 0.0,
     ) -> None:
-        self.amplitude = _check_range("amplitude", amplitude)
-        if not phase[0] <= phase[1] or not x_range[0] < x_range[1]:
-            raise ConfigError(f"phase and x_range must be (low, high), got {phase}, {x_range}")
-        self.phase = (float(phase[0]), float(phase[1]))
-        self.x_range = (float(x_range[0]), float(x_range[1]))
-        self.noise = _check_nonnegative("noise", noise)
+        self.amplitude = check_range("amplitude", amplitude, high=MAX_MAGNITUDE)
+        self.phase = check_range("phase", phase, positive=False, high=MAX_MAGNITUDE)
+        self.x_range = check_range("x_range", x_range, positive=False, high=MAX_MAGNITUDE)
+        if self.x_range[0] == self.x_range[1]:
+            raise ConfigError(f"x_range must be (low, high) with low < high, got {x_range!r}")
+        self.noise = check_real("noise", noise, low=0, high=MAX_MAGNITUDE)
         self.input_dim, self.output_dim = 1, 1
 
     def _sample(self, num_tasks, num_train, num_query, generator):
@@ -145,12 +132,10 @@ class GaussianProcess(TaskFamily):
         x_bound: float = 2.0,
     ) -> None:
         self.dim = check_positive_int("dim", dim)
-        self.lengthscale = _check_range("lengthscale", lengthscale)
-        self.scale = _check_range("scale", scale)
-        self.noise = _check_nonnegative("noise", noise)
-        if not x_bound > 0:
-            raise ConfigError(f"x_bound must be > 0, got {x_bound!r}")
-        self.x_bound = float(x_bound)
+        self.lengthscale = check_range("lengthscale", lengthscale, high=MAX_MAGNITUDE)
+        self.scale = check_range("scale", scale, high=MAX_MAGNITUDE)
+        self.noise = check_real("noise", noise, low=0, high=MAX_MAGNITUDE)
+        self.x_bound = check_real("x_bound", x_bound, positive=True, high=MAX_MAGNITUDE)
         self.input_dim, self.output_dim = dim, 1
 
     def _sample(self, num_tasks, num_train, num_query, generator):

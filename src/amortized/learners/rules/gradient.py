@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from amortized.learners.base import loss_gradient
 from amortized.learners.rules.spec import RuleSpec, Target
 from amortized.learners.state import State
-from amortized.validation import check_bool, check_real
+from amortized.validation import MAX_MAGNITUDE, check_bool, check_real
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,8 @@ class GradientStep(RuleSpec):
     first_order: bool = False
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "inner_lr", check_real("inner_lr", self.inner_lr, positive=True))
+        inner_lr = check_real("inner_lr", self.inner_lr, positive=True, high=MAX_MAGNITUDE)
+        object.__setattr__(self, "inner_lr", inner_lr)
         check_bool("learn_lr", self.learn_lr)
         check_bool("first_order", self.first_order)
 
