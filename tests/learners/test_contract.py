@@ -69,14 +69,6 @@ class Recipe:
     """Checks this learner fails because of a bug in the library: check name -> the bug (strict xfail)."""
 
 
-LATENT_PREDICT_BUG = (
-    "Latent.forward (representations.py) does not check x: in predict, a wrong feature width or number "
-    "of tasks raises torch's RuntimeError, and a 2-D x [points, D] is accepted silently"
-)
-ORDER_PREDICT_BUG = (
-    "{}.predict ignores x: a wrong-shaped x is accepted silently, where OrderScores.predict raises ShapeError"
-)
-PREDICT_CHECK = "test_predict_rejects_wrong_shaped_x_with_the_library_error"
 COLLECTOR_CAT_BUG = (
     "a collector's value [tasks, kept, D] grows with the points read, so State.cat of states at "
     "different steps raises torch's RuntimeError (sizes must match in torch.cat)"
@@ -115,28 +107,24 @@ RECIPES: dict[str, tuple[Recipe, ...]] = {
         Recipe(
             lambda seed: LatentUpdate(2, latent_dim=4, decoder_hidden=(8,), rule=RULE, seed=seed),
             "regression",
-            known_bugs={PREDICT_CHECK: LATENT_PREDICT_BUG},
         ),
         Recipe(
             lambda seed: LatentUpdate(
                 2, CLASSES, "classification", latent_dim=4, decoder_hidden=(8,), rule=RULE, seed=seed
             ),
             "classification",
-            known_bugs={PREDICT_CHECK: LATENT_PREDICT_BUG},
         ),
     ),
     "LatentSGD": (
         Recipe(
             lambda seed: LatentSGD(2, latent_dim=4, decoder_hidden=(8,), seed=seed),
             "regression",
-            known_bugs={PREDICT_CHECK: LATENT_PREDICT_BUG},
         ),
         Recipe(
             lambda seed: LatentSGD(
                 2, CLASSES, "classification", latent_dim=4, decoder_hidden=(8,), seed=seed
             ),
             "classification",
-            known_bugs={PREDICT_CHECK: LATENT_PREDICT_BUG},
         ),
     ),
     "InContext": (
@@ -178,14 +166,12 @@ RECIPES: dict[str, tuple[Recipe, ...]] = {
         Recipe(
             lambda seed: RandomOrder(VARIABLES, seed=seed),
             "order",
-            known_bugs={PREDICT_CHECK: ORDER_PREDICT_BUG.format("RandomOrder")},
         ),
     ),
     "VarianceOrder": (
         Recipe(
             lambda seed: VarianceOrder(VARIABLES),
             "order",
-            known_bugs={PREDICT_CHECK: ORDER_PREDICT_BUG.format("VarianceOrder")},
         ),
     ),
 }

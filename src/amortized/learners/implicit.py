@@ -148,7 +148,7 @@ class InContext(Learner):
             prediction = torch.where(active, moved, prediction)
         return state.advance(prediction, points, memory)
 
-    def predict(self, state: State, x: Tensor | None = None) -> Tensor:
+    def _predict(self, state: State, x: Tensor | None) -> Tensor:
         if x is not None and (x.shape != state.query_x.shape or not torch.equal(x, state.query_x)):
             raise ConfigError(
                 "InContext predicts only at the query points given to adapt (query_x); to predict "
