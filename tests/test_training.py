@@ -298,3 +298,32 @@ def test_the_largest_seed_still_draws_every_iteration():
     draws = [torch.rand(1, generator=iteration_generator(seed, i)) for i in (0, 1)]
     assert not torch.equal(*draws)
     assert iteration_generator(3, 7).initial_seed() == 3 * 1_000_003 + 7  # as before: resume unchanged
+
+
+QUICK = dict(iterations=2, tasks_per_batch=4, batch_size=4, num_steps=2, eval_every=0)
+"""Two tiny iterations: enough to see what training prints, on what threads and where it writes."""
+
+
+def test_progress_is_shown_by_default_and_can_be_turned_off(capsys):
+    amortized.train(LearnedInit(Linear(2)), FAMILY, **QUICK)
+    assert "LearnedInit: meta-training 2/2 iterations (100%)" in capsys.readouterr().err
+    amortized.train(LearnedInit(Linear(2)), FAMILY, progress=False, **QUICK)
+    assert capsys.readouterr().err == ""
+
+
+def test_training_runs_on_one_thread_unless_told_and_restores_torchs_setting(monkeypatch):
+    seen = []
+    original = LearnedInit.step
+    monkeypatch.setattr(
+        LearnedInit,
+        "step",
+        lambda *args, **kwargs: seen.append(torch.get_num_threads()) or original(*args, **kwargs),
+    )
+    torch.set_num_threads(2)  # the autouse fixture restores the suite's setting
+    amortized.train(LearnedInit(Linear(2)), FAMILY, progress=False, **QUICK)
+    assert set(seen) == {1} and torch.get_num_threads() == 2
+    seen.clear()
+    amortized.train(LearnedInit(Linear(2)), FAMILY, progress=False, threads=None, **QUICK)
+    assert set(seen) == {2}
+    with pytest.raises(ConfigError, match="threads must be > 0, got 0"):
+        amortized.train(LearnedInit(Linear(2)), FAMILY, threads=0, **QUICK)
