@@ -1,4 +1,6 @@
+import json
 import os
+import sys
 import weakref
 
 import numpy as np
@@ -327,3 +329,35 @@ def test_training_runs_on_one_thread_unless_told_and_restores_torchs_setting(mon
     assert set(seen) == {2}
     with pytest.raises(ConfigError, match="threads must be > 0, got 0"):
         amortized.train(LearnedInit(Linear(2)), FAMILY, threads=0, **QUICK)
+
+
+def test_tensorboard_events_hold_the_metrics_once_each_after_a_resume(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    options = dict(QUICK, iterations=4, eval_every=2, eval_tasks=4, checkpoint_every=2, progress=False)
+    amortized.train(LearnedInit(Linear(2)), FAMILY, out_dir=tmp_path, tensorboard=True, **options)
+    # Resume from iteration 2, as after a crash: iterations 3-4 are trained (and logged) again.
+    (tmp_path / "checkpoint.pt.prev").replace(tmp_path / "checkpoint.pt")
+    learner = LearnedInit(Linear(2))
+    amortized.train(learner, FAMILY, out_dir=tmp_path, resume=True, tensorboard=True, **options)
+    assert len(list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))) == 1
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    for name in ("loss", "eval_mse"):
+        logged = [(event.step, event.value) for event in events.Scalars(name)]
+        expected = [(r["iteration"], pytest.approx(r[name], rel=1e-6)) for r in records if name in r]
+        assert logged == expected and len(logged) == (4 if name == "loss" else 2)
+
+
+def test_tensorboard_needs_an_out_dir_and_names_the_package_it_needs(tmp_path, monkeypatch):
+    learner = LearnedInit(Linear(2))
+    with pytest.raises(ConfigError, match="tensorboard=True needs out_dir"):
+        amortized.train(learner, FAMILY, tensorboard=True, **QUICK)
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if tensorboard were missing
+    with pytest.raises(
+        ImportError, match=r"^tensorboard=True needs the tensorboard package: pip install tensorboard$"
+    ):
+        amortized.train(learner, FAMILY, out_dir=tmp_path, tensorboard=True, **QUICK)
+    assert not (tmp_path / "checkpoint.pt").exists()

@@ -361,6 +361,7 @@ def train(
     resume: bool = False,
     progress: bool | str = True,
     threads: int | None = 1,
+    tensorboard: bool = False,
     **options: Any,
 ) -> TrainResult:
     """Meta-train ``learner`` on tasks from ``family``; options are :class:`TrainConfig` fields.
@@ -369,6 +370,9 @@ def train(
     and ``metrics.jsonl``; ``resume=True`` continues from the checkpoint there, giving the same
     weights and metrics as an uninterrupted run. ``out_dir`` is locked while training: another
     process writing into it is refused (:class:`~amortized.errors.FolderLockedError`).
+    ``tensorboard=True`` also writes the scalars of ``metrics.jsonl`` (``loss``, ``lr``, ``eval_*``...,
+    by iteration) as TensorBoard events in ``out_dir/tensorboard`` (``tensorboard --logdir
+    out_dir``); it needs the ``tensorboard`` package (``pip install tensorboard``).
 
     ``progress`` (on by default; a string is the name to show, ``False`` hides it) shows how far
     training has got: a bar on a terminal, elsewhere (a log file, a pipe) a line at every tenth of
@@ -391,13 +395,19 @@ def train(
         threads = check_positive_int("threads", threads)
     _check_compatible(learner, family)
     out = Path(out_dir) if out_dir is not None else None
+    if tensorboard and out is None:
+        raise ConfigError("tensorboard=True needs out_dir: the events are written in out_dir/tensorboard")
     replicas = Replicas(learner)
     replicas.check_divides(config.tasks_per_batch)
     with ExitStack() as held:
         if out is not None:
             replicas.from_main(lambda: held.enter_context(lock_folder(out)))
+        curves = None
+        if tensorboard and replicas.is_main:
+            curves = TensorBoardCurves(out / "tensorboard")
+            held.callback(curves.close)
         held.enter_context(torch_threads(threads))
-        return _train(learner, family, config, replicas, out, resume=resume, progress=progress)
+        return _train(learner, family, config, replicas, out, resume=resume, progress=progress, curves=curves)
 
 
 @contextmanager
@@ -416,6 +426,37 @@ def torch_threads(count: int | None) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+class TensorBoardCurves:
+    """The records of ``metrics.jsonl`` as TensorBoard scalars in ``folder``, by iteration.
+
+    Each training session writes the whole history again (as ``metrics.jsonl`` is rewritten on
+    resume), in place of the event files already in ``folder``: a resumed run shows each iteration
+    once.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise ImportError(
+                "tensorboard=True needs the tensorboard package: pip install tensorboard"
+            ) from None
+        folder.mkdir(parents=True, exist_ok=True)
+        for events in folder.glob("events.out.tfevents.*"):
+            events.unlink()
+        self._writer = SummaryWriter(str(folder))
+
+    def add(self, record: dict[str, Any]) -> None:
+        """Every number of ``record`` but its iteration, as a scalar at that iteration."""
+        for name, value in record.items():
+            if name != "iteration":
+                self._writer.add_scalar(name, value, record["iteration"])
+
+    def close(self) -> None:
+        """Write what is pending and close the event file."""
+        self._writer.close()
+
+
 def _train(
     learner: Learner,
     family: TaskFamily,
@@ -425,6 +466,7 @@ def _train(
     *,
     resume: bool,
     progress: bool | str,
+    curves: TensorBoardCurves | None,
 ) -> TrainResult:
     """:func:`train` once its arguments are checked, ``out``, if any, is locked and threads are set."""
     checkpoint_path = out / "checkpoint.pt" if out is not None else None
@@ -452,6 +494,9 @@ def _train(
     if out is not None and replicas.is_main:
         out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out / "metrics.jsonl", "".join(json.dumps(record) + "\n" for record in history))
+    if curves is not None:
+        for record in history:
+            curves.add(record)
 
     eval_tasks = None
     if config.eval_every and config.eval_tasks and replicas.is_main:
@@ -569,6 +614,8 @@ def _train(
             if out is not None and replicas.is_main:
                 with open(out / "metrics.jsonl", "a") as handle:
                     handle.write(json.dumps(record) + "\n")
+            if curves is not None:
+                curves.add(record)
             shown.update(1, note=f"loss {loss:.4f}")
             if config.checkpoint_every and done % config.checkpoint_every == 0:
                 save(done)
