@@ -404,7 +404,7 @@ def train(
             replicas.from_main(lambda: held.enter_context(lock_folder(out)))
         curves = None
         if tensorboard and replicas.is_main:
-            curves = TensorBoardCurves(out / "tensorboard")
+            curves = _TensorBoardCurves(out / "tensorboard")
             held.callback(curves.close)
         held.enter_context(torch_threads(threads))
         return _train(learner, family, config, replicas, out, resume=resume, progress=progress, curves=curves)
@@ -426,12 +426,12 @@ def torch_threads(count: int | None) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-class TensorBoardCurves:
+class _TensorBoardCurves:
     """The records of ``metrics.jsonl`` as TensorBoard scalars in ``folder``, by iteration.
 
-    Each training session writes the whole history again (as ``metrics.jsonl`` is rewritten on
-    resume), in place of the event files already in ``folder``: a resumed run shows each iteration
-    once.
+    Made before training, so that a missing ``tensorboard`` package stops it at once. Each training
+    session writes the whole history again (as ``metrics.jsonl`` is rewritten on resume), in place
+    of the event files already in ``folder``: a resumed run shows each iteration once.
     """
 
     def __init__(self, folder: Path) -> None:
@@ -441,10 +441,17 @@ class TensorBoardCurves:
             raise ImportError(
                 "tensorboard=True needs the tensorboard package: pip install tensorboard"
             ) from None
-        folder.mkdir(parents=True, exist_ok=True)
-        for events in folder.glob("events.out.tfevents.*"):
+        self._folder, self._new_writer = folder, SummaryWriter
+        self._writer: Any = None
+
+    def restart(self, history: list[dict[str, Any]]) -> None:
+        """Replace the folder's events with those of ``history``, the records kept so far."""
+        self._folder.mkdir(parents=True, exist_ok=True)
+        for events in self._folder.glob("events.out.tfevents.*"):
             events.unlink()
-        self._writer = SummaryWriter(str(folder))
+        self._writer = self._new_writer(str(self._folder))
+        for record in history:
+            self.add(record)
 
     def add(self, record: dict[str, Any]) -> None:
         """Every number of ``record`` but its iteration, as a scalar at that iteration."""
@@ -453,8 +460,9 @@ class TensorBoardCurves:
                 self._writer.add_scalar(name, value, record["iteration"])
 
     def close(self) -> None:
-        """Write what is pending and close the event file."""
-        self._writer.close()
+        """Write what is pending and close the event file, if one was opened."""
+        if self._writer is not None:
+            self._writer.close()
 
 
 def _train(
@@ -466,7 +474,7 @@ def _train(
     *,
     resume: bool,
     progress: bool | str,
-    curves: TensorBoardCurves | None,
+    curves: _TensorBoardCurves | None,
 ) -> TrainResult:
     """:func:`train` once its arguments are checked, ``out``, if any, is locked and threads are set."""
     checkpoint_path = out / "checkpoint.pt" if out is not None else None
@@ -495,8 +503,7 @@ def _train(
         out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out / "metrics.jsonl", "".join(json.dumps(record) + "\n" for record in history))
     if curves is not None:
-        for record in history:
-            curves.add(record)
+        curves.restart(history)
 
     eval_tasks = None
     if config.eval_every and config.eval_tasks and replicas.is_main:
