@@ -69,6 +69,7 @@ def throughput(
     """Meta-training tasks per second: ``warmup`` iterations, then about ``seconds`` of timed ones."""
     family = LinearRegression(dim=DIM, noise=0.5)
     options = {**sizes, "objective": objective, "eval_every": 0, "checkpoint_every": 0, "seed": 0}
+    options.update(progress=False, threads=None)  # timed as the runner's --threads sets torch
     warm = amortized.train(learner, family, iterations=warmup, **options)
     iterations = max(3, round(seconds * warmup / max(warm.train_seconds, 1e-9)))
     timed = amortized.train(learner, family, iterations=iterations, **options)

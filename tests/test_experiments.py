@@ -3,6 +3,7 @@ import shutil
 import subprocess
 
 import pytest
+import torch
 
 import amortized.training
 from amortized.checkpoints import load_checkpoint
@@ -131,6 +132,22 @@ def test_an_interrupted_run_resumes_without_redoing_finished_work(tmp_path, monk
     computed = []
     evaluate_experiment(experiment, run, trained, log=computed.append)
     assert computed and all(message.endswith("evaluation cached") for message in computed)
+
+
+def test_learners_train_on_the_callers_torch_threads(tmp_path, monkeypatch):
+    """The command line's --threads holds for training, not ``train``'s own default of one thread."""
+    seen = []
+
+    def record_threads(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        raise KeyboardInterrupt  # enough: the threads training would run on are known
+
+    monkeypatch.setattr(amortized.training, "_train", record_threads)
+    experiment = Experiment.from_preset("tiny", FAST)
+    torch.set_num_threads(2)  # as `--threads 2` does; the autouse fixture restores the suite's
+    with pytest.raises(KeyboardInterrupt):
+        train_learners(experiment, RunFolder.create(tmp_path / "run", experiment), progress=False, **SILENT)
+    assert seen == [2]
 
 
 def test_a_resumed_interrupted_run_equals_an_uninterrupted_one(tmp_path, monkeypatch, finished):

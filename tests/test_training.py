@@ -1,4 +1,6 @@
+import json
 import os
+import sys
 import weakref
 
 import numpy as np
@@ -298,3 +300,64 @@ def test_the_largest_seed_still_draws_every_iteration():
     draws = [torch.rand(1, generator=iteration_generator(seed, i)) for i in (0, 1)]
     assert not torch.equal(*draws)
     assert iteration_generator(3, 7).initial_seed() == 3 * 1_000_003 + 7  # as before: resume unchanged
+
+
+QUICK = dict(iterations=2, tasks_per_batch=4, batch_size=4, num_steps=2, eval_every=0)
+"""Two tiny iterations: enough to see what training prints, on what threads and where it writes."""
+
+
+def test_progress_is_shown_by_default_and_can_be_turned_off(capsys):
+    amortized.train(LearnedInit(Linear(2)), FAMILY, **QUICK)
+    assert "LearnedInit: meta-training 2/2 iterations (100%)" in capsys.readouterr().err
+    amortized.train(LearnedInit(Linear(2)), FAMILY, progress=False, **QUICK)
+    assert capsys.readouterr().err == ""
+
+
+def test_training_runs_on_one_thread_unless_told_and_restores_torchs_setting(monkeypatch):
+    seen = []
+    original = LearnedInit.step
+    monkeypatch.setattr(
+        LearnedInit,
+        "step",
+        lambda *args, **kwargs: seen.append(torch.get_num_threads()) or original(*args, **kwargs),
+    )
+    torch.set_num_threads(2)  # the autouse fixture restores the suite's setting
+    amortized.train(LearnedInit(Linear(2)), FAMILY, progress=False, **QUICK)
+    assert set(seen) == {1} and torch.get_num_threads() == 2
+    seen.clear()
+    amortized.train(LearnedInit(Linear(2)), FAMILY, progress=False, threads=None, **QUICK)
+    assert set(seen) == {2}
+    with pytest.raises(ConfigError, match="threads must be > 0, got 0"):
+        amortized.train(LearnedInit(Linear(2)), FAMILY, threads=0, **QUICK)
+
+
+def test_tensorboard_events_hold_the_metrics_once_each_after_a_resume(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    options = dict(QUICK, iterations=4, eval_every=2, eval_tasks=4, checkpoint_every=2, progress=False)
+    amortized.train(LearnedInit(Linear(2)), FAMILY, out_dir=tmp_path, tensorboard=True, **options)
+    # Resume from iteration 2, as after a crash: iterations 3-4 are trained (and logged) again.
+    (tmp_path / "checkpoint.pt.prev").replace(tmp_path / "checkpoint.pt")
+    learner = LearnedInit(Linear(2))
+    amortized.train(learner, FAMILY, out_dir=tmp_path, resume=True, tensorboard=True, **options)
+    assert len(list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))) == 1
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    for name in ("loss", "eval_mse"):
+        logged = [(event.step, event.value) for event in events.Scalars(name)]
+        expected = [(r["iteration"], pytest.approx(r[name], rel=1e-6)) for r in records if name in r]
+        assert logged == expected and len(logged) == (4 if name == "loss" else 2)
+
+
+def test_tensorboard_needs_an_out_dir_and_names_the_package_it_needs(tmp_path, monkeypatch):
+    learner = LearnedInit(Linear(2))
+    with pytest.raises(ConfigError, match="tensorboard=True needs out_dir"):
+        amortized.train(learner, FAMILY, tensorboard=True, **QUICK)
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if tensorboard were missing
+    with pytest.raises(
+        ImportError, match=r"^tensorboard=True needs the tensorboard package: pip install tensorboard$"
+    ):
+        amortized.train(learner, FAMILY, out_dir=tmp_path, tensorboard=True, **QUICK)
+    assert not (tmp_path / "checkpoint.pt").exists()

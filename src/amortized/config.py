@@ -318,7 +318,7 @@ class BaselineSpec:
         return lambda lr: _construct(where, factory, {**kwargs, "lr": lr})
 
     def reference(self, family: TaskFamily) -> Learner:
-        """The exact Bayes posterior mean for ``family`` (a :class:`LinearRegression`)."""
+        """The exact Bayes posterior mean for ``family`` (a :class:`amortized.tasks.LinearRegression`)."""
         if not isinstance(family, task_families.LinearRegression):
             raise ConfigError(
                 f"baselines.{self.name}: {REFERENCE} is the Bayes reference only for LinearRegression "

@@ -45,8 +45,6 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
@@ -63,6 +61,7 @@ from amortized.checkpoints import load
 from amortized.errors import ConfigError, LabelError, NonFiniteError, ShapeError
 from amortized.learners.base import Learner
 from amortized.learners.state import State
+from amortized.training import torch_threads
 from amortized.validation import check_choice, check_positive_int
 
 try:
@@ -129,23 +128,6 @@ def load_learner(source: Learner | str | os.PathLike | None, task: str) -> Learn
             "(e.g. LearnedUpdate) or an explicit one"
         )
     return learner.eval()
-
-
-@contextmanager
-def torch_threads(count: int | None) -> Iterator[None]:
-    """Run without autograd on ``count`` torch threads, restoring the setting after; ``None`` keeps it.
-
-    An adaptation step is small (a few dozen tokens): on 2 cores shared with other work, one thread
-    took 5 ms a step and two took 50-200 ms, waiting on each other.
-    """
-    previous = torch.get_num_threads()
-    if count is not None:
-        torch.set_num_threads(count)
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _chunk_rows(num_features: int) -> int:
@@ -338,7 +320,7 @@ class _Amortized(BaseEstimator):
         check_is_fitted(self, "state_")
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
         outputs = np.empty((len(X), self.learner_.output_dim), dtype=np.float64)
-        with torch_threads(self.n_threads):
+        with torch_threads(self.n_threads), torch.no_grad():
             for start in range(0, len(X), PREDICT_CHUNK_ROWS):
                 rows = X[start : start + PREDICT_CHUNK_ROWS]
                 inputs = self._inputs(rows)
@@ -403,7 +385,7 @@ class AmortizedClassifier(ClassifierMixin, _Amortized):
                 f"{self.learner_.num_classes}; use a learner trained with more outputs"
             )
         self._fit_inputs(X)
-        with torch_threads(self.n_threads):
+        with torch_threads(self.n_threads), torch.no_grad():
             self._adapt(X, labels)
         return self
 
@@ -469,7 +451,7 @@ class AmortizedRegressor(RegressorMixin, _Amortized):
         mean, std = streaming_moments(np.asarray(y, dtype=np.float64).reshape(-1, 1))
         self.y_mean_, self.y_scale_ = float(mean[0]), float(_safe_scale(std, mean)[0])
         self._fit_inputs(X)
-        with torch_threads(self.n_threads):
+        with torch_threads(self.n_threads), torch.no_grad():
             self._adapt(X, y)
         return self
 

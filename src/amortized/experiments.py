@@ -212,7 +212,8 @@ def train_learners(
 ) -> dict[str, Trained]:
     """Meta-train every learner into the run folder; finished ones are loaded, stopped ones resumed.
 
-    With ``jobs > 1``, learners train in that many processes at once (each with this process's torch
+    Training runs on this process's torch threads (the command line's ``--threads``). With
+    ``jobs > 1``, learners train in that many processes at once (each with this process's torch
     threads); every learner's training is seeded on its own, so the weights do not depend on ``jobs``.
     """
     trained: dict[str, Trained] = {}
@@ -245,6 +246,7 @@ def train_learners(
                 out_dir=folder,
                 resume=True,
                 progress=progress and spec.name,
+                threads=None,  # the caller's (the CLI's --threads)
             )
             trained[spec.name] = Trained(
                 learner, result.train_seconds, result.iterations, result.train_cpu_seconds
@@ -291,6 +293,7 @@ def _train_in_process(path: str, name: str, threads: int, progress: bool) -> str
         out_dir=run.learner_dir(name),
         resume=True,
         progress=progress and name,
+        threads=None,  # the parent's, set above
     )
     return f"{result.iterations} iterations, {result.train_cpu_seconds:.0f} s of CPU"
 

@@ -23,8 +23,8 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
@@ -359,7 +359,9 @@ def train(
     *,
     out_dir: str | os.PathLike | None = None,
     resume: bool = False,
-    progress: bool | str = False,
+    progress: bool | str = True,
+    threads: int | None = 1,
+    tensorboard: bool = False,
     **options: Any,
 ) -> TrainResult:
     """Meta-train ``learner`` on tasks from ``family``; options are :class:`TrainConfig` fields.
@@ -368,10 +370,18 @@ def train(
     and ``metrics.jsonl``; ``resume=True`` continues from the checkpoint there, giving the same
     weights and metrics as an uninterrupted run. ``out_dir`` is locked while training: another
     process writing into it is refused (:class:`~amortized.errors.FolderLockedError`).
+    ``tensorboard=True`` also writes the scalars of ``metrics.jsonl`` (``loss``, ``lr``, ``eval_*``...,
+    by iteration) as TensorBoard events in ``out_dir/tensorboard`` (``tensorboard --logdir
+    out_dir``); it needs the ``tensorboard`` package (``pip install tensorboard``).
 
-    ``progress`` (``True``, or the name to show) shows how far training has got: a bar on a
-    terminal, elsewhere (a log file, a pipe) a line at every tenth of the iterations and at least
-    every 30 seconds (see :mod:`amortized.progress`).
+    ``progress`` (on by default; a string is the name to show, ``False`` hides it) shows how far
+    training has got: a bar on a terminal, elsewhere (a log file, a pipe) a line at every tenth of
+    the iterations and at least every 30 seconds (see :mod:`amortized.progress`).
+
+    ``threads`` is torch's CPU threads while training (see :func:`torch_threads`): 1 by default, as
+    on the command line, since the models are small and threads that compete for busy cores slow
+    torch down many times over; ``None`` keeps torch's setting (``torch.set_num_threads``), e.g.
+    for a large model on an idle machine.
 
     In a process group of several ranks (see :mod:`amortized.distributed`), ``tasks_per_batch`` is
     the global batch, split evenly over the ranks; rank 0 alone evaluates, shows progress and writes
@@ -381,14 +391,78 @@ def train(
         config = TrainConfig.from_dict(options)
     elif options:
         config = TrainConfig.from_dict({**asdict(config), **options})
+    if threads is not None:
+        threads = check_positive_int("threads", threads)
     _check_compatible(learner, family)
+    out = Path(out_dir) if out_dir is not None else None
+    if tensorboard and out is None:
+        raise ConfigError("tensorboard=True needs out_dir: the events are written in out_dir/tensorboard")
     replicas = Replicas(learner)
     replicas.check_divides(config.tasks_per_batch)
-    out = Path(out_dir) if out_dir is not None else None
     with ExitStack() as held:
         if out is not None:
             replicas.from_main(lambda: held.enter_context(lock_folder(out)))
-        return _train(learner, family, config, replicas, out, resume=resume, progress=progress)
+        curves = None
+        if tensorboard and replicas.is_main:
+            curves = _TensorBoardCurves(out / "tensorboard")
+            held.callback(curves.close)
+        held.enter_context(torch_threads(threads))
+        return _train(learner, family, config, replicas, out, resume=resume, progress=progress, curves=curves)
+
+
+@contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """Run on ``count`` torch CPU threads, restoring torch's setting after; ``None`` keeps it.
+
+    Small models run fastest on one thread when cores are shared: an adaptation step of a few dozen
+    tokens took 5 ms on one thread and 50-200 ms on two that waited on each other (2 busy cores).
+    """
+    previous = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+class _TensorBoardCurves:
+    """The records of ``metrics.jsonl`` as TensorBoard scalars in ``folder``, by iteration.
+
+    Made before training, so that a missing ``tensorboard`` package stops it at once. Each training
+    session writes the whole history again (as ``metrics.jsonl`` is rewritten on resume), in place
+    of the event files already in ``folder``: a resumed run shows each iteration once.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise ImportError(
+                "tensorboard=True needs the tensorboard package: pip install tensorboard"
+            ) from None
+        self._folder, self._new_writer = folder, SummaryWriter
+        self._writer: Any = None
+
+    def restart(self, history: list[dict[str, Any]]) -> None:
+        """Replace the folder's events with those of ``history``, the records kept so far."""
+        self._folder.mkdir(parents=True, exist_ok=True)
+        for events in self._folder.glob("events.out.tfevents.*"):
+            events.unlink()
+        self._writer = self._new_writer(str(self._folder))
+        for record in history:
+            self.add(record)
+
+    def add(self, record: dict[str, Any]) -> None:
+        """Every number of ``record`` but its iteration, as a scalar at that iteration."""
+        for name, value in record.items():
+            if name != "iteration":
+                self._writer.add_scalar(name, value, record["iteration"])
+
+    def close(self) -> None:
+        """Write what is pending and close the event file, if one was opened."""
+        if self._writer is not None:
+            self._writer.close()
 
 
 def _train(
@@ -400,8 +474,9 @@ def _train(
     *,
     resume: bool,
     progress: bool | str,
+    curves: _TensorBoardCurves | None,
 ) -> TrainResult:
-    """:func:`train` once its arguments are checked and ``out``, if any, is locked."""
+    """:func:`train` once its arguments are checked, ``out``, if any, is locked and threads are set."""
     checkpoint_path = out / "checkpoint.pt" if out is not None else None
     optimizer = torch.optim.AdamW(learner.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     history: list[dict[str, Any]] = []
@@ -427,6 +502,8 @@ def _train(
     if out is not None and replicas.is_main:
         out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out / "metrics.jsonl", "".join(json.dumps(record) + "\n" for record in history))
+    if curves is not None:
+        curves.restart(history)
 
     eval_tasks = None
     if config.eval_every and config.eval_tasks and replicas.is_main:
@@ -544,6 +621,8 @@ def _train(
             if out is not None and replicas.is_main:
                 with open(out / "metrics.jsonl", "a") as handle:
                     handle.write(json.dumps(record) + "\n")
+            if curves is not None:
+                curves.add(record)
             shown.update(1, note=f"loss {loss:.4f}")
             if config.checkpoint_every and done % config.checkpoint_every == 0:
                 save(done)

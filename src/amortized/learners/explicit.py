@@ -24,8 +24,9 @@ LEGACY_LATENT_DEFAULTS: dict[str, Any] = {"linear_skip": False}
 class LatentUpdate(ComposedLearner):
     """A transformer refines ``z`` from the mini-batch; the decoder ``f_γ(x, z)`` predicts.
 
-    The rule is a :class:`TransformerUpdate`; ``linear_skip`` (see :class:`LatentDecoder`) makes the
-    decoder contain every linear model.
+    The rule is a :class:`TransformerUpdate`; ``linear_skip`` (see
+    :class:`amortized.learners.representations.LatentDecoder`) makes the decoder contain every linear
+    model.
     """
 
     regime = "explicit"

@@ -1,7 +1,8 @@
 """Running averages over mini-batches, exact for any split of the data into batches.
 
-A batch of ``B`` points gets the weight ``B / (seen + B)`` (:meth:`State.share`), so averaging batch
-statistics one step at a time gives the statistics of all points read, whatever the batch sizes.
+A batch of ``B`` points gets the weight ``B / (seen + B)``
+(:meth:`amortized.learners.state.State.share`), so averaging batch statistics one step at a time
+gives the statistics of all points read, whatever the batch sizes.
 """
 
 from __future__ import annotations

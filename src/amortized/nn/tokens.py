@@ -80,7 +80,8 @@ class ChunkTokens(nn.Module):
 
 
 class ProgressEmbedding(nn.Module):
-    """Embeds :meth:`State.progress_features` (and any extra per-task scalars) into the width."""
+    """Embeds :meth:`amortized.learners.state.State.progress_features` (and any extra per-task
+    scalars) into the width."""
 
     def __init__(self, num_features: int, width: int) -> None:
         super().__init__()
