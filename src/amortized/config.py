@@ -282,7 +282,8 @@ def _check_sizes(
     """Refuse task batches beyond the memory budget before anything is sampled or built.
 
     Each learner's training batch, the evaluation tasks (the step and size curves and each shift,
-    held together) and the cost curve's tasks, estimated by the families' ``sample_bytes``.
+    held together, so their estimates add up) and the cost curve's tasks, estimated by the
+    families' ``sample_bytes``.
     """
     for spec in learners:
         train = spec.train

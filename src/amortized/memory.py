@@ -5,15 +5,18 @@ A size that cannot fit (a family of a million inputs, ``1e11`` evaluation tasks,
 from inside torch. The checks estimate only the largest tensors, in plain integer arithmetic:
 
 - sampled tasks: ``tasks × points × values per point × 4`` bytes (float32), plus any working tensor
-  that grows faster than the data (a Gaussian process's ``points²`` kernel), see
+  that grows faster than the data (a Gaussian process's ``points²`` kernels), see
   :meth:`~amortized.tasks.base.TaskFamily.sample_bytes`;
 - a network: its parameter count × 4 bytes, counted from its widths before its layers are built
-  (meta-training needs about four times that: gradients and Adam's two moments).
+  (meta-training needs about four times that: gradients and Adam's two moments);
+- the Bayes reference's per-task ``P × P`` posterior precision matrices (float64).
 
-The estimates are lower bounds, so a refusal is certain to be right; what passes can still need a
-few times the estimate in working memory. The budget is 8 GiB unless ``$AMORTIZED_MEMORY_BUDGET``
-says otherwise: bytes, or a number with a unit ``K``, ``M``, ``G`` or ``T`` (powers of 1024, e.g.
-``64G``).
+They are checked where the sizes enter: ``TaskFamily.sample``, the constructors of networks, the
+reference's ``init_state``, and a preset's training and evaluation sizes when it is read, so a
+``ConfigError`` names the keys at once. The estimates leave out the working memory around these
+tensors: what passes can still need a few times the estimate. The budget is 8 GiB unless
+``$AMORTIZED_MEMORY_BUDGET`` says otherwise: bytes, or a number with a unit ``K``, ``M``, ``G`` or
+``T`` (powers of 1024, e.g. ``64G``).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from amortized.errors import AmortizedError, ConfigError
 
 BUDGET_ENV = "AMORTIZED_MEMORY_BUDGET"
 DEFAULT_BUDGET = 8 * 2**30
+"""Fixed rather than a share of this machine's memory, so a preset is accepted or refused alike everywhere."""
 FLOAT_BYTES = 4
 """Bytes per value of sampled data and weights (float32)."""
 
