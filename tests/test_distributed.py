@@ -7,6 +7,9 @@ one start of two ranks that run every scenario; the CLI test starts ``torchrun``
 import multiprocessing
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -24,6 +27,7 @@ from amortized.learners.base import minibatches
 from amortized.models import Linear
 from amortized.tasks import LinearRegression
 from amortized.training import iteration_generator
+from tests.test_lifeline import kill_all, wait_until_ended
 
 FAMILY = LinearRegression(dim=2, noise=0.1)
 COMMON = {
@@ -259,3 +263,48 @@ def test_amortized_train_nproc_2_runs_torchrun_and_matches_one_process(tmp_path,
         lines = (tmp_path / "two" / "learners" / name / "metrics.jsonl").read_text().splitlines()
         assert len(lines) == 4, "metrics written by more than one rank"
     assert two.count("4 iterations") == len(learners), "the worker processes printed too"
+
+
+def _descendants(pid: int) -> list[int]:
+    """The processes below ``pid`` (children, their children, ...), from ``/proc``."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # it ended meanwhile
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        children = parents.get(todo.pop(), [])
+        found += children
+        todo += children
+    return sorted(found)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process tree from /proc")
+def test_killing_the_parent_of_nproc_2_ends_torchrun_and_both_ranks(tmp_path):
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "amortized", "train", "tiny", "--out", str(run), "--nproc", "2"]
+    options = ["--quiet", "--set", "train.iterations=100000", "--set", "train.checkpoint_every=0"]
+    stderr = tmp_path / "stderr"
+    with stderr.open("w") as log:
+        parent = subprocess.Popen([*command, *options], stdout=subprocess.DEVNULL, stderr=log)
+    children: list[int] = []
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        # Rank 0 writes a line per iteration once both ranks train.
+        while not any(path.stat().st_size for path in run.glob("learners/*/metrics.jsonl")):
+            assert parent.poll() is None, f"the run ended before training: {stderr.read_text()}"
+            assert time.monotonic() < deadline, f"no training after {START_TIMEOUT} s"
+            time.sleep(0.2)
+        children = _descendants(parent.pid)
+        assert len(children) >= 3, f"expected torchrun and two ranks under the parent, found {children}"
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        survivors = wait_until_ended(children, 20)
+        assert not survivors, f"{len(survivors)} of torchrun and its ranks outlived their parent by 20 s"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+        kill_all([*children, *(pid for child in children for pid in _descendants(child))])

@@ -35,6 +35,7 @@ from amortized import tasks as task_families
 from amortized.errors import ConfigError, DataError
 from amortized.evaluation import EvaluationConfig
 from amortized.learners import BayesLinearRegression, Learner
+from amortized.memory import check_memory
 from amortized.models.predictors import MLP, Linear
 from amortized.preset_files import read_preset
 from amortized.tasks.base import TaskFamily
@@ -265,10 +266,50 @@ def _predictor(where: str, spec: Any, family: TaskFamily) -> dict[str, Any]:
 
 
 def _construct(where: str, factory: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    """``factory(**kwargs)``, a wrong argument or a refused option named as ``where``'s."""
     try:
         return factory(**kwargs)
-    except TypeError as error:
+    except (TypeError, ConfigError) as error:
         raise ConfigError(f"{where}: {error}") from None
+
+
+def _check_sizes(
+    family: TaskFamily,
+    shifted: dict[str, TaskFamily],
+    evaluation: EvaluationConfig,
+    learners: Sequence[LearnerSpec],
+) -> None:
+    """Refuse task batches beyond the memory budget before anything is sampled or built.
+
+    Each learner's training batch, the evaluation tasks (the step and size curves and each shift,
+    held together, so their estimates add up) and the cost curve's tasks, estimated by the
+    families' ``sample_bytes``.
+    """
+    for spec in learners:
+        train = spec.train
+        num_train = train.num_train or train.max_steps * train.max_batch_size
+        family.check_sample_size(
+            f"learners.{spec.name}.train: tasks_per_batch={train.tasks_per_batch}, "
+            f"num_train={num_train}, num_query={train.num_query}",
+            train.tasks_per_batch,
+            num_train + train.num_query,
+        )
+    tasks, query = evaluation.num_tasks, evaluation.num_query
+    held = [(family, evaluation.num_train), (family, max(evaluation.sizes))]
+    held += [(source, evaluation.num_train) for source in shifted.values()]
+    check_memory(
+        f"evaluation.num_tasks={tasks} with num_train={evaluation.num_train}, sizes up to "
+        f"{max(evaluation.sizes)} and num_query={query}",
+        sum(source.sample_bytes(tasks, points + query) for source, points in held),
+        held=f"the evaluation tasks ({len(held)} batches of {type(family).__name__})",
+        remedy="use fewer tasks or points",
+    )
+    family.check_sample_size(
+        f"evaluation.cost_tasks={evaluation.cost_tasks} with cost_sizes up to "
+        f"{max(evaluation.cost_sizes)} and num_query={query}",
+        evaluation.cost_tasks,
+        max(evaluation.cost_sizes) + query,
+    )
 
 
 @dataclass
@@ -453,6 +494,7 @@ class Experiment:
         if sum(spec.is_reference for spec in baselines) > 1:
             raise ConfigError(f"at most one {REFERENCE} reference per preset")
         family, shifted = _families(config)
+        _check_sizes(family, shifted, evaluation, learners)
         experiment = cls(
             name,
             str(config.get("description", "")),
@@ -468,7 +510,10 @@ class Experiment:
             spec.build(family)
         for spec in baselines:
             if spec.is_reference:
-                spec.reference(family)
+                reference = spec.reference(family)
+                reference.check_state_size(
+                    f"baselines.{spec.name}: evaluation.num_tasks", evaluation.num_tasks
+                )
             else:
                 spec.make(family)(1.0)
         return experiment

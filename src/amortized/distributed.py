@@ -48,6 +48,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from amortized.errors import ConfigError, DistributedError
 from amortized.folders import HELD_ENV
+from amortized.lifeline import PARENT_ENV, end_with_launcher, torchrun_command
 from amortized.tasks.base import TaskBatch
 
 T = TypeVar("T")
@@ -339,11 +340,13 @@ def cli_session(args: argparse.Namespace) -> Iterator[None]:
     """Around one ``amortized`` command: join the process group if ``torchrun`` started this process.
 
     Ranks other than 0 keep their error messages but print nothing else (logging is rank 0's job):
-    their ``args.quiet`` is set and their stdout dropped. Outside ``torchrun`` this does nothing.
+    their ``args.quiet`` is set and their stdout dropped. Ranks that ``amortized run --nproc`` started
+    end when their ``torchrun`` does (:mod:`amortized.lifeline`). Outside ``torchrun`` this does nothing.
     """
     if not launched_by_torchrun():
         yield
         return
+    end_with_launcher()
     init()
     if not is_main() and hasattr(args, "quiet"):
         args.quiet = True
@@ -361,19 +364,21 @@ def cli_session(args: argparse.Namespace) -> Iterator[None]:
 
 
 def train_command(run_dir: str | os.PathLike, nproc: int, *, quiet: bool, threads: int | None) -> list[str]:
-    """The ``torchrun`` command that meta-trains a run folder's learners in ``nproc`` local processes."""
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc-per-node={nproc}",
-        "-m",
-        "amortized",
-        "train",
-        "--resume",
-        str(run_dir),
-    ]
+    """The ``torchrun`` command that meta-trains a run folder's learners in ``nproc`` local processes.
+
+    It runs under :mod:`amortized.lifeline`, so it and its ranks end when the process that starts it does.
+    """
+    command = torchrun_command(
+        [
+            "--standalone",
+            f"--nproc-per-node={nproc}",
+            "-m",
+            "amortized",
+            "train",
+            "--resume",
+            str(run_dir),
+        ]
+    )
     if quiet:
         command.append("--quiet")
     if threads:
@@ -395,14 +400,15 @@ def launch_training(
     The folder must exist (``config.toml`` written) and the caller hold its lock, which the processes
     then do not take; they finish the folder as ``--resume`` does, so this also continues a stopped
     run. Their progress and errors go to stderr; their stdout (rank 0's summary, which the caller
-    prints itself) is dropped. Raises :class:`DistributedError` if they fail.
+    prints itself) is dropped. They end if this process ends, even by SIGKILL. Raises
+    :class:`DistributedError` if they fail.
     """
     if nproc < 1:
         raise ConfigError(f"--nproc must be a positive integer, got {nproc}")
     for size in tasks_per_batch:
         check_split(size, nproc)
     command = train_command(run_dir, nproc, quiet=quiet, threads=threads)
-    environment = {**os.environ, HELD_ENV: str(Path(run_dir).resolve())}
+    environment = {**os.environ, HELD_ENV: str(Path(run_dir).resolve()), PARENT_ENV: str(os.getpid())}
     status = subprocess.run(command, stdout=subprocess.DEVNULL, env=environment, check=False).returncode
     if status != 0:
         raise DistributedError(

@@ -40,6 +40,7 @@ from amortized.evaluation import (
 )
 from amortized.folders import read_json, read_jsonl
 from amortized.learners import Learner, adapt
+from amortized.lifeline import end_with_parent
 from amortized.preset_files import dump_toml, read_toml
 from amortized.progress import Progress
 from amortized.training import run_description, train
@@ -269,11 +270,13 @@ def _in_processes(
     """``work(run folder, name, threads, progress)`` for every name, in ``jobs`` fresh processes at once.
 
     The workers' progress comes as lines on stderr (bars of several processes would overwrite each
-    other).
+    other). They end when this process ends, even by SIGKILL (:mod:`amortized.lifeline`).
     """
     threads = torch.get_num_threads()
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(min(jobs, len(names)), mp_context=context) as pool:
+    with ProcessPoolExecutor(
+        min(jobs, len(names)), mp_context=context, initializer=end_with_parent, initargs=(os.getpid(),)
+    ) as pool:
         futures = {pool.submit(work, str(run.path), name, threads, progress): name for name in names}
         for future in as_completed(futures):
             log(f"{futures[future]}: {done} ({future.result()})")

@@ -6,6 +6,7 @@ import gzip
 import random
 import struct
 import sys
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -268,6 +269,39 @@ def test_idx_errors(tmp_path):
         read_idx(gz)
     with pytest.raises(DataError, match="does not exist"):
         read_idx(tmp_path / "absent")
+
+
+def test_a_gzip_bomb_is_refused_without_being_decompressed(tmp_path, monkeypatch):
+    monkeypatch.delenv("AMORTIZED_MEMORY_BUDGET", raising=False)
+    bomb = tmp_path / "bomb-idx3-ubyte.gz"
+    # A header for 2 images of 2x2 pixels, then 32 MiB of zeros: about 32 KiB on disk.
+    bomb.write_bytes(gzip.compress(idx_bytes(np.zeros((2, 2, 2)), 2051) + bytes(32 * 2**20), mtime=0))
+    assert bomb.stat().st_size < 64 * 2**10
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match=r"has trailing data: its header \(shape \(2, 2, 2\), uint8\)"):
+            read_idx(bomb, magic=2051)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20, f"{peak} bytes allocated reading a file whose header declares 8"
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_a_header_declaring_more_than_the_memory_budget_is_refused(tmp_path, monkeypatch, gz):
+    monkeypatch.delenv("AMORTIZED_MEMORY_BUDGET", raising=False)
+    path = tmp_path / ("huge.gz" if gz else "huge")
+    header = struct.pack(">I3I", 2051, 2**31, 2**16, 2**16)
+    path.write_bytes(gzip.compress(header) if gz else header)
+    declared = r"header \(shape \(2147483648, 65536, 65536\), uint8\) needs about 8.39e\+06 TiB"
+    with pytest.raises(DataError, match=rf"{declared} for its data, above the memory budget of 8 GiB"):
+        read_idx(path)
+    monkeypatch.setenv("AMORTIZED_MEMORY_BUDGET", "1K")
+    write_idx(path, np.zeros((2, 40, 40)), 2051)  # 3.1 KiB of pixels
+    with pytest.raises(
+        DataError, match=r"needs about 3.12 KiB for its data, above the memory budget of 1 KiB"
+    ):
+        read_idx(path)
 
 
 # --- npz archives -------------------------------------------------------------------------------

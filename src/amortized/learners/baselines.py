@@ -16,6 +16,7 @@ from amortized.errors import ConfigError, NonFiniteError
 from amortized.learners.base import Learner, adapt, loss_gradient, plain_arguments
 from amortized.learners.rules.moments import AdamMoments
 from amortized.learners.state import State
+from amortized.memory import check_memory
 from amortized.models.predictors import Linear, Predictor, predictor_from_config
 from amortized.tasks.base import TaskFamily
 from amortized.validation import MAX_MAGNITUDE, check_real, check_seed
@@ -130,7 +131,18 @@ class BayesLinearRegression(Learner):
         x = x.double()
         return torch.cat([x, torch.ones_like(x[..., :1])], -1) if self.bias else x
 
+    def check_state_size(self, what: str, num_tasks: int) -> None:
+        """Refuse ``num_tasks`` posteriors, before they are allocated, if they exceed the memory budget:
+        each holds a ``P × P`` float64 precision matrix, a copy and its Cholesky factor."""
+        check_memory(
+            f"{what}={num_tasks} with input_dim={self.input_dim}",
+            3 * num_tasks * self.model.num_params**2 * torch.finfo(torch.float64).bits // 8,
+            held="the Bayes posteriors' precision matrices",
+            remedy="use fewer tasks or inputs",
+        )
+
     def init_state(self, num_tasks: int, query_x: Tensor | None = None) -> State:
+        self.check_state_size("num_tasks", num_tasks)
         size = self.model.num_params
         precision = torch.eye(size, dtype=torch.float64) / self.weight_std**2
         posterior = Posterior(

@@ -22,6 +22,7 @@ from amortized.errors import ConfigError, ShapeError
 from amortized.learners.base import Learner, plain_arguments, seeded
 from amortized.learners.running import RunningMoments, running_average
 from amortized.learners.state import State
+from amortized.memory import check_parameters
 from amortized.nn import ProgressEmbedding, Transformer, mlp
 from amortized.validation import check_positive_int, check_seed
 
@@ -78,6 +79,7 @@ class FlowMatching(Learner):
         super().__init__(input_dim, input_dim, "generative")
         self.memory_tokens = check_positive_int("memory_tokens", memory_tokens)
         self.integration_steps = check_positive_int("integration_steps", integration_steps)
+        check_parameters(f"memory_tokens={memory_tokens}, width={width}", memory_tokens * width)
         with seeded(seed):
             self.samples = mlp(input_dim, width)
             self.latents = nn.Parameter(torch.randn(memory_tokens, width))

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from amortized.errors import ConfigError
+from amortized.memory import check_parameters
 from amortized.models.predictors import Predictor
 from amortized.validation import check_bool, check_positive_int, check_seed
 
@@ -59,6 +60,10 @@ class LatentDecoder(nn.Module):
     ) -> None:
         super().__init__()
         widths = [input_dim, *hidden]
+        count = sum((a + 1) * b for a, b in itertools.pairwise([*widths, output_dim]))
+        count += sum((latent_dim + 1) * 2 * width for width in hidden)
+        count += (latent_dim + 1) * (input_dim + 1) * output_dim if linear_skip else 0
+        check_parameters(f"latent_dim={latent_dim}, decoder_hidden={list(hidden)}", count)
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(widths))
         self.films = nn.ModuleList(nn.Linear(latent_dim, 2 * width) for width in hidden)
         self.out = nn.Linear(widths[-1], output_dim)

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from amortized.errors import ConfigError, ShapeError
+from amortized.memory import check_parameters
 from amortized.validation import check_choice, check_positive_int
 
 ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh, "gelu": torch.nn.functional.gelu}
@@ -33,6 +34,7 @@ class Predictor:
         self.shapes: list[tuple[int, int]] = list(itertools.pairwise(widths))
         sizes = [fan_in * fan_out + (fan_out if bias else 0) for fan_in, fan_out in self.shapes]
         self.num_params = sum(sizes)
+        check_parameters(f"a {self.kind} model of widths {widths}", self.num_params)
 
     @property
     def input_dim(self) -> int:

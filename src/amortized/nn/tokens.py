@@ -6,6 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from amortized.memory import check_parameters
+from amortized.nn.mlp import mlp
+
 
 class ObservationTokens(nn.Module):
     """One token per observed point from ``[x, y]`` and, optionally, the current prediction there.
@@ -24,8 +27,7 @@ class ObservationTokens(nn.Module):
         super().__init__()
         self.num_classes = num_classes
         self.with_prediction = with_prediction
-        features = input_dim + output_dim * (2 if with_prediction else 1)
-        self.embed = nn.Sequential(nn.Linear(features, width), nn.GELU(), nn.Linear(width, width))
+        self.embed = mlp(input_dim + output_dim * (2 if with_prediction else 1), width)
 
     def targets(self, y: Tensor) -> Tensor:
         """Targets as features: one-hot labels, or the regression values as they are."""
@@ -55,6 +57,9 @@ class ChunkTokens(nn.Module):
         self.chunk_size = min(chunk_size, size)
         self.num_chunks = -(-size // self.chunk_size)
         self.padding = self.num_chunks * self.chunk_size - size
+        inputs = num_features * self.chunk_size
+        count = (inputs + 1) * width + self.num_chunks * width + 2 * (width + 1) * self.chunk_size
+        check_parameters(f"width={width}, chunk_size={chunk_size}", count)
         self.embed = nn.Linear(num_features * self.chunk_size, width)
         self.position = nn.Parameter(torch.randn(self.num_chunks, width) * 0.02)
         self.direction = nn.Linear(width, self.chunk_size)
@@ -85,7 +90,7 @@ class ProgressEmbedding(nn.Module):
 
     def __init__(self, num_features: int, width: int) -> None:
         super().__init__()
-        self.embed = nn.Sequential(nn.Linear(num_features, width), nn.GELU(), nn.Linear(width, width))
+        self.embed = mlp(num_features, width)
 
     def forward(self, features: Tensor) -> Tensor:
         return self.embed(features)[:, None, :]

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from amortized.errors import ConfigError
+from amortized.memory import check_parameters
 from amortized.validation import check_positive_int
 
 
@@ -60,6 +61,8 @@ class Transformer(nn.Module):
         check_positive_int("width", width)
         check_positive_int("depth", depth)
         check_positive_int("heads", heads)
+        # Per block: attention 4w² + 4w, MLP 8w² + 5w, two LayerNorms 4w; then the final LayerNorm.
+        check_parameters(f"width={width}, depth={depth}", depth * (12 * width**2 + 13 * width) + 2 * width)
         self.blocks = nn.ModuleList(Block(width, heads) for _ in range(depth))
         self.norm = nn.LayerNorm(width)
 

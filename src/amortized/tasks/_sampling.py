@@ -7,6 +7,7 @@ import itertools
 import torch
 from torch import Tensor
 
+from amortized.memory import FLOAT_BYTES
 from amortized.validation import check_choice
 
 
@@ -40,6 +41,12 @@ def random_mlp(
         params[f"weight{i}"] = normal((num_tasks, fan_in, fan_out), generator) / fan_in**0.5
         params[f"bias{i}"] = normal((num_tasks, 1, fan_out), generator) * 0.1
     return params
+
+
+def random_mlp_bytes(num_tasks: int, num_points: int, widths: list[int]) -> int:
+    """Bytes of :func:`random_mlp`'s weights and of its activations at ``num_points`` points, per task."""
+    weights = sum((fan_in + 1) * fan_out for fan_in, fan_out in itertools.pairwise(widths))
+    return num_tasks * (weights + num_points * sum(widths[1:])) * FLOAT_BYTES
 
 
 def apply_mlp(params: dict[str, Tensor], x: Tensor, activation: str) -> Tensor:

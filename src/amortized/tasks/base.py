@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, fields, replace
 import torch
 from torch import Tensor
 
+from amortized.memory import FLOAT_BYTES, check_memory
 from amortized.validation import check_positive_int
 
 
@@ -60,7 +61,11 @@ class TaskBatch:
 
 
 class TaskFamily(ABC):
-    """A distribution over tasks. Subclasses implement ``_sample``; ``sample`` validates sizes."""
+    """A distribution over tasks. Subclasses implement ``_sample``; ``sample`` validates sizes.
+
+    Families whose sampling holds tensors larger than the data (a kernel matrix, per-task networks)
+    add them in :meth:`sample_bytes`, so sizes beyond the memory budget are refused before sampling.
+    """
 
     input_dim: int
     output_dim: int
@@ -90,9 +95,31 @@ class TaskFamily(ABC):
         check_positive_int("num_tasks", num_tasks)
         check_positive_int("num_train", num_train)
         check_positive_int("num_query", num_query)
+        self.check_sample_size(
+            f"num_tasks={num_tasks}, num_train={num_train}, num_query={num_query}",
+            num_tasks,
+            num_train + num_query,
+        )
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
         return self._sample(num_tasks, num_train, num_query, generator)
+
+    def sample_bytes(self, num_tasks: int, num_points: int) -> int:
+        """An estimate of the bytes sampling ``num_tasks`` tasks of ``num_points`` points allocates.
+
+        Inputs, targets and noiseless targets as float32; a lower bound, cheap to compute.
+        """
+        return num_tasks * num_points * (self.input_dim + 2 * self.output_dim) * FLOAT_BYTES
+
+    def check_sample_size(self, what: str, num_tasks: int, num_points: int) -> None:
+        """Refuse (a one-line ``ConfigError`` naming ``what``) tasks whose :meth:`sample_bytes` exceed
+        the memory budget (:mod:`amortized.memory`)."""
+        check_memory(
+            what,
+            self.sample_bytes(num_tasks, num_points),
+            held=f"the tasks of {type(self).__name__} ({self.input_dim} inputs per point)",
+            remedy="sample fewer tasks or points",
+        )
 
     @abstractmethod
     def _sample(

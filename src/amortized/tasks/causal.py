@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from amortized.errors import ConfigError, ShapeError
+from amortized.memory import FLOAT_BYTES
 from amortized.tasks import _sampling as draw
 from amortized.tasks.base import TaskBatch, TaskFamily
 from amortized.validation import MAX_MAGNITUDE, check_positive_int, check_range, check_real
@@ -137,6 +138,12 @@ class RandomSCM(TaskFamily):
     def likelihood(self) -> str:
         """``"order"``: predicted orders are scored by :class:`OrderMetrics`."""
         return "order"
+
+    def sample_bytes(self, num_tasks: int, num_points: int) -> int:
+        """The data, plus the nonlinear mechanisms' weights and hidden units (``hidden`` per edge, point)."""
+        size = self.max_variables
+        hidden = num_tasks * (size + num_points) * size * self.hidden * FLOAT_BYTES
+        return super().sample_bytes(num_tasks, num_points) + hidden
 
     def _graphs(self, num_tasks: int, generator) -> tuple[Tensor, Tensor, Tensor]:
         """Adjacency ``[tasks, D, D]``, causal position per variable ``[tasks, D]``, present mask."""

@@ -71,6 +71,13 @@ class NonlinearClassification(TaskFamily):
         self.inputs = check_choice("inputs", inputs, ("normal", "uniform"))
         self.input_dim, self.output_dim = dim, num_classes
 
+    def sample_bytes(self, num_tasks: int, num_points: int) -> int:
+        """The data, plus each task's random MLP and its activations."""
+        widths = [self.dim, *self.hidden, self.num_classes]
+        return super().sample_bytes(num_tasks, num_points) + draw.random_mlp_bytes(
+            num_tasks, num_points, widths
+        )
+
     def _sample(self, num_tasks, num_train, num_query, generator):
         x = draw.inputs(self.inputs, (num_tasks, num_train + num_query, self.dim), generator)
         widths = [self.dim, *self.hidden, self.num_classes]

@@ -16,12 +16,14 @@ import zipfile
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from amortized.errors import ConfigError, DataError, DTypeError, NonFiniteError, ShapeError
+from amortized.memory import check_memory
 from amortized.tasks.base import TaskBatch, TaskFamily
 from amortized.validation import check_choice, check_positive_int, check_seed
 
@@ -272,42 +274,54 @@ def MNIST1D(
     return LabelledDataset(x, y, num_ways, classes, projection_dim, seed, name="mnist1d")
 
 
+def _read_exactly(handle: BinaryIO, size: int, path: Path, what: str) -> bytes:
+    """``size`` bytes from ``handle``, or a :class:`DataError` saying the file ends before ``what``."""
+    data = handle.read(size)
+    if len(data) < size:
+        raise DataError(f"{path} is truncated: it ends inside {what}")
+    return data
+
+
 def read_idx(path: str | os.PathLike, *, magic: int | None = None) -> np.ndarray:
     """Read an IDX file (the MNIST format), gzipped when its name ends in ``.gz``.
 
-    ``magic`` is the expected magic number (2051 for images, 2049 for labels) when known.
+    ``magic`` is the expected magic number (2051 for images, 2049 for labels) when known. The header
+    fixes the data's size, which is checked against the memory budget (:mod:`amortized.memory`);
+    at most one byte more is then read, so a small ``.gz`` that inflates far beyond what its header
+    declares is refused without being decompressed.
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"IDX file {path} does not exist")
     try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as handle:
-                data = handle.read()
-        else:
-            data = path.read_bytes()
+        with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as handle:
+            start = _read_exactly(handle, 4, path, "the 4-byte IDX magic number")
+            found = int.from_bytes(start, "big")
+            if magic is not None and found != magic:
+                raise DataError(f"{path} has magic number {found}, expected {magic}")
+            code, ndim = start[2], start[3]
+            if start[:2] != b"\0\0" or code not in _IDX_DTYPES:
+                raise DataError(f"{path} is not an IDX file: bad magic number {found:#010x}")
+            dims = _read_exactly(handle, 4 * ndim, path, f"the sizes of its {ndim} dimensions")
+            shape = struct.unpack(f">{ndim}I", dims)
+            dtype = np.dtype(_IDX_DTYPES[code])
+            size = math.prod(shape) * dtype.itemsize
+            check_memory(
+                f"{path}'s header (shape {shape}, {dtype})",
+                size,
+                held="its data",
+                remedy="check that the file is an intact IDX file",
+                error=DataError,
+            )
+            data = handle.read(size + 1)
     except (OSError, EOFError, zlib.error) as error:
         raise DataError(f"could not read {path}: {error}") from error
-    if len(data) < 4:
-        raise DataError(f"{path} is truncated: {len(data)} bytes, shorter than an IDX header")
-    found = int.from_bytes(data[:4], "big")
-    if magic is not None and found != magic:
-        raise DataError(f"{path} has magic number {found}, expected {magic}")
-    code, ndim = data[2], data[3]
-    if data[:2] != b"\0\0" or code not in _IDX_DTYPES:
-        raise DataError(f"{path} is not an IDX file: bad magic number {found:#010x}")
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise DataError(f"{path} is truncated: its header needs {header} bytes, got {len(data)}")
-    shape = struct.unpack(f">{ndim}I", data[4:header])
-    dtype = np.dtype(_IDX_DTYPES[code])
-    expected = header + math.prod(shape) * dtype.itemsize
-    if len(data) != expected:
+    if len(data) != size:
+        problem = "is truncated" if len(data) < size else "has trailing data"
         raise DataError(
-            f"{path} has {len(data)} bytes but its header (shape {shape}, {dtype}) implies "
-            f"{expected}: the file is truncated or has trailing data"
+            f"{path} {problem}: its header (shape {shape}, {dtype}) implies {size} bytes of data after it"
         )
-    return np.frombuffer(data, dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+    return np.frombuffer(data, dtype).reshape(shape).astype(dtype.newbyteorder("="))
 
 
 def _find_idx(root: Path, stem: str) -> Path:

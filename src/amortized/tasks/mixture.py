@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from amortized.errors import ConfigError
+from amortized.memory import FLOAT_BYTES
 from amortized.tasks import _sampling as draw
 from amortized.tasks.base import TaskBatch, TaskFamily
 from amortized.validation import MAX_MAGNITUDE, check_positive_int, check_range, check_real
@@ -62,6 +63,16 @@ class _TabularPrior(TaskFamily):
         self.hidden = tuple(check_positive_int("hidden width", h) for h in hidden)
         self.correlation = check_real("correlation", correlation, low=0, high=MAX_MAGNITUDE)
         self.input_dim = max_dim
+
+    def sample_bytes(self, num_tasks: int, num_points: int) -> int:
+        """The data, plus each task's mixing matrix, random MLP and its activations."""
+        widths = [self.max_dim, *self.hidden, self.output_dim]
+        mixing = num_tasks * self.max_dim**2 * FLOAT_BYTES
+        return (
+            super().sample_bytes(num_tasks, num_points)
+            + mixing
+            + draw.random_mlp_bytes(num_tasks, num_points, widths)
+        )
 
     def _inputs(self, num_tasks: int, num_points: int, generator) -> tuple[Tensor, Tensor]:
         """Inputs ``[tasks, points, max_dim]`` with ``d`` informative columns, and the column mask."""

@@ -78,6 +78,13 @@ class NonlinearRegression(TaskFamily):
         self.inputs = check_choice("inputs", inputs, ("normal", "uniform"))
         self.input_dim, self.output_dim = dim, 1
 
+    def sample_bytes(self, num_tasks: int, num_points: int) -> int:
+        """The data, plus each task's random MLP and its activations."""
+        widths = [self.dim, *self.hidden, 1]
+        return super().sample_bytes(num_tasks, num_points) + draw.random_mlp_bytes(
+            num_tasks, num_points, widths
+        )
+
     def _sample(self, num_tasks, num_train, num_query, generator):
         num_points = num_train + num_query
         x = draw.inputs(self.inputs, (num_tasks, num_points, self.dim), generator)
@@ -137,6 +144,11 @@ class GaussianProcess(TaskFamily):
         self.noise = check_real("noise", noise, low=0, high=MAX_MAGNITUDE)
         self.x_bound = check_real("x_bound", x_bound, positive=True, high=MAX_MAGNITUDE)
         self.input_dim, self.output_dim = dim, 1
+
+    def sample_bytes(self, num_tasks: int, num_points: int) -> int:
+        """The data, plus three ``points²`` float64 matrices per task (distances, kernel, Cholesky)."""
+        kernels = 3 * num_tasks * num_points**2 * torch.finfo(torch.float64).bits // 8
+        return super().sample_bytes(num_tasks, num_points) + kernels
 
     def _sample(self, num_tasks, num_train, num_query, generator):
         num_points = num_train + num_query

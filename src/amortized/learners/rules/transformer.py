@@ -32,6 +32,7 @@ from amortized.learners.base import loss_gradient
 from amortized.learners.rules.moments import AdamMoments
 from amortized.learners.rules.spec import RuleSpec, Target
 from amortized.learners.state import State
+from amortized.memory import check_parameters
 from amortized.nn import ChunkTokens, ObservationTokens, ProgressEmbedding, Transformer
 from amortized.validation import check_bool, check_positive_int
 
@@ -76,6 +77,9 @@ class TransformerUpdate(RuleSpec):
         for name in ("width", "depth", "heads", "chunk_size", "refinements"):
             check_positive_int(name, getattr(self, name))
         check_positive_int("memory_tokens", self.memory_tokens, allow_zero=True)
+        check_parameters(
+            f"memory_tokens={self.memory_tokens}, width={self.width}", self.memory_tokens * self.width
+        )
         for name in ("scale_by_share", "momentum", "taper_refinements"):
             check_bool(name, getattr(self, name))
         if self.width % self.heads:
