@@ -317,3 +317,11 @@ def test_checkpoint_that_runs_code_is_refused(tmp_path):
         str(caught.value)
         == f"{path} is not a readable amortized checkpoint (it would run code (print) when loaded)"
     )
+
+
+def test_a_checkpoint_without_what_the_caller_reads_is_refused_by_name(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, {"weights": {}, "history": []})
+    with pytest.raises(CheckpointError, match=r"lacks iteration, train_seconds: it is not the checkpoint"):
+        load_checkpoint(path, keys=("weights", "iteration", "train_seconds"))
+    assert load_checkpoint(path, keys=("weights",))["history"] == []

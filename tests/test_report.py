@@ -262,3 +262,12 @@ def test_each_learner_s_trained_k_is_marked_on_its_own_curve():
     assert _value_at([1, 4, 16], [1.0, 0.25, 0.1], 4) == 0.25
     assert _value_at([1, 4, 16], [1.0, 0.25, 0.1], 2) == pytest.approx(0.5)  # halfway on log-log axes
     assert _value_at([1, 4], [1.0, 0.25], 8) is None
+
+
+def test_names_from_an_edited_results_file_stay_inside_their_table_cell(results, tmp_path):
+    name = next(iter(results["learners"]))
+    results["learners"]["evil | name\nwith lines"] = results["learners"].pop(name)
+    report = write_report(tmp_path, results).read_text()
+    rows = [line for line in report.splitlines() if line.startswith("|") and "evil" in line]
+    assert rows and all("| evil \\| name with lines |" in row for row in rows)
+    assert not any(line.startswith("with lines |") for line in report.splitlines())

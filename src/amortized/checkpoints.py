@@ -154,9 +154,15 @@ def _verify(path: Path, payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_checkpoint(
-    path: str | os.PathLike, *, fallback: bool = True, identity: str | None = None
+    path: str | os.PathLike,
+    *,
+    fallback: bool = True,
+    identity: str | None = None,
+    keys: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Read a checkpoint; if it is missing or damaged and ``fallback``, perhaps its ``.prev`` one.
+
+    A checkpoint without one of ``keys`` (what the caller reads from it) is refused, named.
 
     The previous checkpoint stands in, with a warning naming both files, only when its
     :func:`checkpoint_identity` is the damaged one's: read from the damaged file if its content can
@@ -172,7 +178,7 @@ def load_checkpoint(
         failure = error
     else:
         try:
-            return _verify(path, payload)
+            return _require(path, _verify(path, payload), keys)
         except CheckpointError as error:
             failure, expected = error, checkpoint_identity(payload)
     if not fallback or not previous.exists():
@@ -189,7 +195,14 @@ def load_checkpoint(
     if checkpoint_identity(older) != expected:
         raise CheckpointError(f"{failure}; {previous} holds another learner or run, so it is not used")
     warnings.warn(f"{failure}; using {previous}, the previous checkpoint of the same learner", stacklevel=2)
-    return older
+    return _require(previous, older, keys)
+
+
+def _require(path: Path, payload: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    missing = [key for key in keys if key not in payload]
+    if missing:
+        raise CheckpointError(f"{path} lacks {', '.join(missing)}: it is not the checkpoint this needs")
+    return payload
 
 
 def learner_from_description(description: dict[str, Any]) -> Learner:
@@ -239,9 +252,7 @@ def load(path: str | os.PathLike) -> Learner:
     The learner is first built on the ``meta`` device (shapes, no memory) and the saved weights
     checked against it, so a small file describing a huge learner fails before anything is allocated.
     """
-    payload = load_checkpoint(path)
-    if "learner" not in payload or "weights" not in payload:
-        raise CheckpointError(f"{path} holds no learner (keys: {sorted(payload)})")
+    payload = load_checkpoint(path, keys=("learner", "weights"))
     with torch.device("meta"):
         shapes = learner_from_description(payload["learner"])
     _load_weights(path, shapes, payload["weights"], assign=True)

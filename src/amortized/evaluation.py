@@ -33,7 +33,7 @@ from amortized.learners.state import State
 from amortized.models.likelihoods import Categorical, Gaussian, likelihood
 from amortized.progress import Progress
 from amortized.tasks.base import TaskBatch, TaskFamily
-from amortized.validation import check_positive_int
+from amortized.validation import check_positive_int, check_seed
 
 TUNE_SEED_OFFSET = 100_003
 """Learning rates are tuned on tasks drawn from ``seed + TUNE_SEED_OFFSET``, never the evaluation tasks."""
@@ -76,7 +76,7 @@ class EvaluationConfig:
         self.cost_sizes = _check_int_list("evaluation.cost_sizes", self.cost_sizes)
         for name in ("batch_size", "num_train", "num_query", "num_tasks", "tune_tasks", "cost_tasks"):
             check_positive_int(f"evaluation.{name}", getattr(self, name))
-        check_positive_int("evaluation.seed", self.seed, allow_zero=True)
+        check_seed("evaluation.seed", self.seed)
         if not isinstance(self.ood, dict) or not all(isinstance(v, dict) for v in self.ood.values()):
             raise ConfigError(f"evaluation.ood must map names to tables of family options, got {self.ood!r}")
 

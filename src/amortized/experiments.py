@@ -175,7 +175,9 @@ def _restore(run: RunFolder, spec: LearnerSpec, experiment: Experiment) -> tuple
     if not path.exists() and not previous_path(path).exists():
         return learner, None
     expected = checkpoint_identity(run_description(learner, experiment.family, spec.train))
-    payload = load_checkpoint(path, identity=expected)
+    payload = load_checkpoint(
+        path, identity=expected, keys=("learner", "weights", "iteration", "train_seconds")
+    )
     saved = payload.get("learner", {})
     described = learner.describe()
     if (

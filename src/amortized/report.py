@@ -31,6 +31,11 @@ def _fmt(value: float) -> str:
     return f"{value:.3g}"
 
 
+def _text(value: object) -> str:
+    """``value`` as one markdown table cell: results.json may be edited, so names are not trusted."""
+    return " ".join(str(value).split()).replace("|", "\\|")
+
+
 def _cell(point: dict[str, Any] | None, metric: str) -> str:
     if point is None or metric not in point:
         return "–"
@@ -74,13 +79,13 @@ def _table(results: dict[str, Any], curve: list[str], metric: str, key: str) -> 
     best: dict[int, tuple[float, str]] = {}
     for name, entry in _entries(results):
         points = {p[key]: p for p in _curve(entry, curve)}
-        lines.append(f"| {name} | {' | '.join(_cell(points.get(v), metric) for v in values)} |")
+        lines.append(f"| {_text(name)} | {' | '.join(_cell(points.get(v), metric) for v in values)} |")
         if entry is results.get("reference"):
             continue
         for value, point in points.items():
             if metric in point and (value not in best or point[metric] < best[value][0]):
                 best[value] = (point[metric], name)
-    lines.append(f"| *best* | {' | '.join(best[v][1] if v in best else '–' for v in values)} |")
+    lines.append(f"| *best* | {' | '.join(_text(best[v][1]) if v in best else '–' for v in values)} |")
     return lines
 
 
@@ -743,11 +748,15 @@ def write_report(run_dir: str | Path, results: dict[str, Any]) -> Path:
             )
         trained = entry.get("trained_steps", "–")
         lines.append(
-            f"| {name} | {entry['class']} | {entry['regime']} | {_mode(entry)} | {training} | {trained} |"
+            f"| {_text(name)} | {_text(entry['class'])} | {_text(entry['regime'])} | {_mode(entry)} "
+            f"| {training} | {trained} |"
         )
     if results.get("reference"):
         reference = results["reference"]
-        lines.append(f"| {reference['name']} | {reference['class']} | exact Bayes posterior | – | – | – |")
+        lines.append(
+            f"| {_text(reference['name'])} | {_text(reference['class'])} "
+            "| exact Bayes posterior | – | – | – |"
+        )
 
     lines += [
         "",
@@ -820,7 +829,7 @@ def write_report(run_dir: str | Path, results: dict[str, Any]) -> Path:
                 for p in entry["cost"]
             }
             row = " | ".join(cells.get(n, "–") for n in evaluation["cost_sizes"])
-            lines.append(f"| {name} | {_mode(entry)} | {row} |")
+            lines.append(f"| {_text(name)} | {_mode(entry)} | {row} |")
         lines += [""]
 
     plot = plot_training(history, run_dir / "training.png", results)

@@ -50,6 +50,8 @@ from amortized.tasks.base import TaskBatch, TaskFamily
 from amortized.validation import MAX_MAGNITUDE, check_choice, check_positive_int, check_real, check_seed
 
 OBJECTIVES = ("greedy", "truncated", "full")
+RESUME_KEYS = ("weights", "optimizer", "iteration", "history", "train_seconds")
+"""What training reads from its checkpoint to continue."""
 LOSS_SCALES = ("linear", "log")
 T = TypeVar("T")
 
@@ -490,7 +492,7 @@ def _train(
             and checkpoint_path is not None
             and (checkpoint_path.exists() or previous_path(checkpoint_path).exists())
         ):
-            return load_checkpoint(checkpoint_path, identity=checkpoint_identity(run))
+            return load_checkpoint(checkpoint_path, identity=checkpoint_identity(run), keys=RESUME_KEYS)
         return None
 
     payload = replicas.from_main(read_checkpoint)
