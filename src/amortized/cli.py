@@ -118,9 +118,12 @@ def _run(args: argparse.Namespace, session: _Session) -> int:
 
 
 def _train(args: argparse.Namespace, session: _Session) -> int:
+    from amortized.folders import HELD_ENV
+
     log = _log(args.quiet)
     experiment, run = _start(args, session)
-    log(f"run folder: {run.path}")
+    if not os.environ.get(HELD_ENV):  # ranks of `--nproc` work for a parent that named the folder
+        log(f"run folder: {run.path}")
     trained = _meta_train(args, experiment, run, log)
     for name, item in trained.items():
         print(f"{name}: {item.iterations} iterations, {item.train_cpu_seconds:.1f} s of CPU")
