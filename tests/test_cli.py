@@ -14,6 +14,7 @@ import amortized.experiments
 from amortized.checkpoints import load_checkpoint
 from amortized.cli import EXIT_ERROR, EXIT_INTERRUPTED, main
 from amortized.config import Experiment
+from amortized.errors import CheckpointError
 from amortized.experiments import RunFolder
 from amortized.folders import lock_folder
 from amortized.preset_files import list_presets
@@ -216,6 +217,14 @@ def test_run_without_a_preset_runs_quickstart(tmp_path, capsys, monkeypatch):
     assert 'preset = "quickstart"' in (out / "config.toml").read_text()
 
 
+def _iteration(path):
+    """The iteration a checkpoint was written at, or None while there is none (or it is being replaced)."""
+    try:
+        return load_checkpoint(path, fallback=False)["iteration"]
+    except CheckpointError:
+        return None
+
+
 def test_ctrl_c_stops_cleanly_and_leaves_a_resumable_folder(tmp_path, capsys):
     out = tmp_path / "run"
     sets = [*FAST, "learners.MAML.train.iterations=100000", "learners.MAML.train.checkpoint_every=20"]
@@ -240,9 +249,11 @@ def test_ctrl_c_stops_cleanly_and_leaves_a_resumable_folder(tmp_path, capsys):
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     checkpoint = out / "learners" / "MAML" / "checkpoint.pt"
+    finished = out / "learners" / "LearnedUpdate" / "checkpoint.pt"
     deadline = time.monotonic() + 240
     try:
-        while not checkpoint.exists():
+        # Learners may train in parallel: interrupt once LearnedUpdate finished and MAML checkpointed.
+        while not (checkpoint.exists() and _iteration(finished) == 6):
             assert process.poll() is None, process.communicate()
             assert time.monotonic() < deadline, "MAML never wrote a checkpoint"
             time.sleep(0.05)
