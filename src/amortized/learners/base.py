@@ -288,7 +288,10 @@ def adapt(
     with torch.no_grad():
         state = learner.init_state(x.shape[0], query_x)
         for batch_x, batch_y in minibatches(x, y, batch_size, num_steps, generator):
-            state = learner.step(state, batch_x, batch_y)
+            # The data were checked once above, so each mini-batch goes straight to the update.
+            new = learner._step(state, batch_x, batch_y)
+            learner._refuse_nonfinite(new.value, state, "step")
+            state = new
     return state
 
 
