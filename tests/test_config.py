@@ -1,6 +1,9 @@
+import re
 import sys
 
+import numpy as np
 import pytest
+import torch
 
 from amortized.config import Experiment
 from amortized.errors import ConfigError, DataError
@@ -21,7 +24,7 @@ if sys.version_info >= (3, 11):
 else:
     import tomli as tomllib
 
-DATA_PRESETS = ("mnist", "fashion-mnist")
+DATA_PRESETS = ("mnist", "fashion-mnist", "embeddings")
 QUICK = {"mnist1d": ["family.num_samples=600", "train.num_train=32", "evaluation.num_train=32"]}
 
 
@@ -54,12 +57,36 @@ def test_every_preset_builds(name):
         assert learner.input_dim == experiment.family.input_dim
 
 
-@pytest.mark.parametrize("name", DATA_PRESETS)
-def test_file_based_presets_say_how_to_give_the_data(name, tmp_path):
-    with pytest.raises(DataError, match=r"--set data\.root=DIR"):
+@pytest.mark.parametrize(
+    ("name", "option"),
+    [("mnist", "data.root=DIR"), ("fashion-mnist", "data.root=DIR"), ("embeddings", "family.path=FILE")],
+)
+def test_file_based_presets_say_how_to_give_the_data(name, option, tmp_path):
+    with pytest.raises(DataError, match=rf"--set {re.escape(option)}"):
         Experiment.from_preset(name)
+    key = option.split("=")[0]
     with pytest.raises(DataError, match="does not exist"):
-        Experiment.from_preset(name, [f"data.root={tmp_path / 'missing'}"])
+        Experiment.from_preset(name, [f"{key}={tmp_path / 'missing'}"])
+
+
+def test_embeddings_hold_out_classes_and_read_a_second_file_out_of_distribution(tmp_path):
+    generator = np.random.default_rng(0)
+    np.savez(tmp_path / "imagenet.npz", features=generator.normal(size=(600, 24)), labels=np.arange(600) % 20)
+    np.save(tmp_path / "cifar.npy", generator.normal(size=(300, 24)).astype(np.float32))
+    np.save(tmp_path / "cifar-labels.npy", np.arange(300) % 10)
+    experiment = Experiment.from_preset(
+        "embeddings",
+        [
+            f"family.path={tmp_path / 'imagenet.npz'}",
+            f"evaluation.ood.cifar10.path={tmp_path / 'cifar.npy'}",
+            f"evaluation.ood.cifar10.labels_path={tmp_path / 'cifar-labels.npy'}",
+        ],
+    )
+    held_out, cifar = experiment.ood_families["held_out_classes"], experiment.ood_families["cifar10"]
+    assert len(experiment.family.classes) == 10 and len(held_out.classes) == 10
+    assert not set(held_out.classes) & set(experiment.family.classes)
+    assert cifar.classes == tuple(range(10)) and cifar.input_dim == experiment.family.input_dim == 64
+    assert cifar.sample(2, 8, 8, torch.Generator().manual_seed(0)).x_train.shape == (2, 8, 64)
 
 
 def test_quickstart_covers_every_regime_one_shot_and_iterative_with_baselines_and_bayes():

@@ -56,6 +56,7 @@ FAMILIES: dict[str, Callable[..., TaskFamily]] = {
         "MNIST1D",
         "MNIST",
         "FashionMNIST",
+        "FeaturesFile",
         "NPZDataset",
         "GaussianMixture",
         "Alphabet",
@@ -207,6 +208,11 @@ def build_family(table: dict[str, Any], data: dict[str, Any], where: str = "fami
                 "downloaded"
             )
         table["root"] = root
+    if "path" in schema and not table.get("path"):
+        raise DataError(
+            f"the {name} family reads a features file: pass --set {where}.path=FILE (.npz; .npy with "
+            f"--set {where}.labels_path=FILE; .pt); nothing is downloaded"
+        )
     try:
         return factory(**table)
     except TypeError as error:
@@ -214,7 +220,11 @@ def build_family(table: dict[str, Any], data: dict[str, Any], where: str = "fami
 
 
 def _families(config: dict[str, Any]) -> tuple[TaskFamily, dict[str, TaskFamily]]:
-    """The training family and the out-of-distribution ones (held-out classes, other options)."""
+    """The training family and the out-of-distribution ones (held-out classes, other options).
+
+    Both may be given: a family of embeddings holds out classes and is also scored on a second
+    file (``evaluation.ood.NAME.path``); a shifted family uses all of its classes.
+    """
     table, data = config["family"], config.get("data", {})
     family = build_family(table, data)
     shifted: dict[str, TaskFamily] = {}
@@ -226,10 +236,6 @@ def _families(config: dict[str, Any]) -> tuple[TaskFamily, dict[str, TaskFamily]
     for name, overrides in config.get("evaluation", {}).get("ood", {}).items():
         if not isinstance(overrides, dict):
             raise ConfigError(f"evaluation.ood.{name} must be a table of family options, got {overrides!r}")
-        if holdout is not None:
-            raise ConfigError(
-                f"evaluation.ood.{name}: a family with holdout_classes is shifted by its classes"
-            )
         shifted[name] = build_family({**table, **overrides}, data, f"evaluation.ood.{name}")
     return family, shifted
 

@@ -61,6 +61,7 @@ from amortized.checkpoints import load
 from amortized.errors import ConfigError, LabelError, NonFiniteError, ShapeError
 from amortized.learners.base import Learner
 from amortized.learners.state import State
+from amortized.statistics import chunk_rows, safe_scale, streaming_moments
 from amortized.training import torch_threads
 from amortized.validation import check_choice, check_positive_int
 
@@ -76,7 +77,6 @@ WIDE_INPUTS = ("project", "pca", "error")
 AUTO_BATCH_SIZES = (64, 4096)
 DEFAULT_HORIZON = 32
 PROJECTION_SEED = 0
-STATISTICS_CHUNK_BYTES = 8 * 2**20
 PREDICT_CHUNK_ROWS = 4096
 PRETRAINED = {"classification": "classifier.pt", "regression": "regressor.pt"}
 
@@ -130,50 +130,9 @@ def load_learner(source: Learner | str | os.PathLike | None, task: str) -> Learn
     return learner.eval()
 
 
-def _chunk_rows(num_features: int) -> int:
-    """Rows per chunk of a streaming pass: about ``STATISTICS_CHUNK_BYTES`` of float64."""
-    return max(1, STATISTICS_CHUNK_BYTES // (8 * max(1, num_features)))
-
-
-def _safe_scale(std: np.ndarray, mean: np.ndarray) -> np.ndarray:
-    """``std``, with 1 where a column is constant (within rounding of its magnitude)."""
-    tolerance = 100 * np.finfo(np.float64).eps * np.maximum(np.abs(mean), 1.0)
-    return np.where(std > tolerance, std, 1.0)
-
-
-def streaming_moments(X: np.ndarray, transform: Any = None) -> tuple[np.ndarray, np.ndarray]:
-    """Column means and standard deviations of ``transform(X)`` (or ``X``), chunk by chunk in float64.
-
-    Chunks are combined with Chan et al.'s pairwise update, so no ``[rows, features]`` temporary
-    beyond one chunk is made. Each column is divided by the largest magnitude read so far (the
-    running sums rescaled when it grows), so squares cannot overflow: any finite values give finite
-    moments, up to float64's largest.
-    """
-    count, mean, m2, scale = 0, None, None, None
-    step = _chunk_rows(X.shape[1])
-    for start in range(0, len(X), step):
-        chunk = np.asarray(X[start : start + step], dtype=np.float64)
-        if transform is not None:
-            chunk = transform(chunk)
-        largest = np.abs(chunk).max(0)
-        if scale is None:
-            scale = np.where(largest > 0, largest, 1.0)
-        else:
-            grown = np.maximum(scale, largest)
-            mean, m2, scale = mean * (scale / grown), m2 * np.square(scale / grown), grown
-        chunk = chunk / scale
-        size = len(chunk)
-        chunk_mean = chunk.mean(0)
-        chunk_m2 = np.square(chunk - chunk_mean).sum(0)
-        if mean is None:
-            count, mean, m2 = size, chunk_mean, chunk_m2
-            continue
-        delta = chunk_mean - mean
-        total = count + size
-        mean = mean + delta * size / total
-        m2 = m2 + chunk_m2 + np.square(delta) * count * size / total
-        count = total
-    return mean * scale, np.sqrt(m2 / count) * scale
+def _unit_scale(std: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """``std``, with 1 for columns constant at unit scale (projected columns beyond the data's rank)."""
+    return safe_scale(std, np.maximum(np.abs(mean), 1.0))
 
 
 def _refuse_nonfinite_rows(finite: np.ndarray, first: int, problem: str) -> None:
@@ -239,7 +198,7 @@ class _Amortized(BaseEstimator):
         """Standardisation, and the projection to the learner's width if ``X`` is wider."""
         width = self.learner_.input_dim
         self.mean_, std = streaming_moments(X)
-        self.scale_ = _safe_scale(std, self.mean_)
+        self.scale_ = _unit_scale(std, self.mean_)
         self.projection_ = self.projection_offset_ = None
         if self.n_features_in_ <= width:
             return
@@ -256,14 +215,14 @@ class _Amortized(BaseEstimator):
         else:
             projection = self._principal_directions(X, width)
         mean, std = streaming_moments(X, lambda chunk: self._standardise(chunk) @ projection)
-        scale = _safe_scale(std, mean)
+        scale = _unit_scale(std, mean)
         self.projection_ = projection / scale
         self.projection_offset_ = mean / scale
 
     def _principal_directions(self, X: np.ndarray, width: int) -> np.ndarray:
         """The ``width`` leading eigenvectors of the standardised features' covariance."""
         covariance = np.zeros((self.n_features_in_, self.n_features_in_))
-        step = _chunk_rows(X.shape[1])
+        step = chunk_rows(X.shape[1])
         for start in range(0, len(X), step):
             chunk = self._standardise(np.asarray(X[start : start + step], dtype=np.float64))
             covariance += chunk.T @ chunk
@@ -449,7 +408,7 @@ class AmortizedRegressor(RegressorMixin, _Amortized):
                 f"AmortizedRegressor predicts one target, but the learner has {outputs} outputs"
             )
         mean, std = streaming_moments(np.asarray(y, dtype=np.float64).reshape(-1, 1))
-        self.y_mean_, self.y_scale_ = float(mean[0]), float(_safe_scale(std, mean)[0])
+        self.y_mean_, self.y_scale_ = float(mean[0]), float(_unit_scale(std, mean)[0])
         self._fit_inputs(X)
         with torch_threads(self.n_threads), torch.no_grad():
             self._adapt(X, y)

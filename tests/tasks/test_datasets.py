@@ -12,12 +12,14 @@ import numpy as np
 import pytest
 import torch
 
+from amortized import statistics
 from amortized.errors import ConfigError, DataError, DTypeError, NonFiniteError, ShapeError
 from amortized.tasks import (
     MNIST,
     MNIST1D,
     Digits,
     FashionMNIST,
+    FeaturesFile,
     LabelledDataset,
     NPZDataset,
     read_idx,
@@ -200,13 +202,22 @@ def write_idx(path, array: np.ndarray, magic: int) -> None:
         path.write_bytes(data)
 
 
-def write_split(root, prefix: str, per_class: int, gz: bool) -> None:
+def write_split(root, prefix: str, per_class: int, gz: bool, separator: str = "-") -> None:
     """Tiny 3x4 images whose pixels are 20 * (class + 1); 10 classes."""
     labels = np.repeat(np.arange(10), per_class)
     images = np.broadcast_to(20 * (labels + 1)[:, None, None], (len(labels), 3, 4))
     suffix = ".gz" if gz else ""
-    write_idx(root / f"{prefix}-images-idx3-ubyte{suffix}", images, 2051)
-    write_idx(root / f"{prefix}-labels-idx1-ubyte{suffix}", labels, 2049)
+    write_idx(root / f"{prefix}-images{separator}idx3-ubyte{suffix}", images, 2051)
+    write_idx(root / f"{prefix}-labels{separator}idx1-ubyte{suffix}", labels, 2049)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+@pytest.mark.parametrize("separator", ["-", "."])
+def test_both_common_idx_namings_are_read(tmp_path, separator, gz):
+    write_split(tmp_path, "train", per_class=4, gz=gz, separator=separator)
+    family = MNIST(tmp_path, num_ways=10)
+    assert family.input_dim == 12 and len(family.classes) == 10
+    family.sample(1, 20, 20, gen())
 
 
 @pytest.mark.parametrize("gz", [False, True])
@@ -246,7 +257,7 @@ def test_mnist_and_fashion_mnist_from_idx(tmp_path):
 def test_idx_errors(tmp_path):
     with pytest.raises(DataError, match="nowhere"):
         MNIST(tmp_path / "nowhere")
-    with pytest.raises(DataError, match=r"train-images-idx3-ubyte nor train-images-idx3-ubyte\.gz"):
+    with pytest.raises(DataError, match=r"none of train-images-idx3-ubyte, .*train-images\.idx3-ubyte\.gz"):
         MNIST(tmp_path)
     write_split(tmp_path, "train", per_class=3, gz=False)
     labels = tmp_path / "train-labels-idx1-ubyte"
@@ -386,3 +397,96 @@ def test_torch_inputs_accepted():
 def test_non_positive_sizes(digits, sizes, name):
     with pytest.raises(ConfigError, match=name):
         digits.sample(*sizes, generator=gen())
+
+
+# --- features files (embeddings a user brings) ----------------------------------------------------
+
+
+def test_features_files_of_every_format_give_the_same_tasks(tmp_path):
+    features, labels = traced()
+    np.savez(tmp_path / "stored.npz", features=features, labels=labels)
+    np.savez_compressed(tmp_path / "compressed.npz", x=features, y=labels)
+    np.save(tmp_path / "features.npy", features)
+    np.save(tmp_path / "labels.npy", labels)
+    torch.save(
+        {"features": torch.from_numpy(features), "labels": torch.from_numpy(labels)}, tmp_path / "dict.pt"
+    )
+    torch.save((torch.from_numpy(features), torch.from_numpy(labels)), tmp_path / "pair.pth")
+    expected = LabelledDataset(features, labels, num_ways=3).sample(4, 6, 6, gen())
+    families = [
+        FeaturesFile(tmp_path / "stored.npz", num_ways=3),
+        FeaturesFile(tmp_path / "compressed.npz", num_ways=3),
+        FeaturesFile(tmp_path / "features.npy", num_ways=3, labels_path=tmp_path / "labels.npy"),
+        FeaturesFile(tmp_path / "dict.pt", num_ways=3),
+        FeaturesFile(tmp_path / "pair.pth", num_ways=3),
+    ]
+    for family in families:
+        batch = family.sample(4, 6, 6, gen())
+        assert torch.equal(batch.x_train, expected.x_train) and torch.equal(batch.y_query, expected.y_query)
+    assert isinstance(families[0]._features, np.memmap)  # uncompressed members are mapped, not read
+    assert isinstance(families[2]._features, np.memmap)
+    assert families[3].name == "dict"
+
+
+def test_a_large_features_file_is_mapped_not_copied(tmp_path, monkeypatch):
+    monkeypatch.setattr(statistics, "STATISTICS_CHUNK_BYTES", 2**18)  # statistics in chunks of 256 KiB
+    rows, width = 20_000, 128  # 10 MiB of float32
+    generator = np.random.default_rng(0)
+    np.save(tmp_path / "features.npy", generator.normal(size=(rows, width)).astype(np.float32))
+    np.save(tmp_path / "labels.npy", np.arange(rows) % 50)
+    np.savez(
+        tmp_path / "both.npz",
+        features=np.load(tmp_path / "features.npy"),
+        labels=np.load(tmp_path / "labels.npy"),
+    )
+    for path, options in (
+        ("features.npy", {"labels_path": tmp_path / "labels.npy"}),
+        ("both.npz", {}),
+    ):
+        tracemalloc.start()
+        try:
+            family = FeaturesFile(tmp_path / path, num_ways=5, **options)
+            family.sample(8, 32, 32, gen())
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert peak < 3 * 2**20, f"{path}: {peak / 2**20:.1f} MiB allocated for a 10 MiB file"
+
+
+def test_features_file_errors_name_the_problem(tmp_path):
+    features, labels = traced()
+    np.save(tmp_path / "features.npy", features)
+    with pytest.raises(DataError, match="labels_path"):
+        FeaturesFile(tmp_path / "features.npy")
+    with pytest.raises(DataError, match="does not exist"):
+        FeaturesFile(tmp_path / "features.npy", labels_path=tmp_path / "absent.npy")
+    np.savez(tmp_path / "both.npz", features=features, labels=labels)
+    with pytest.raises(ConfigError, match=r"labels_path applies to \.npy features"):
+        FeaturesFile(tmp_path / "both.npz", labels_path=tmp_path / "features.npy")
+    (tmp_path / "table.csv").write_text("1,2\n")
+    with pytest.raises(DataError, match=r"unknown features file type '.csv'"):
+        FeaturesFile(tmp_path / "table.csv")
+    torch.save({"inputs": torch.zeros(3, 2)}, tmp_path / "odd.pt")
+    with pytest.raises(DataError, match=r"no array named 'features' or 'x' or 'X'.*\['inputs'\]"):
+        FeaturesFile(tmp_path / "odd.pt")
+    torch.save(
+        {"features": torch.zeros(3, 2), "labels": torch.arange(3), "note": Note()}, tmp_path / "code.pt"
+    )
+    with pytest.raises(DataError, match="weights_only=True"):
+        FeaturesFile(tmp_path / "code.pt")
+    torch.save([torch.zeros(3, 2)], tmp_path / "single.pt")
+    with pytest.raises(DataError, match=r"holds a list; expected a dict of tensors"):
+        FeaturesFile(tmp_path / "single.pt")
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}, None], dtype=object))
+    with pytest.raises(DataError, match=r"not a readable \.npy"):
+        FeaturesFile(tmp_path / "features.npy", labels_path=tmp_path / "objects.npy")
+    broken = features.copy()
+    broken[3, 1] = np.nan
+    np.save(tmp_path / "nan.npy", broken)
+    np.save(tmp_path / "labels.npy", labels)
+    with pytest.raises(NonFiniteError, match="NaN"):
+        FeaturesFile(tmp_path / "nan.npy", labels_path=tmp_path / "labels.npy")
+
+
+class Note:
+    """An object a torch file can pickle but ``weights_only`` loading refuses."""

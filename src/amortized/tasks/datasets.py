@@ -1,7 +1,8 @@
 """Labelled data sets as N-way classification tasks: each task relabels N random classes 0..N-1.
 
 Sources: scikit-learn's digits, procedurally generated MNIST-1D, IDX files (MNIST, Fashion-MNIST)
-and ``.npz`` archives. Nothing here downloads; file loaders read what is already on disk.
+and features files a user brings (``.npz``, a pair of ``.npy``, a torch file), memory-mapped where
+the format allows. Nothing here downloads; file loaders read what is already on disk.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from torch import Tensor
 
 from amortized.errors import ConfigError, DataError, DTypeError, NonFiniteError, ShapeError
 from amortized.memory import check_memory
+from amortized.statistics import safe_scale, streaming_moments
 from amortized.tasks.base import TaskBatch, TaskFamily
 from amortized.validation import check_choice, check_positive_int, check_seed
 
@@ -34,18 +36,21 @@ LABELS_MAGIC = 2049
 _IDX_DTYPES = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
-def _check_arrays(features: object, labels: object) -> tuple[Tensor, np.ndarray]:
-    """Features as a float tensor ``[n, d]`` (all finite) and labels as int64 ``[n]``."""
-    x = features if isinstance(features, Tensor) else torch.as_tensor(np.asarray(features))
-    x = x.detach().cpu()
-    if x.dim() != 2:
+def _check_arrays(features: object, labels: object) -> tuple[np.ndarray, np.ndarray]:
+    """Features as a float array ``[n, d]``, not copied (a memory map stays one), and labels as int64."""
+    if isinstance(features, Tensor):
+        x = features.detach().cpu()
+        if not x.is_floating_point():
+            raise DTypeError(f"features must be floating point, got {x.dtype}; convert them to float")
+        x = (x.float() if x.dtype == torch.bfloat16 else x).numpy()
+    else:
+        x = features if isinstance(features, np.ndarray) else np.asarray(features)
+    if x.ndim != 2:
         raise ShapeError(f"features must have shape [examples, features], got {tuple(x.shape)}")
-    if not x.is_floating_point():
+    if x.dtype.kind != "f":
         raise DTypeError(f"features must be floating point, got {x.dtype}; convert them to float")
     if x.shape[0] == 0 or x.shape[1] == 0:
         raise ShapeError(f"features is empty: shape {tuple(x.shape)}")
-    if not torch.isfinite(x).all():
-        raise NonFiniteError("features contains NaN or infinity")
     y = labels.detach().cpu().numpy() if isinstance(labels, Tensor) else np.asarray(labels)
     if y.ndim != 1 or len(y) != x.shape[0]:
         raise ShapeError(
@@ -53,7 +58,7 @@ def _check_arrays(features: object, labels: object) -> tuple[Tensor, np.ndarray]
         )
     if y.dtype.kind not in "iu":
         raise DTypeError(f"labels must be integer class ids, got dtype {y.dtype}")
-    return (x.float() if x.dtype in (torch.float16, torch.bfloat16) else x), y.astype(np.int64)
+    return x, y.astype(np.int64)
 
 
 def _check_classes(labels: np.ndarray, classes: Sequence[int] | None, num_ways: int) -> list[int]:
@@ -88,24 +93,30 @@ def _class_ids(name: str, values: Sequence[int]) -> list[int]:
     return sorted(ids)
 
 
-def _standardise(x: Tensor) -> Tensor:
-    """Zero mean and unit std per feature; constant features are only centred.
+def _column_scaling(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and scale over all of ``x``, read in chunks; constant features keep scale 1.
 
     A feature counts as constant when its std is within rounding error of its magnitude, so
     float noise in a constant column is not blown up to unit scale.
     """
-    std, mean = torch.std_mean(x, dim=0, correction=0)
-    tolerance = 100 * torch.finfo(x.dtype).eps * x.abs().amax(dim=0)
-    return (x - mean) / torch.where(std > tolerance, std, torch.ones_like(std))
+    largest = np.zeros(x.shape[1])
+
+    def checked(chunk: np.ndarray) -> np.ndarray:
+        if not np.isfinite(chunk).all():
+            raise NonFiniteError("features contains NaN or infinity")
+        np.maximum(largest, np.abs(chunk).max(0), out=largest)
+        return chunk
+
+    mean, std = streaming_moments(x, checked)
+    return mean, safe_scale(std, largest, x.dtype.type)
 
 
-def _project(x: Tensor, projection_dim: int | None, seed: int) -> Tensor:
-    """Multiply by a fixed Gaussian matrix scaled 1/sqrt(d): unit-scale inputs stay unit scale."""
+def _projection(num_features: int, projection_dim: int | None, seed: int) -> Tensor | None:
+    """A fixed Gaussian matrix scaled 1/sqrt(d), so unit-scale inputs stay unit scale."""
     if projection_dim is None:
-        return x
+        return None
     generator = torch.Generator().manual_seed(seed)
-    weights = torch.randn(x.shape[1], projection_dim, generator=generator, dtype=x.dtype)
-    return x @ (weights / math.sqrt(x.shape[1]))
+    return torch.randn(num_features, projection_dim, generator=generator) / math.sqrt(num_features)
 
 
 class LabelledDataset(TaskFamily):
@@ -114,9 +125,10 @@ class LabelledDataset(TaskFamily):
     Each task draws ``num_ways`` distinct classes from ``classes`` (all classes when ``None``),
     maps them in random order to labels ``0..num_ways-1``, and draws its train and query points
     without replacement from the pooled examples of those classes. Inputs are standardised per
-    feature over the whole ``features`` array, then optionally projected to ``projection_dim``
-    with a fixed Gaussian matrix drawn from ``seed``. ``params["classes"]`` ``[tasks, num_ways]``
-    holds the original class id of each label.
+    feature with statistics over the whole ``features`` array, then optionally projected to
+    ``projection_dim`` with a fixed Gaussian matrix drawn from ``seed``; both are applied to the
+    rows a task draws, so ``features`` (a memory map, say) is never copied whole.
+    ``params["classes"]`` ``[tasks, num_ways]`` holds the original class id of each label.
     """
 
     def __init__(
@@ -136,13 +148,16 @@ class LabelledDataset(TaskFamily):
         self.name = name
         self.projection_dim = projection_dim
         self.seed = check_seed("seed", seed)
-        self._setup(_project(_standardise(x), projection_dim, seed).float(), y, num_ways, chosen)
+        self._mean, self._scale = _column_scaling(x)
+        self._projection = _projection(x.shape[1], projection_dim, seed)
+        self._setup(x, y, num_ways, chosen)
 
-    def _setup(self, features: Tensor, labels: np.ndarray, num_ways: int, classes: list[int]) -> None:
+    def _setup(self, features: np.ndarray, labels: np.ndarray, num_ways: int, classes: list[int]) -> None:
         """Index the examples of ``classes`` by class, so a task's pool is a few contiguous runs."""
         self.num_ways = self.num_classes = num_ways
         self.classes = tuple(classes)
-        self.input_dim, self.output_dim = features.shape[1], num_ways
+        self.input_dim = features.shape[1] if self._projection is None else self._projection.shape[1]
+        self.output_dim = num_ways
         self._features, self._labels = features, labels
         class_ids = np.asarray(classes, dtype=np.int64)
         members = np.flatnonzero(np.isin(labels, class_ids))
@@ -157,6 +172,7 @@ class LabelledDataset(TaskFamily):
         """A family over ``classes`` sharing this one's standardised, projected features."""
         family = type(self).__new__(type(self))
         family.name, family.projection_dim, family.seed = name, self.projection_dim, self.seed
+        family._mean, family._scale, family._projection = self._mean, self._scale, self._projection
         family._setup(self._features, self._labels, self.num_ways, classes)
         return family
 
@@ -202,10 +218,18 @@ class LabelledDataset(TaskFamily):
                 "points per task or classes with more examples"
             )
 
+    def _rows(self, index: Tensor) -> Tensor:
+        """Examples ``index`` (any shape), standardised and projected: ``[*index.shape, input_dim]``."""
+        rows = np.asarray(self._features[index.reshape(-1).numpy()], dtype=np.float64)
+        x = torch.from_numpy((rows - self._mean) / self._scale).float()
+        if self._projection is not None:
+            x = x @ self._projection
+        return x.view(*index.shape, -1)
+
     def _sample(self, num_tasks, num_train, num_query, generator):
         num_points = num_train + num_query
         self._check_task_size(num_points)
-        xs, ys, picked = [], [], []
+        indices, ys, picked = [], [], []
         for _ in range(num_tasks):
             # The first num_ways of a permutation: distinct classes in a random label order.
             ways = torch.randperm(len(self.classes), generator=generator)[: self.num_ways]
@@ -215,10 +239,10 @@ class LabelledDataset(TaskFamily):
             positions = torch.randperm(int(ends[-1]), generator=generator)[:num_points]
             label = torch.searchsorted(ends, positions, right=True)
             offset = positions - (ends - sizes)[label]
-            xs.append(self._features[self._order[self._starts[ways][label] + offset]])
+            indices.append(self._order[self._starts[ways][label] + offset])
             ys.append(label)
             picked.append(ways)
-        x, y = torch.stack(xs), torch.stack(ys)
+        x, y = self._rows(torch.stack(indices)), torch.stack(ys)
         return TaskBatch(
             x_train=x[:, :num_train],
             y_train=y[:, :num_train],
@@ -324,12 +348,18 @@ def read_idx(path: str | os.PathLike, *, magic: int | None = None) -> np.ndarray
     return np.frombuffer(data, dtype).reshape(shape).astype(dtype.newbyteorder("="))
 
 
-def _find_idx(root: Path, stem: str) -> Path:
-    """``root/stem`` or ``root/stem.gz``, whichever exists (uncompressed first)."""
-    for name in (stem, f"{stem}.gz"):
+def _find_idx(root: Path, prefix: str, kind: str, rank: int) -> Path:
+    """The IDX file of ``prefix`` (train, t10k) and ``kind`` (images, labels) in ``root``.
+
+    Both common namings are accepted, ``train-images-idx3-ubyte`` and ``train-images.idx3-ubyte``,
+    each uncompressed (preferred) or gzipped.
+    """
+    names = [f"{prefix}-{kind}{separator}idx{rank}-ubyte" for separator in ("-", ".")]
+    candidates = [name + suffix for name in names for suffix in ("", ".gz")]
+    for name in candidates:
         if (root / name).is_file():
             return root / name
-    raise DataError(f"{root} holds neither {stem} nor {stem}.gz")
+    raise DataError(f"{root} holds none of {', '.join(candidates)}")
 
 
 def IDXDataset(
@@ -343,6 +373,9 @@ def IDXDataset(
 ) -> LabelledDataset:
     """Images and labels from the standard IDX files in ``root`` (MNIST's layout and names).
 
+    Files are named ``train-images-idx3-ubyte`` or ``train-images.idx3-ubyte`` (and likewise
+    ``train-labels``, ``t10k-images``, ``t10k-labels``), each optionally gzipped.
+
     ``split`` is ``"train"``, ``"test"`` (``t10k-*``) or ``"all"`` (both pooled). Images are
     flattened to ``rows * cols`` features scaled to [0, 1] before standardising.
     """
@@ -353,8 +386,8 @@ def IDXDataset(
     prefixes = {"train": ["train"], "test": ["t10k"], "all": ["train", "t10k"]}[split]
     images, labels = [], []
     for prefix in prefixes:
-        image_file = _find_idx(root, f"{prefix}-images-idx3-ubyte")
-        label_file = _find_idx(root, f"{prefix}-labels-idx1-ubyte")
+        image_file = _find_idx(root, prefix, "images", 3)
+        label_file = _find_idx(root, prefix, "labels", 1)
         images.append(read_idx(image_file, magic=IMAGES_MAGIC))
         labels.append(read_idx(label_file, magic=LABELS_MAGIC))
         if len(images[-1]) != len(labels[-1]):
@@ -394,18 +427,107 @@ def FashionMNIST(
     return IDXDataset(root, split, num_ways, classes, projection_dim, seed, name="fashion-mnist")
 
 
-def _npz_key(archive: np.lib.npyio.NpzFile, path: Path, key: str | None, defaults: tuple) -> str:
-    """``key`` if given, else the first of ``defaults`` present; raise listing the keys present."""
+FEATURES_KEYS = ("features", "x", "X")
+LABELS_KEYS = ("labels", "y", "Y")
+
+
+def _pick_key(names: Sequence[str], path: Path, key: str | None, defaults: tuple[str, ...]) -> str:
+    """``key`` if given, else the first of ``defaults`` present; raise listing the names present."""
     candidates = (key,) if key is not None else defaults
     for candidate in candidates:
-        if candidate in archive.files:
+        if candidate in names:
             return candidate
+    raise DataError(f"{path} has no array named {' or '.join(map(repr, candidates))}; it holds {list(names)}")
+
+
+def _npy_header(handle: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """Shape, Fortran order and dtype from an ``.npy`` header at ``handle``'s position."""
+    version = np.lib.format.read_magic(handle)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran_order, dtype = read(handle)
+    if dtype.hasobject:
+        raise DataError("it holds Python objects, which are never unpickled; save numeric arrays")
+    return shape, fortran_order, dtype
+
+
+def _npz_member(archive: zipfile.ZipFile, path: Path, key: str) -> np.ndarray:
+    """Array ``key`` of an ``.npz``: memory-mapped if stored uncompressed (``np.savez``), else read."""
+    info = archive.getinfo(f"{key}.npy")
+    if info.compress_type != zipfile.ZIP_STORED:
+        with archive.open(info) as member:
+            shape, _, dtype = _npy_header(member)
+            check_memory(
+                f"array {key!r} of {path}",
+                math.prod(shape) * dtype.itemsize,
+                held="it",
+                remedy="save it with np.savez (uncompressed) so it is memory-mapped",
+                error=DataError,
+            )
+        with archive.open(info) as member:
+            return np.lib.format.read_array(member, allow_pickle=False)
+    with path.open("rb") as handle:
+        handle.seek(info.header_offset)
+        local = _read_exactly(handle, 30, path, f"the zip header of {key!r}")
+        name_length, extra_length = struct.unpack("<HH", local[26:30])
+        handle.seek(info.header_offset + 30 + name_length + extra_length)
+        shape, fortran_order, dtype = _npy_header(handle)
+        offset = handle.tell()
+    if not shape or math.prod(shape) == 0:
+        return np.zeros(shape, dtype)
+    order = "F" if fortran_order else "C"
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order=order)
+
+
+def _npz_arrays(
+    path: Path, features_key: str | None, labels_key: str | None
+) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = [name.removesuffix(".npy") for name in archive.namelist()]
+            x_key = _pick_key(names, path, features_key, FEATURES_KEYS)
+            y_key = _pick_key(names, path, labels_key, LABELS_KEYS)
+            return _npz_member(archive, path, x_key), _npz_member(archive, path, y_key)
+    except zipfile.BadZipFile as error:
+        raise DataError(f"{path} is not a readable .npz archive: {error}") from error
+    except (OSError, ValueError, EOFError) as error:
+        raise DataError(f"could not read {path}: {error}") from error
+
+
+def _npy_array(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise DataError(f"npy file {path} does not exist")
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        raise DataError(f"{path} is not a readable .npy array: {error}") from error
+
+
+def _torch_arrays(path: Path, features_key: str | None, labels_key: str | None) -> tuple[Tensor, Tensor]:
+    """Tensors from a torch file (weights only, memory-mapped): a dict of tensors or a pair."""
+    try:
+        try:
+            loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # the legacy (pre-zip) format cannot be memory-mapped
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises pickle, zip and runtime errors for bad files
+        raise DataError(
+            f"{path} is not a torch file of tensors (loaded with weights_only=True): {error}"
+        ) from None
+    if isinstance(loaded, dict):
+        names = [str(name) for name in loaded]
+        return (
+            loaded[_pick_key(names, path, features_key, FEATURES_KEYS)],
+            loaded[_pick_key(names, path, labels_key, LABELS_KEYS)],
+        )
+    if isinstance(loaded, (tuple, list)) and len(loaded) == 2 and features_key is labels_key is None:
+        return loaded[0], loaded[1]
     raise DataError(
-        f"{path} has no array named {' or '.join(map(repr, candidates))}; it holds {archive.files}"
+        f"{path} holds a {type(loaded).__name__}; expected a dict of tensors (features and labels) "
+        "or a (features, labels) pair"
     )
 
 
-def NPZDataset(
+def FeaturesFile(
     path: str | os.PathLike,
     features_key: str | None = None,
     labels_key: str | None = None,
@@ -414,26 +536,40 @@ def NPZDataset(
     projection_dim: int | None = None,
     seed: int = 0,
     name: str | None = None,
+    labels_path: str | os.PathLike | None = None,
 ) -> LabelledDataset:
-    """Features ``[n, d]`` and labels ``[n]`` from an ``.npz`` archive.
+    """Features ``[n, d]`` and labels ``[n]`` from a file (say, embeddings of images), memory-mapped.
 
-    Without explicit keys, features are the first of ``features``, ``x``, ``X`` and labels the
-    first of ``labels``, ``y``, ``Y``. ``name`` defaults to the file's stem.
+    - ``.npz``: arrays named ``features_key`` and ``labels_key``, by default the first of
+      ``features``, ``x``, ``X`` and of ``labels``, ``y``, ``Y``. Arrays saved uncompressed
+      (``np.savez``) are memory-mapped; compressed ones (``np.savez_compressed``) are read.
+    - ``.npy``: the features, memory-mapped, with their labels in the ``.npy`` file ``labels_path``.
+    - ``.pt`` / ``.pth``: a dict of tensors (keys as for ``.npz``) or a ``(features, labels)``
+      pair, loaded with ``weights_only=True`` (nothing is unpickled) and memory-mapped.
+
+    Only the rows tasks draw are copied. ``name`` defaults to the file's stem.
     """
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"npz file {path} does not exist")
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise DataError(f"{path} is not a readable .npz archive: {error}") from error
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise DataError(f"{path} is a single .npy array, not an .npz archive")
-    with archive:
-        x_key = _npz_key(archive, path, features_key, ("features", "x", "X"))
-        y_key = _npz_key(archive, path, labels_key, ("labels", "y", "Y"))
-        try:
-            x, y = archive[x_key], archive[y_key]
-        except (OSError, ValueError, zipfile.BadZipFile) as error:
-            raise DataError(f"could not read {x_key!r} and {y_key!r} from {path}: {error}") from error
-    return LabelledDataset(x, y, num_ways, classes, projection_dim, seed, name=name or path.stem)
+        raise DataError(f"features file {path} does not exist")
+    suffix = path.suffix.lower()
+    if suffix != ".npy" and labels_path is not None:
+        raise ConfigError(f"labels_path applies to .npy features; {path} holds its labels itself")
+    if suffix == ".npy":
+        if labels_path is None:
+            raise DataError(
+                f"{path} is a single .npy array: pass labels_path, the .npy file of its labels "
+                "(or save both in one .npz)"
+            )
+        features, labels = _npy_array(path), _npy_array(Path(labels_path))
+    elif suffix == ".npz":
+        features, labels = _npz_arrays(path, features_key, labels_key)
+    elif suffix in (".pt", ".pth"):
+        features, labels = _torch_arrays(path, features_key, labels_key)
+    else:
+        raise DataError(f"{path}: unknown features file type {suffix!r}; expected .npz, .npy or .pt/.pth")
+    return LabelledDataset(features, labels, num_ways, classes, projection_dim, seed, name=name or path.stem)
+
+
+NPZDataset = FeaturesFile
+"""The earlier name of :func:`FeaturesFile`, kept for presets and code that use it."""
