@@ -1,4 +1,4 @@
-"""Benchmarks of ``amortized`` (not part of the test suite): regimes, quality, iterative, cost, speed,
+"""Benchmarks of ``amortized`` (not part of the test suite): regimes, paper, quality, iterative, cost, speed,
 estimators.
 
 Each benchmark is a module here with ``main(out_dir: Path) -> dict`` returning plain data (saved as
@@ -9,4 +9,4 @@ name figures it wrote into ``out_dir`` under the result's ``"plot"`` or ``"plots
 ``benchmarks/README.md``.
 """
 
-BENCHMARKS = ("regimes", "quality", "iterative", "cost", "speed", "estimators")
+BENCHMARKS = ("regimes", "paper", "quality", "iterative", "cost", "speed", "estimators")

@@ -87,3 +87,60 @@ def test_iterative_report_checks_each_target():
     assert "gap +0.0050" in classification
     assert "never increasing with k: met" in classification
     assert "below tuned SGD at every k: not met" in classification
+
+
+def test_paper_report_states_a_verdict_per_finding_from_its_rule():
+    from benchmarks import paper, regimes
+
+    def curve(values, steps, key):
+        return {str(k): {key: v} for k, v in zip(steps, values, strict=True)}
+
+    falling = [1.0 / 2**i for i in range(len(regimes.STEPS))]
+    jobs = {}
+    for name in paper.jobs():
+        part, *rest = name.split("/")
+        if rest[-1] == "references":
+            jobs[name] = {"few": 0.5, "many": 0.1}
+        elif part == "inputs":
+            num_train = paper.POINTS[rest[2]]
+            key = "excess_mse" if rest[0] == "regression" else "error"
+            # obs wins at low dimension, grad at high dimension, both always best.
+            few, dim = rest[2] == "few", int(rest[1])
+            obs, grad = 1.0 + dim / 64 + 0.5 * few, 1.6 - dim / 64 - 0.4 * few
+            value = {"obs": obs, "grad": grad, "both": 0.99 * min(obs, grad)}[rest[3]]
+            steps = [num_train // paper.BATCH, 2 * num_train // paper.BATCH]
+            jobs[name] = {"train_cpu_seconds": 1, "curve": curve([value * 0.1, value * 0.09], steps, key)}
+        else:
+            key = "error" if part == "state" else "excess_mse"
+            scale = {"logits": 1.0, "probabilities": 1.2, "latent": 1.1, "0": 1.0, "1": 0.99, "4": 0.98}[
+                rest[0]
+            ]
+            values = [scale * v for v in falling[: len(paper.ABLATION_STEPS)]]
+            jobs[name] = {"train_cpu_seconds": 1, "curve": curve(values, paper.ABLATION_STEPS, key)}
+    stalled = [*falling[:4], falling[3] * 1.05, falling[3], falling[3]]
+    runs = {}
+    for family in (regimes.MAIN, "linear-regression-d4", "linear-regression-d16"):
+        for regime, values in (
+            ("parametric", falling),
+            ("explicit", [2 * v for v in falling]),
+            ("implicit", stalled),
+        ):
+            run = {"curve": curve(values, regimes.STEPS, "excess_mse")}
+            if family == regimes.MAIN:
+                run["ood"] = {"noisier": curve(values, regimes.STEPS, "excess_mse")}
+                runs[f"{family}/{regime}/0/one-shot"] = {
+                    "curve": curve([3 * v for v in values], regimes.STEPS, "excess_mse"),
+                    "ood": {"noisier": curve([v / 3 for v in values], regimes.STEPS, "excess_mse")},
+                }
+            runs[f"{family}/{regime}/0"] = run
+    text = paper.report({"jobs": jobs, "regimes": runs, "cost": None})
+    verdicts = [line.split("**")[1] for line in text.splitlines() if line.startswith("**Verdict")]
+    assert verdicts == [
+        "Verdict: holds partly",  # 1: the implicit curve rises by 5% once
+        "Verdict: holds partly",  # 2: one-shot twins ahead out of distribution
+        "Verdict: holds",  # 3
+        "Verdict: holds",  # 4: explicit twice the parametric error everywhere
+        "Verdict: holds",  # 5: logits lowest
+        "Verdict: holds",  # 6: windows gain 2%
+    ]
+    assert "needs the cost benchmark" in text.lower()
