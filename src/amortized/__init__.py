@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from amortized.checkpoints import load, save
     from amortized.estimators import AmortizedClassifier, AmortizedRegressor
-    from amortized.learners.base import Learner, adapt
+    from amortized.learners.base import Learner, adapt, adaptation
     from amortized.learners.state import State
     from amortized.training import TrainConfig, TrainResult, train
 
@@ -26,6 +26,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "adapt",
+    "adaptation",
     "load",
     "save",
     "train",
@@ -39,6 +40,7 @@ _HOMES = {
     "TrainConfig": "amortized.training",
     "TrainResult": "amortized.training",
     "adapt": "amortized.learners.base",
+    "adaptation": "amortized.learners.base",
     "load": "amortized.checkpoints",
     "save": "amortized.checkpoints",
     "train": "amortized.training",

@@ -27,7 +27,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from amortized.errors import ConfigError
-from amortized.learners.base import Learner, minibatches
+from amortized.learners.base import Learner, adapt, adaptation, minibatches
 from amortized.learners.baselines import tune_learning_rate
 from amortized.learners.state import State
 from amortized.models.likelihoods import Categorical, Gaussian, likelihood
@@ -164,16 +164,17 @@ def step_curve(
                     done[used]["seconds"] = seconds
                 points.append({"k": k, **done[used]})
             return points
-        wanted = set(steps)
+        wanted, seconds = set(steps), 0.0
         order = torch.Generator().manual_seed(seed)
-        state = learner.init_state(tasks.num_tasks, tasks.x_query)
-        seconds, seen = 0.0, 0
-        for k, (batch_x, batch_y) in enumerate(minibatches(x, y, batch_size, steps[-1], order), start=1):
+        states = adaptation(
+            learner, x, y, batch_size=batch_size, num_steps=steps[-1], query_x=tasks.x_query, generator=order
+        )
+        for k in range(1, steps[-1] + 1):
             began = time.perf_counter()
-            state = learner.step(state, batch_x, batch_y)
+            state = next(states)
             seconds += time.perf_counter() - began
-            seen += batch_x.shape[1]
             if k in wanted:
+                seen = int(state.num_seen[0])
                 points.append({"k": k, "points_seen": seen, **_score(learner, state, tasks, metrics_of)})
                 points[-1]["seconds"] = seconds
     return points
@@ -209,11 +210,10 @@ def size_curve(
             else:
                 order = torch.Generator().manual_seed(seed)
                 began = time.perf_counter()
-                state = learner.init_state(tasks.num_tasks, tasks.x_query)
-                k = 0
-                for batch_x, batch_y in minibatches(subset_x, subset_y, batch_size, None, order):
-                    state = learner.step(state, batch_x, batch_y)
-                    k += 1
+                state = adapt(
+                    learner, subset_x, subset_y, batch_size=batch_size, query_x=tasks.x_query, generator=order
+                )
+                k = int(state.num_steps[0])
                 seconds = time.perf_counter() - began
             point = {"n": size, "k": k, "points_seen": size, **_score(learner, state, tasks, metrics_of)}
             point["seconds"] = seconds

@@ -214,3 +214,22 @@ def test_a_learner_that_overrides_predict_is_checked_all_the_same():
     assert torch.isinf(learner.predict(learner.init_state(2), torch.zeros(2, 3, 2), check_finite=False)).all()
     with pytest.raises(NonFiniteError, match="x contains NaN"):
         learner.predict(learner.init_state(2), torch.full((2, 3, 2), float("nan")), check_finite=False)
+
+
+def test_adaptation_yields_each_state_and_adapt_keeps_the_last():
+    from amortized.learners import SGD, adapt, adaptation
+    from amortized.models import Linear
+
+    learner = SGD(Linear(2), 0.1)
+    x = torch.randn(3, 20, 2, generator=torch.Generator().manual_seed(0))
+    y = x.sum(-1, keepdim=True)
+    states = list(
+        adaptation(learner, x, y, batch_size=8, num_steps=5, generator=torch.Generator().manual_seed(1))
+    )
+    assert [int(state.num_steps[0]) for state in states] == [1, 2, 3, 4, 5]
+    assert [int(state.num_seen[0]) for state in states] == [8, 16, 20, 28, 36]  # a pass is 8 + 8 + 4
+    last = adapt(learner, x, y, batch_size=8, num_steps=5, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(last.value, states[-1].value)
+    assert not states[-1].value.requires_grad
+    losses = [float(learner.likelihood.loss(learner.predict(s, x), y).mean()) for s in states]
+    assert losses[-1] < 0.5 * losses[0]  # SGD on a linear target: each step moves towards it

@@ -1,6 +1,6 @@
 """Learners of every regime and the baselines, all behind ``init_state`` / ``step`` / ``predict``."""
 
-from amortized.learners.base import Learner, adapt, minibatches
+from amortized.learners.base import Learner, adapt, adaptation, minibatches
 from amortized.learners.baselines import SGD, Adam, BayesLinearRegression, tune_learning_rate
 from amortized.learners.causal import OrderScores, RandomOrder, VarianceOrder
 from amortized.learners.composed import ComposedLearner
@@ -36,6 +36,7 @@ __all__ = [
     "TransformerUpdate",
     "VarianceOrder",
     "adapt",
+    "adaptation",
     "minibatches",
     "tune_learning_rate",
 ]

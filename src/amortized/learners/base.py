@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -265,6 +266,37 @@ def minibatches(
         )
 
 
+@torch.no_grad()
+def adaptation(
+    learner: Learner,
+    x: Tensor,
+    y: Tensor,
+    *,
+    batch_size: int,
+    num_steps: int | None = None,
+    query_x: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> Iterator[State]:
+    """The library's one adaptation loop: the state after each mini-batch, from ``init_state`` on.
+
+    The data are checked once, when the first state is asked for; each state is checked for NaN.
+    :func:`adapt` keeps the last state; evaluation scores the states it wants along the way.
+    One-shot amortization is ``batch_size >= points``. Implicit learners need ``query_x``, the
+    points to predict. Runs without building a graph.
+    """
+    x, y = learner.check_data("", x, y)
+    if query_x is not None:
+        query_x = check_inputs("query_x", query_x, learner.input_dim, learner.dtype)
+        if query_x.shape[0] != x.shape[0]:
+            raise ShapeError(f"query_x has {query_x.shape[0]} tasks but x has {x.shape[0]}; they must match")
+    state = learner.init_state(x.shape[0], query_x)
+    for batch_x, batch_y in minibatches(x, y, batch_size, num_steps, generator):
+        new = learner._step(state, batch_x, batch_y)
+        learner._refuse_nonfinite(new.value, state, "step")
+        state = new
+        yield state
+
+
 def adapt(
     learner: Learner,
     x: Tensor,
@@ -275,24 +307,11 @@ def adapt(
     query_x: Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> State:
-    """Adapt ``learner`` to tasks with data ``x``, ``y``: ``init_state``, then ``step`` per mini-batch.
-
-    This is the library's one adaptation loop; one-shot amortization is ``batch_size >= points``.
-    Runs without building a graph. Implicit learners need ``query_x``, the points to predict.
-    """
-    x, y = learner.check_data("", x, y)
-    if query_x is not None:
-        query_x = check_inputs("query_x", query_x, learner.input_dim, learner.dtype)
-        if query_x.shape[0] != x.shape[0]:
-            raise ShapeError(f"query_x has {query_x.shape[0]} tasks but x has {x.shape[0]}; they must match")
-    with torch.no_grad():
-        state = learner.init_state(x.shape[0], query_x)
-        for batch_x, batch_y in minibatches(x, y, batch_size, num_steps, generator):
-            # The data were checked once above, so each mini-batch goes straight to the update.
-            new = learner._step(state, batch_x, batch_y)
-            learner._refuse_nonfinite(new.value, state, "step")
-            state = new
-    return state
+    """Adapt ``learner`` to tasks with data ``x``, ``y``: the last state of :func:`adaptation`."""
+    states = adaptation(
+        learner, x, y, batch_size=batch_size, num_steps=num_steps, query_x=query_x, generator=generator
+    )
+    return deque(states, maxlen=1)[0]
 
 
 def loss_gradient(loss_of: Any, value: Tensor, *, create_graph: bool) -> tuple[Tensor, Tensor]:
