@@ -1,5 +1,7 @@
 """Every learner of every regime, briefly meta-trained, beats its untrained self and the zero predictor."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -34,6 +36,11 @@ LEARNERS = {
         "greedy",
         3e-3,
     ),
+    "LearnedUpdate/plain, history 2": (
+        lambda: LearnedUpdate(Linear(2), rule={**PLAIN, "history": 2}),
+        "greedy",
+        3e-3,
+    ),
     "LatentUpdate (the default recipe)": (
         lambda: LatentUpdate(2, latent_dim=8, decoder_hidden=(32,), rule=TINY),
         "greedy",
@@ -41,6 +48,11 @@ LEARNERS = {
     ),
     "LatentUpdate/plain, no skip": (
         lambda: LatentUpdate(2, latent_dim=8, decoder_hidden=(32,), linear_skip=False, rule=PLAIN),
+        "greedy",
+        3e-3,
+    ),
+    "LatentUpdate/plain, history 2": (
+        lambda: LatentUpdate(2, latent_dim=8, decoder_hidden=(32,), rule={**PLAIN, "history": 2}),
         "greedy",
         3e-3,
     ),
@@ -267,3 +279,49 @@ def test_tapered_refinements_shrink_with_the_share_of_the_batch():
             tapered.step(fresh.advance(fresh.value, seen), x, y)
             counts.append(len(passes))
     assert counts == [4, 2, 2, 1]
+
+
+HISTORY = {**TINY, "history": 2, "memory_tokens": 2}
+
+
+def _noisy(learner):
+    """``learner`` with seeded noise on every weight, so zero-initialised heads compute something."""
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in learner.parameters():
+            parameter.add_(0.1 * torch.randn(parameter.shape, generator=generator))
+    return learner
+
+
+HISTORY_LEARNERS = {
+    "LearnedUpdate": lambda: LearnedUpdate(Linear(2), rule=HISTORY),
+    "LatentUpdate": lambda: LatentUpdate(2, latent_dim=8, decoder_hidden=(16,), rule=HISTORY),
+}
+
+
+@pytest.mark.parametrize("name", HISTORY_LEARNERS)
+def test_history_holds_the_values_at_the_start_of_the_last_steps(name):
+    """Newest first, zeros until a step has been taken."""
+    learner = _noisy(HISTORY_LEARNERS[name]())
+    x, y, query = torch.randn(2, 12, 2), torch.randn(2, 12, 1), torch.randn(2, 3, 2)
+    states = [learner.init_state(2, query)]
+    with torch.no_grad():
+        for batch in range(3):
+            part = slice(4 * batch, 4 * batch + 4)
+            states.append(learner.step(states[-1], x[:, part], y[:, part]))
+    zeros = torch.zeros_like(states[0].value)
+    assert not states[0].carry.history.any()
+    for count, state in enumerate(states[1:], start=1):
+        expected = [states[count - 1].value, states[count - 2].value if count > 1 else zeros]
+        torch.testing.assert_close(state.carry.history, torch.stack(expected, 1), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", HISTORY_LEARNERS)
+def test_the_update_reads_its_history(name):
+    learner = _noisy(HISTORY_LEARNERS[name]())
+    x, y, query = torch.randn(2, 8, 2), torch.randn(2, 8, 1), torch.randn(2, 3, 2)
+    with torch.no_grad():
+        state = learner.step(learner.init_state(2, query), x[:, :4], y[:, :4])
+        other = replace(state, carry=replace(state.carry, history=state.carry.history + 1.0))
+        moved, moved_other = (learner.step(s, x[:, 4:], y[:, 4:]).value for s in (state, other))
+    assert (moved - moved_other).abs().max() > 1e-4
