@@ -140,6 +140,21 @@ RECIPES: dict[str, tuple[Recipe, ...]] = {
     "InContext": (
         Recipe(lambda seed: InContext(2, rule=RULE, seed=seed), "regression"),
         Recipe(lambda seed: InContext(2, CLASSES, "classification", rule=RULE, seed=seed), "classification"),
+        Recipe(
+            lambda seed: InContext(2, state="latent", rule=HISTORY, seed=seed), "regression", "latent-history"
+        ),
+        Recipe(
+            lambda seed: InContext(2, CLASSES, "classification", state="latent", rule=RULE, seed=seed),
+            "classification",
+            "latent",
+        ),
+        Recipe(
+            lambda seed: InContext(
+                2, CLASSES, "classification", state="probabilities", rule=HISTORY, seed=seed
+            ),
+            "classification",
+            "probabilities-history",
+        ),
     ),
     "FlowMatching": (
         Recipe(
