@@ -12,7 +12,7 @@ from amortized.learners import InContext, LatentSGD, LatentUpdate, LearnedInit, 
 from amortized.learners.implicit import PROBABILITY_FLOOR, floored_simplex
 from amortized.learners.state import State
 from amortized.models import MLP, Linear
-from amortized.tasks import LinearClassification
+from amortized.tasks import LinearClassification, LinearRegression
 
 from .conftest import TINY, query_mse
 
@@ -474,3 +474,43 @@ def test_queries_do_not_influence_each_other_whatever_the_state(make):
 
     full, alone = run(query), run(query[:, 2:3])
     torch.testing.assert_close(full[:, 2:3], alone, atol=1e-5, rtol=1e-5)
+
+
+# --------------------------------------------------------------------------------------------------
+# Defaults unchanged by the ablation options
+
+GOLDEN_RULE = {"width": 8, "depth": 1, "heads": 2, "chunk_size": 4, "memory_tokens": 2}
+GOLDEN = {
+    "InContext": (
+        lambda: InContext(2, rule={**GOLDEN_RULE, "refinements": 2}),
+        [-1.803196, -0.653814, -1.375627, -0.79391, -1.214499, -1.015688],
+    ),
+    "InContext, classification": (
+        lambda: InContext(2, 3, "classification", rule=GOLDEN_RULE),
+        [-0.25355, 0.027426, 0.505052, -0.184038, 0.919171, 1.616174],
+    ),
+    "LearnedUpdate": (
+        lambda: LearnedUpdate(Linear(2), rule=GOLDEN_RULE),
+        [-3.021201, -1.37224, -1.719014, 5.087029, 2.271998, 3.020609],
+    ),
+    "LatentUpdate": (
+        lambda: LatentUpdate(2, latent_dim=4, decoder_hidden=(8,), rule=GOLDEN_RULE),
+        [-0.686548, 0.964446, -0.301188, -1.386964, 1.013746, 1.657665],
+    ),
+}
+"""Predictions of default-option learners (seeded noise on their weights, three steps), computed
+before ``state`` and ``history`` existed (commit dad5d4d). Update them only when a default changes
+on purpose."""
+
+
+@pytest.mark.parametrize("name", GOLDEN)
+def test_default_options_give_the_predictions_they_gave_before_the_ablation_options(name):
+    make, expected = GOLDEN[name]
+    learner = _noisy(make())
+    family = LinearClassification(2, num_classes=3) if learner.num_classes else LinearRegression(2, noise=0.1)
+    tasks = family.sample(2, 12, 3, torch.Generator().manual_seed(0))
+    order = torch.Generator().manual_seed(1)
+    x, y, query = tasks.x_train, tasks.y_train, tasks.x_query
+    state = adapt(learner, x, y, batch_size=4, num_steps=3, query_x=query, generator=order)
+    predictions = learner.predict(state, tasks.x_query).flatten()[:6]
+    torch.testing.assert_close(predictions, torch.tensor(expected), rtol=1e-4, atol=1e-5)
