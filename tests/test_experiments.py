@@ -9,7 +9,16 @@ import amortized.training
 from amortized.checkpoints import load_checkpoint
 from amortized.config import Experiment
 from amortized.errors import CheckpointError, ConfigError
-from amortized.experiments import RunFolder, evaluate_experiment, git_commit, load_trained, train_learners
+from amortized.experiments import (
+    RunFolder,
+    _agree,
+    evaluate_experiment,
+    git_commit,
+    load_trained,
+    train_learners,
+)
+from amortized.learners import LearnedUpdate
+from amortized.models import Linear
 
 from .conftest import FAST, SILENT
 
@@ -182,6 +191,16 @@ def test_a_folder_is_never_overwritten_or_mixed_with_another_config(tmp_path, fi
     other = Experiment.from_preset("tiny", [*FAST, "learners.LearnedUpdate.kwargs.rule.width=8"])
     with pytest.raises(CheckpointError, match="another learner or training config"):
         load_trained(other, run)
+
+
+def test_a_checkpoint_agrees_with_a_learner_whose_rule_gained_an_option_since():
+    """A rule option added since a checkpoint was written (``history``) takes its default."""
+    current = LearnedUpdate(Linear(2), rule={"width": 8, "depth": 1, "heads": 2}).describe()["config"]
+    saved = {**current, "rule": {k: v for k, v in current["rule"].items() if k != "history"}}
+    assert _agree(saved, current)
+    other = {**saved, "rule": {**saved["rule"], "width": 16}}
+    assert not _agree(other, current)
+    assert not _agree(saved, {**current, "rule": {**current["rule"], "history": 2}})
 
 
 def test_learners_are_not_resumed_or_scored_on_a_family_they_were_not_trained_on(finished):

@@ -157,11 +157,17 @@ class Trained:
 
 
 def _agree(saved: dict[str, Any], current: dict[str, Any]) -> bool:
-    """Whether a saved config matches the current one on every option both know.
+    """Whether a saved config matches the current one on every option both know, tables included.
 
-    Options added to the library since the checkpoint was written take their defaults.
+    Options added to the library since the checkpoint was written take their defaults, at any depth
+    (a rule's option lands in the learner's ``rule`` table).
     """
-    return all(saved[key] == current[key] for key in saved.keys() & current.keys())
+    return all(
+        _agree(saved[key], current[key])
+        if isinstance(saved[key], dict) and isinstance(current[key], dict)
+        else saved[key] == current[key]
+        for key in saved.keys() & current.keys()
+    )
 
 
 def _restore(run: RunFolder, spec: LearnerSpec, experiment: Experiment) -> tuple[Learner, Trained | None]:

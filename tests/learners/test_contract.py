@@ -51,6 +51,8 @@ NUM_TASKS, NUM_POINTS, NUM_QUERY, BATCH = 3, 8, 5, 4
 CLASSES, VARIABLES = 3, 4
 RULE = {"width": 8, "depth": 1, "heads": 2, "chunk_size": 4, "memory_tokens": 2, "refinements": 2}
 """A tiny transformer rule that still exercises memory tokens, refinements, momentum and tapering."""
+HISTORY = {**RULE, "history": 2}
+"""The rule reading the values of the last two steps too."""
 TOLERANCE = {"atol": 1e-5, "rtol": 1e-5}
 
 
@@ -61,6 +63,8 @@ class Recipe:
     make: Callable[[int], Learner]
     kind: str
     """``regression``, ``classification``, ``generative`` or ``order``: the tiny family it reads."""
+    variant: str = ""
+    """What sets this recipe apart from the class's others of its kind (an option), for its test id."""
     grows: bool = False
     """The state's value gathers points (``[tasks, kept, D]``), so its size changes until full."""
     independent_predictions: bool = True
@@ -102,6 +106,7 @@ RECIPES: dict[str, tuple[Recipe, ...]] = {
             lambda seed: LearnedUpdate(Linear(2, CLASSES), task="classification", rule=RULE, seed=seed),
             "classification",
         ),
+        Recipe(lambda seed: LearnedUpdate(Linear(2), rule=HISTORY, seed=seed), "regression", "history"),
     ),
     "LatentUpdate": (
         Recipe(
@@ -113,6 +118,11 @@ RECIPES: dict[str, tuple[Recipe, ...]] = {
                 2, CLASSES, "classification", latent_dim=4, decoder_hidden=(8,), rule=RULE, seed=seed
             ),
             "classification",
+        ),
+        Recipe(
+            lambda seed: LatentUpdate(2, latent_dim=4, decoder_hidden=(8,), rule=HISTORY, seed=seed),
+            "regression",
+            "history",
         ),
     ),
     "LatentSGD": (
@@ -130,6 +140,21 @@ RECIPES: dict[str, tuple[Recipe, ...]] = {
     "InContext": (
         Recipe(lambda seed: InContext(2, rule=RULE, seed=seed), "regression"),
         Recipe(lambda seed: InContext(2, CLASSES, "classification", rule=RULE, seed=seed), "classification"),
+        Recipe(
+            lambda seed: InContext(2, state="latent", rule=HISTORY, seed=seed), "regression", "latent-history"
+        ),
+        Recipe(
+            lambda seed: InContext(2, CLASSES, "classification", state="latent", rule=RULE, seed=seed),
+            "classification",
+            "latent",
+        ),
+        Recipe(
+            lambda seed: InContext(
+                2, CLASSES, "classification", state="probabilities", rule=HISTORY, seed=seed
+            ),
+            "classification",
+            "probabilities-history",
+        ),
     ),
     "FlowMatching": (
         Recipe(
@@ -210,6 +235,7 @@ def cases(check: str) -> list[Any]:
         recipes = RECIPES.get(name) or (Recipe(_no_recipe(name), "regression"),)
         for recipe in recipes:
             label = name if len(recipes) == 1 else f"{name}-{recipe.kind}"
+            label += f"-{recipe.variant}" if recipe.variant else ""
             bug = recipe.known_bugs.get(check)
             marks = [pytest.mark.xfail(strict=True, reason=bug)] if bug else []
             found.append(pytest.param(recipe, id=label, marks=marks))

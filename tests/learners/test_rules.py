@@ -18,6 +18,7 @@ def test_the_default_is_the_recipe_that_keeps_improving():
         True,
     )
     assert TransformerUpdate(refinements=1).momentum is False  # momentum follows refinements unless set
+    assert spec.history == 0  # the ablation reading past values is off
 
 
 def test_specs_are_frozen_plain_data():
@@ -37,6 +38,9 @@ def test_specs_are_frozen_plain_data():
         ({"momentum": True, "refinements": 1}, "momentum needs refinements > 1"),
         ({"inputs": ["hessians"]}, "inputs must be a non-empty subset"),
         ({"scale_by_share": 1}, "scale_by_share must be true or false"),
+        ({"history": -1}, "history must be >= 0"),
+        ({"history": 1.5}, "history must be an integer"),
+        ({"history": True}, "history must be an integer"),
         ({"depht": 2}, r"unknown TransformerUpdate option\(s\) \['depht'\]; valid: inputs, width"),
     ],
 )

@@ -1,13 +1,14 @@
 """Implicit learners: a learned ``f_γ`` reads query points and data together (in-context learning).
 
-:class:`InContext` keeps the current predictions ``ŷ`` at the query points as its state and refines
-them each step from a transformer reading ``[x_q, ŷ_q]`` query tokens with the mini-batch's ``[x, y]``
-tokens. One step over all the data is standard in-context learning; many steps over mini-batches is
-iterative amortized inference at memory bounded by the mini-batch.
+:class:`InContext` keeps a state per query point, by default the current predictions ``ŷ`` there,
+and refines it each step from a transformer reading ``[x_q, ŷ_q]`` query tokens with the
+mini-batch's ``[x, y]`` tokens. One step over all the data is standard in-context learning; many
+steps over mini-batches is iterative amortized inference at memory bounded by the mini-batch.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, ClassVar
 
 import torch
@@ -15,28 +16,54 @@ from torch import Tensor, nn
 
 from amortized.errors import ConfigError
 from amortized.learners.base import Learner, plain_arguments, seeded
-from amortized.learners.rules import TransformerUpdate
-from amortized.learners.rules.transformer import refinement_counts
+from amortized.learners.rules import TransformerCarry, TransformerUpdate
+from amortized.learners.rules.transformer import history_flags, pushed, refinement_counts
 from amortized.learners.state import State
 from amortized.nn import ObservationTokens, ProgressEmbedding, Transformer, mlp
-from amortized.validation import check_bool
+from amortized.validation import check_bool, check_choice
+
+STATES = {"classification": ("logits", "probabilities", "latent"), "regression": ("predictions", "latent")}
+"""What :class:`InContext` refines per query point, by kind of output; the first is the default."""
+PROBABILITY_FLOOR = 1e-4
+"""The least probability a ``state="probabilities"`` state gives a class (``0.5 / classes`` if that is
+less): its log, the prediction, stays finite and a query's loss at most ``-log(1e-4) ≈ 9.2``."""
 
 
 class InContext(Learner):
-    """A transformer that refines query predictions (logits for classification) from mini-batches.
+    """A transformer that refines a state per query point (by default its predictions) from mini-batches.
 
     The update is a :class:`TransformerUpdate` reading observations (no gradient: the state is not a
     function that can be differentiated at the mini-batch's points), with its recipe: every update is
-    scaled by the batch's share ``B / (seen + B)`` (``scale_by_share``), so predictions move less as
+    scaled by the batch's share ``B / (seen + B)`` (``scale_by_share``), so the state moves less as
     evidence accumulates, re-reads included; ``refinements`` re-reads the batch with the refined
-    predictions (``taper_refinements`` as for the other learners); memory tokens persist across steps.
+    state (``taper_refinements`` as for the other learners); memory tokens persist across steps;
+    ``history`` adds the states of the last ``h`` steps to each query's token (zeros until they exist,
+    told apart by one progress flag each).
 
     Context and memory tokens attend to each other; query tokens attend to them only, so queries
     never influence one another and memory stays linear in the number of points. With
-    ``linear_head``, each query's update adds ``[x_q, 1] · W`` with weights ``W`` read from its own
+    ``linear_head``, each query's output adds ``[x_q, 1] · W`` with weights ``W`` read from its own
     output token: a query can then express a linear function of its input exactly, the way the
     explicit decoder's skip does. Predictions are only available at the ``query_x`` given to
     ``init_state`` / ``adapt``.
+
+    ``state`` chooses what is refined, an ablation of the iterative state (``None``: the first):
+
+    - ``"logits"`` (classification) / ``"predictions"`` (regression): the predictions, which a step
+      moves by the head's output; query tokens read them (logits as probabilities, to bound them).
+    - ``"probabilities"`` (classification only): a distribution over classes per query. A step adds
+      the head's output to it in probability space, then projects the result onto the distributions
+      whose entries are all at least :data:`PROBABILITY_FLOOR` (the nearest one in the geometry the
+      move was made in: a move that stays inside is only kept on the simplex's plane, one that leaves
+      it stops at the boundary). Clamping and renormalising would let a large move push entries
+      below the floor; the projection cannot. ``predict`` returns ``log p``: logits whose softmax is
+      ``p`` again, as the categorical likelihood expects. The contrast with ``"logits"`` (whose
+      additive moves are multiplicative in probability space) is the geometry of the update.
+    - ``"latent"``: a vector of the transformer's width per query, read by query tokens in place of
+      the predictions and decoded by the head (and linear head) into them. A step moves it towards
+      the query's output token by the update's scale (the batch's share with ``scale_by_share``: a
+      running average of the readouts; otherwise it is replaced by the readout), so what is carried
+      across steps is the transformer's own summary rather than its predictions.
     """
 
     regime = "implicit"
@@ -52,6 +79,7 @@ class InContext(Learner):
         output_dim: int = 1,
         task: str = "regression",
         linear_head: bool = True,
+        state: str | None = None,
         rule: TransformerUpdate | dict[str, Any] | None = None,
         seed: int = 0,
     ) -> None:
@@ -69,11 +97,13 @@ class InContext(Learner):
         super().__init__(input_dim, output_dim, task, None)
         self.spec = spec
         self.linear_head = check_bool("linear_head", linear_head)
-        width = spec.width
+        self.state_kind = _state_option(state, self.num_classes)
+        width, refining = spec.width, spec.refinements > 1
+        read = width if self.state_kind == "latent" else output_dim
         with seeded(seed):
             self.context = ObservationTokens(input_dim, output_dim, self.num_classes, width, False)
-            self.queries = mlp(input_dim + output_dim * (1 + (spec.refinements > 1)), width)
-            self.progress = ProgressEmbedding(5 + (spec.refinements > 1), width)
+            self.queries = mlp(input_dim + read * (1 + refining + spec.history), width)
+            self.progress = ProgressEmbedding(5 + spec.history + refining, width)
             self.transformer = Transformer(width, spec.depth, spec.heads)
             self.head = nn.Linear(width, output_dim)
             self.memory0 = nn.Parameter(torch.randn(spec.memory_tokens, width) * 0.02)
@@ -82,8 +112,11 @@ class InContext(Learner):
             if layer is not None:
                 nn.init.zeros_(layer.weight)
                 nn.init.zeros_(layer.bias)
-        self.prediction0 = nn.Parameter(torch.zeros(output_dim))
-        self.config = {**config, "rule": spec.as_dict()}
+        if self.state_kind == "latent":
+            self.latent0 = nn.Parameter(torch.zeros(width))
+        else:
+            self.prediction0 = nn.Parameter(torch.zeros(output_dim))
+        self.config = {**config, "state": self.state_kind, "rule": spec.as_dict()}
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Learner:
@@ -105,48 +138,72 @@ class InContext(Learner):
                 "InContext predicts at query points fixed before adaptation: pass query_x to "
                 "init_state / adapt"
             )
-        prediction = self.prediction0.expand(num_tasks, query_x.shape[1], -1)
-        memory = self.memory0.expand(num_tasks, -1, -1) if self.spec.memory_tokens else None
-        return State.initial(prediction, memory, query_x)
+        shape = (num_tasks, query_x.shape[1], -1)
+        if self.state_kind == "latent":
+            value = self.latent0.expand(*shape)
+        else:
+            value = self.prediction0.expand(*shape)
+            value = floored_simplex(value.softmax(-1)) if self.state_kind == "probabilities" else value
+        carry = TransformerCarry()
+        if self.spec.memory_tokens:
+            carry.tokens = self.memory0.expand(num_tasks, -1, -1)
+        if self.spec.history:
+            carry.history = value.new_zeros(num_tasks, self.spec.history, *value.shape[1:])
+        return State.initial(value, carry, query_x)
 
-    def _shown(self, prediction: Tensor) -> Tensor:
-        """Predictions as query features: probabilities for logits (bounded), means as they are."""
-        return prediction.softmax(-1) if self.num_classes else prediction
+    def _shown(self, value: Tensor) -> Tensor:
+        """The state as query features: probabilities for logits (bounded), anything else as it is."""
+        return value.softmax(-1) if self.state_kind == "logits" else value
 
-    def _update(self, out: Tensor, query_x: Tensor) -> Tensor:
-        update = self.head(out)
+    def _decode(self, tokens: Tensor, query_x: Tensor) -> Tensor:
+        """Per-query outputs from tokens: the head, plus ``[x_q, 1] · W`` with ``linear_head``."""
+        output = self.head(tokens)
         if self.linear is not None:
-            weights = self.linear(out).view(*out.shape[:2], self.input_dim + 1, self.output_dim)
+            weights = self.linear(tokens).view(*tokens.shape[:2], self.input_dim + 1, self.output_dim)
             features = torch.cat([query_x, torch.ones_like(query_x[..., :1])], -1)
-            update = update + (features[..., None] * weights).sum(-2)
-        return update
+            output = output + (features[..., None] * weights).sum(-2)
+        return output
+
+    def _moved(self, value: Tensor, out: Tensor, query_x: Tensor, scale: Tensor | int) -> Tensor:
+        """The state after one transformer pass whose query output tokens are ``out``."""
+        if self.state_kind == "latent":
+            return value + scale * (out - value)
+        moved = value + scale * self._decode(out, query_x)
+        return floored_simplex(moved) if self.state_kind == "probabilities" else moved
 
     def _step(self, state: State, x: Tensor, y: Tensor) -> State:
         spec, points = self.spec, x.shape[1]
-        query_x, memory = state.query_x, state.carry
-        start = prediction = state.value
+        query_x, carry = state.query_x, replace(state.carry)
+        start = value = state.value
         shared = points + spec.memory_tokens
-        step_progress = state.progress_features(points)
+        step_progress, past = state.progress_features(points), []
+        if spec.history:
+            flags = history_flags(state, spec.history)
+            step_progress = torch.cat([step_progress, flags], -1)
+            entries = zip(carry.history.unbind(1), flags.unbind(1), strict=True)
+            past = [self._shown(entry) * flag[:, None, None] for entry, flag in entries]
         scale = state.share(points)[:, None, None] if spec.scale_by_share else 1
         counts = refinement_counts(state, points, spec.refinements, spec.taper_refinements)
         context = self.context(x, y)
         for refinement in range(int(counts.max())):
             active = (counts > refinement)[:, None, None]
-            features, progress = [query_x, self._shown(prediction)], step_progress
+            features, progress = [query_x, self._shown(value)], step_progress
             if spec.refinements > 1:
-                features.append(prediction - start)
-                fraction = refinement / counts[:, None].to(prediction.dtype)
+                features.append(value - start)
+                fraction = refinement / counts[:, None].to(value.dtype)
                 progress = torch.cat([progress, fraction], -1)
+            features += past
             tokens = [context]
             if spec.memory_tokens:
-                tokens.append(memory)
+                tokens.append(carry.tokens)
             tokens.append(self.queries(torch.cat(features, -1)) + self.progress(progress))
             out = self.transformer(torch.cat(tokens, 1), num_shared=shared)
             if spec.memory_tokens:
-                memory = torch.where(active, out[:, points:shared], memory)
-            moved = prediction + scale * self._update(out[:, shared:], query_x)
-            prediction = torch.where(active, moved, prediction)
-        return state.advance(prediction, points, memory)
+                carry.tokens = torch.where(active, out[:, points:shared], carry.tokens)
+            value = torch.where(active, self._moved(value, out[:, shared:], query_x, scale), value)
+        if spec.history:
+            carry.history = pushed(carry.history, start)
+        return state.advance(value, points, carry)
 
     def _predict(self, state: State, x: Tensor | None) -> Tensor:
         if x is not None and (x.shape != state.query_x.shape or not torch.equal(x, state.query_x)):
@@ -154,4 +211,39 @@ class InContext(Learner):
                 "InContext predicts only at the query points given to adapt (query_x); to predict "
                 "at other points, adapt again with query_x set to them"
             )
+        if self.state_kind == "probabilities":
+            return state.value.log()
+        if self.state_kind == "latent":
+            return self._decode(state.value, state.query_x)
         return state.value
+
+
+def _state_option(state: object, num_classes: int | None) -> str:
+    """The ``state`` option checked for the kind of output, ``None`` resolved to its predictions."""
+    kind = "classification" if num_classes else "regression"
+    if state is None:
+        return STATES[kind][0]
+    if kind == "regression" and state in ("logits", "probabilities"):
+        raise ConfigError(
+            f"state {state!r} is for classification; a regression InContext refines 'predictions' "
+            "(the means) or a 'latent'"
+        )
+    return check_choice("state", state, STATES[kind])
+
+
+def floored_simplex(values: Tensor) -> Tensor:
+    """The Euclidean projection of ``values`` (last dim) onto the distributions whose entries are all
+    at least the floor (:data:`PROBABILITY_FLOOR`, or ``0.5 / classes`` if that is less).
+
+    Sort-based (Duchi et al., 2008): ``floor + max(values - floor - θ, 0)``, with the shift ``θ``
+    that makes the entries sum to 1.
+    """
+    classes = values.shape[-1]
+    floor = min(PROBABILITY_FLOOR, 0.5 / classes)
+    shifted = values - floor
+    ordered = shifted.sort(-1, descending=True).values
+    excess = ordered.cumsum(-1) - (1 - classes * floor)
+    ranks = torch.arange(1, classes + 1, dtype=values.dtype, device=values.device)
+    kept = (ordered - excess / ranks > 0).sum(-1, keepdim=True).clamp(min=1)  # 0 only for NaN
+    theta = excess.gather(-1, kept - 1) / kept
+    return (shifted - theta).clamp(min=0) + floor

@@ -18,11 +18,16 @@ along it, refinements can act like conjugate-gradient or quasi-Newton steps. ``t
 applies ``ceil(refinements · B / (seen + B))`` of them per step: as evidence accumulates the
 posterior's system is better conditioned and its update nears a gradient step, so late steps (the
 bulk of a long run, in training too) cost one pass.
+
+``history`` (an ablation, off by default) lets the update also read the values at the start of the
+last ``h`` steps: each chunk's token reads the same chunk of each of them, kept newest first in the
+carry (zeros before they exist; the progress features gain one flag per entry, 1 once it exists).
+The current value and momentum see one step; this shows whether a longer trajectory helps.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
@@ -65,6 +70,8 @@ class TransformerUpdate(RuleSpec):
     momentum: bool | None = None
     """``None``: on exactly when there are refinements to carry it across."""
     taper_refinements: bool = True
+    history: int = 0
+    """Values of the last steps the update also reads (0: none, the update sees the current one)."""
 
     def __post_init__(self) -> None:
         if self.momentum is None:
@@ -77,6 +84,7 @@ class TransformerUpdate(RuleSpec):
         for name in ("width", "depth", "heads", "chunk_size", "refinements"):
             check_positive_int(name, getattr(self, name))
         check_positive_int("memory_tokens", self.memory_tokens, allow_zero=True)
+        check_positive_int("history", self.history, allow_zero=True)
         check_parameters(
             f"memory_tokens={self.memory_tokens}, width={self.width}", self.memory_tokens * self.width
         )
@@ -97,10 +105,24 @@ class TransformerUpdate(RuleSpec):
 
 @dataclass
 class TransformerCarry:
-    """What the update keeps across steps: gradient moments (gradient inputs) and memory tokens."""
+    """What the update keeps across steps: gradient moments (gradient inputs), memory tokens and,
+    with ``history``, the values at the start of the last steps ``[tasks, history, *value]``."""
 
     moments: AdamMoments | None = None
     tokens: Tensor | None = None
+    history: Tensor | None = None
+
+
+def history_flags(state: State, length: int) -> Tensor:
+    """``[tasks, length]``: entry ``j`` is 1 when the state took more than ``j`` steps, so the value of
+    ``j + 1`` steps ago exists (the carry holds zeros in its place until then)."""
+    steps = torch.arange(length, device=state.num_steps.device)
+    return (state.num_steps[:, None] > steps).to(state.num_steps.dtype)
+
+
+def pushed(history: Tensor, value: Tensor) -> Tensor:
+    """``history`` (newest first) with ``value`` as its newest entry and its oldest dropped."""
+    return torch.cat([value[:, None], history[:, :-1]], 1)
 
 
 def refinement_counts(state: State, batch_points: int, refinements: int, taper: bool) -> Tensor:
@@ -129,9 +151,9 @@ class TransformerRule(nn.Module):
         self.spec = spec
         refining = spec.refinements > 1
         num_features = (3 if spec.uses_gradients else 1) + refining
-        num_features += spec.momentum * (1 + spec.uses_gradients)
+        num_features += spec.momentum * (1 + spec.uses_gradients) + spec.history
         self.chunks = ChunkTokens(target.size, spec.chunk_size, num_features, spec.width)
-        self.progress = ProgressEmbedding(5 + spec.uses_gradients + refining, spec.width)
+        self.progress = ProgressEmbedding(5 + spec.history + spec.uses_gradients + refining, spec.width)
         self.observations = (
             ObservationTokens(target.input_dim, target.output_dim, target.num_classes, spec.width, True)
             if "observations" in spec.inputs
@@ -147,15 +169,19 @@ class TransformerRule(nn.Module):
             carry.moments = AdamMoments.zeros_like(value)
         if self.spec.memory_tokens:
             carry.tokens = self.memory0.expand(value.shape[0], -1, -1)
+        if self.spec.history:
+            carry.history = value.new_zeros(value.shape[0], self.spec.history, value.shape[1])
         return State.initial(value, carry)
 
     def step(self, target: Target, state: State, x: Tensor, y: Tensor) -> State:
         spec = self.spec
-        carry = TransformerCarry(state.carry.moments, state.carry.tokens)
+        carry = replace(state.carry)
         start = value = state.value
         points = x.shape[1]
         scale = state.share(points)[:, None] if spec.scale_by_share else torch.ones_like(value[:, :1])
         step_progress = state.progress_features(points)
+        if spec.history:
+            step_progress = torch.cat([step_progress, history_flags(state, spec.history)], -1)
         counts = refinement_counts(state, points, spec.refinements, spec.taper_refinements)
         num_chunks = self.chunks.num_chunks
         last_output = last_grad = last_rms = None
@@ -183,6 +209,8 @@ class TransformerRule(nn.Module):
                     features.append((grad - last_grad[rows]) / (last_rms[rows] + 1e-12))
             if spec.momentum and spec.uses_gradients:
                 last_grad, last_rms = _put(last_grad, rows, grad), _put(last_rms, rows, rms)
+            if spec.history:
+                features += list(carry.history[rows].unbind(1))
             tokens = [self.chunks(features) + self.progress(progress)]
             if spec.memory_tokens:
                 tokens.append(carry.tokens[rows])
@@ -195,4 +223,6 @@ class TransformerRule(nn.Module):
             output = self.chunks.decode(out[:, :num_chunks])
             last_output = _put(last_output, rows, output)
             value = _put(value, rows, task_value + scale[rows] * output)
+        if spec.history:
+            carry.history = pushed(carry.history, start)
         return state.advance(value, points, carry)
