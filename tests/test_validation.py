@@ -10,6 +10,8 @@ from amortized.errors import ConfigError, NonFiniteError
 from amortized.validation import (
     MAX_MAGNITUDE,
     check_inputs,
+    check_int_list,
+    check_int_or_range,
     check_positive_int,
     check_range,
     check_real,
@@ -106,3 +108,28 @@ def test_inputs_are_cast_to_the_dtype_asked_for_unless_they_overflow_it(dtype, s
     else:
         cast = check_inputs("x", x, 3, torch.float32)
         assert cast.dtype == torch.float32 and torch.equal(cast, x.float())
+
+
+def test_int_lists_are_sorted_positive_and_distinct():
+    assert check_int_list("steps", [8, 1, 2]) == [1, 2, 8]
+    for bad, match in (
+        ([], "non-empty"),
+        ([1, 1], "duplicates"),
+        ([1, 0], "steps entry"),
+        ("1,2", "non-empty"),
+    ):
+        with pytest.raises(ConfigError, match=match):
+            check_int_list("steps", bad)
+
+
+def test_an_int_or_a_range_of_them():
+    assert check_int_or_range("num_steps", 4) == 4
+    assert check_int_or_range("num_steps", [1, 64]) == (1, 64)
+    for bad, match in (
+        ([64, 1], "low <= high"),
+        ([1, 2, 3], r"\(low, high\)"),
+        (0, "num_steps"),
+        ([1, 1.5], "num_steps"),
+    ):
+        with pytest.raises(ConfigError, match=match):
+            check_int_or_range("num_steps", bad)

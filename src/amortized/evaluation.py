@@ -33,19 +33,10 @@ from amortized.learners.state import State
 from amortized.models.likelihoods import Categorical, Gaussian, likelihood
 from amortized.progress import Progress
 from amortized.tasks.base import TaskBatch, TaskFamily
-from amortized.validation import check_positive_int, check_seed
+from amortized.validation import check_int_list, check_positive_int, check_seed
 
 TUNE_SEED_OFFSET = 100_003
 """Learning rates are tuned on tasks drawn from ``seed + TUNE_SEED_OFFSET``, never the evaluation tasks."""
-
-
-def _check_int_list(name: str, values: object) -> list[int]:
-    if not isinstance(values, list | tuple) or not values:
-        raise ConfigError(f"{name} must be a non-empty list of positive integers, got {values!r}")
-    checked = [check_positive_int(f"{name} entry", value) for value in values]
-    if len(set(checked)) != len(checked):
-        raise ConfigError(f"{name} holds duplicates: {checked}")
-    return sorted(checked)
 
 
 @dataclass
@@ -71,9 +62,9 @@ class EvaluationConfig:
     """Named out-of-distribution settings, each a table of task-family overrides."""
 
     def __post_init__(self) -> None:
-        self.steps = _check_int_list("evaluation.steps", self.steps)
-        self.sizes = _check_int_list("evaluation.sizes", self.sizes)
-        self.cost_sizes = _check_int_list("evaluation.cost_sizes", self.cost_sizes)
+        self.steps = check_int_list("evaluation.steps", self.steps)
+        self.sizes = check_int_list("evaluation.sizes", self.sizes)
+        self.cost_sizes = check_int_list("evaluation.cost_sizes", self.cost_sizes)
         for name in ("batch_size", "num_train", "num_query", "num_tasks", "tune_tasks", "cost_tasks"):
             check_positive_int(f"evaluation.{name}", getattr(self, name))
         check_seed("evaluation.seed", self.seed)

@@ -47,7 +47,14 @@ from amortized.learners.base import Learner, adapt, minibatches
 from amortized.learners.state import State
 from amortized.progress import Progress
 from amortized.tasks.base import TaskBatch, TaskFamily
-from amortized.validation import MAX_MAGNITUDE, check_choice, check_positive_int, check_real, check_seed
+from amortized.validation import (
+    MAX_MAGNITUDE,
+    check_choice,
+    check_int_or_range,
+    check_positive_int,
+    check_real,
+    check_seed,
+)
 
 OBJECTIVES = ("greedy", "truncated", "full")
 RESUME_KEYS = ("weights", "optimizer", "iteration", "history", "train_seconds")
@@ -93,11 +100,11 @@ class TrainConfig:
                 setattr(self, option.name, value.item())
         for name in ("iterations", "tasks_per_batch", "num_query", "truncation", "chunk"):
             check_positive_int(name, getattr(self, name))
-        self.batch_size = _check_range_or_int("batch_size", self.batch_size)
+        self.batch_size = check_int_or_range("batch_size", self.batch_size)
         for name in ("eval_every", "checkpoint_every", "warmup", "eval_tasks"):
             check_positive_int(name, getattr(self, name), allow_zero=True)
         check_seed("seed", self.seed)
-        self.num_steps = _check_range_or_int("num_steps", self.num_steps)
+        self.num_steps = check_int_or_range("num_steps", self.num_steps)
         if self.num_train is not None:
             check_positive_int("num_train", self.num_train)
         check_choice("objective", self.objective, OBJECTIVES)
@@ -136,18 +143,6 @@ class TrainResult:
     checkpoint: Path | None = None
     train_cpu_seconds: float = 0.0
     """CPU time of this process's meta-training iterations (all its threads)."""
-
-
-def _check_range_or_int(name: str, value: object) -> int | tuple[int, int]:
-    """A positive integer, or a range ``(low, high)`` of them with ``low <= high``."""
-    if isinstance(value, list | tuple):
-        if len(value) != 2:
-            raise ConfigError(f"{name} range must be (low, high), got {value!r}")
-        low, high = (check_positive_int(name, entry) for entry in value)
-        if high < low:
-            raise ConfigError(f"{name} range must be (low, high) with low <= high, got {value!r}")
-        return (low, high)
-    return check_positive_int(name, value)
 
 
 def iteration_generator(seed: int, iteration: int) -> torch.Generator:

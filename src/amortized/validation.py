@@ -34,6 +34,28 @@ def check_positive_int(name: str, value: object, *, allow_zero: bool = False) ->
     return value
 
 
+def check_int_list(name: str, values: object) -> list[int]:
+    """A non-empty list of distinct positive integers, sorted (steps or sizes to evaluate at)."""
+    if not isinstance(values, list | tuple) or not values:
+        raise ConfigError(f"{name} must be a non-empty list of positive integers, got {values!r}")
+    checked = [check_positive_int(f"{name} entry", value) for value in values]
+    if len(set(checked)) != len(checked):
+        raise ConfigError(f"{name} holds duplicates: {checked}")
+    return sorted(checked)
+
+
+def check_int_or_range(name: str, value: object) -> int | tuple[int, int]:
+    """A positive integer, or a range ``(low, high)`` of them with ``low <= high``."""
+    if isinstance(value, list | tuple):
+        if len(value) != 2:
+            raise ConfigError(f"{name} range must be (low, high), got {value!r}")
+        low, high = (check_positive_int(name, entry) for entry in value)
+        if high < low:
+            raise ConfigError(f"{name} range must be (low, high) with low <= high, got {value!r}")
+        return (low, high)
+    return check_positive_int(name, value)
+
+
 def check_seed(name: str, value: object) -> int:
     """Return ``value`` as an int if it is a seed torch can take, an integer in ``[0, 2**63)``."""
     seed = check_positive_int(name, value, allow_zero=True)
