@@ -445,7 +445,8 @@ def _finding_6(result: dict) -> list[str]:
     return [
         *lines,
         f"**Verdict: {verdict}** (rule: a window improves on h=0 by less than 10% at every k; the largest "
-        f"gain is {max(gains):+.1%}).",
+        f"gain is {max(gains):+.1%}). At k=1 the window is still empty, so the gain there, "
+        f"{gains[0]:+.1%}, is what separate trainings differ by.",
         "",
     ]
 
