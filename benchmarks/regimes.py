@@ -73,7 +73,7 @@ PLANNED = (MAIN, "linear-classification")
 """The families ``python -m benchmarks regimes`` runs; the others run as single jobs
 (``python -m benchmarks.regimes nonlinear-regression/parametric/0 ...``) and are reported when saved."""
 SHIFTS = {"noisier": {"noise": 1.0}, "uniform-inputs": {"inputs": "uniform"}}
-SEEDS: dict[str, tuple[int, ...]] = {}
+SEEDS: dict[str, tuple[int, ...]] = {MAIN: (0, 1, 2)}
 """Training seeds per family (one, seed 0, where not listed)."""
 REGIMES = {"parametric": "LearnedUpdate", "explicit": "LatentUpdate", "implicit": "InContext"}
 

@@ -325,3 +325,24 @@ def test_a_checkpoint_without_what_the_caller_reads_is_refused_by_name(tmp_path)
     with pytest.raises(CheckpointError, match=r"lacks iteration, train_seconds: it is not the checkpoint"):
         load_checkpoint(path, keys=("weights", "iteration", "train_seconds"))
     assert load_checkpoint(path, keys=("weights",))["history"] == []
+
+
+def test_the_bundled_learners_load_without_the_meta_build_and_give_the_same_weights(monkeypatch):
+    from amortized.estimators import load_learner, pretrained_path
+    from amortized.learners import LearnedUpdate
+
+    checked = amortized.load(pretrained_path("classification"))
+    build = LearnedUpdate.__init__
+
+    def never_on_meta(self, *args, **kwargs):
+        assert torch.get_default_device().type != "meta", "the bundled learner was built on the meta device"
+        build(self, *args, **kwargs)
+
+    monkeypatch.setattr(LearnedUpdate, "__init__", never_on_meta)
+    bundled = load_learner(None, "classification")
+    for (name, value), (_, expected) in zip(
+        bundled.state_dict().items(), checked.state_dict().items(), strict=True
+    ):
+        assert torch.equal(value, expected), name
+    with pytest.raises(AssertionError, match="meta device"):
+        amortized.load(pretrained_path("classification"))  # the default, checked load builds on meta first
