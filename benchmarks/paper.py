@@ -17,7 +17,8 @@ the cost benchmark's memory slopes (``python -m benchmarks cost``). Findings 3, 
 module's own jobs: within each comparison every learner meta-trains on the same number of tasks
 (``ITERATIONS`` × 16), with the library's defaults otherwise. Jobs are saved one file each under
 ``results/paper/``, so a stopped run continues (``python -m benchmarks paper``, two jobs at a time,
-one torch thread each); ``python -m benchmarks.paper JOB...`` runs single jobs.
+one torch thread each: about 1.5 hours of CPU, 5,393 s of it training); ``python -m benchmarks.paper
+JOB...`` runs single jobs.
 """
 
 from __future__ import annotations

@@ -201,6 +201,7 @@ def test_a_checkpoint_agrees_with_a_learner_whose_rule_gained_an_option_since():
     other = {**saved, "rule": {**saved["rule"], "width": 16}}
     assert not _agree(other, current)
     assert not _agree(saved, {**current, "rule": {**current["rule"], "history": 2}})
+    assert not _agree(saved, {**current, "rule": {**current["rule"], "unheard_of": 1}})
 
 
 def test_learners_are_not_resumed_or_scored_on_a_family_they_were_not_trained_on(finished):

@@ -156,12 +156,20 @@ class Trained:
     train_cpu_seconds: float = 0.0
 
 
-def _agree(saved: dict[str, Any], current: dict[str, Any]) -> bool:
-    """Whether a saved config matches the current one on every option both know, tables included.
+ADDED_OPTIONS: dict[str, tuple[Any, ...]] = {"history": (0,), "state": ("logits", "predictions")}
+"""Options added since checkpoints were first written, with the values older checkpoints were built
+with (``state``: ``InContext``'s, which resolves to one of those by task)."""
 
-    Options added to the library since the checkpoint was written take their defaults, at any depth
-    (a rule's option lands in the learner's ``rule`` table).
+
+def _agree(saved: dict[str, Any], current: dict[str, Any]) -> bool:
+    """Whether a saved config matches the current one, tables included, at any depth.
+
+    An option the checkpoint does not list agrees only if it was added to the library since
+    (:data:`ADDED_OPTIONS`) and the current config keeps the value older checkpoints were built with.
     """
+    for key in current.keys() - saved.keys():
+        if current[key] not in ADDED_OPTIONS.get(key, ()):
+            return False
     return all(
         _agree(saved[key], current[key])
         if isinstance(saved[key], dict) and isinstance(current[key], dict)

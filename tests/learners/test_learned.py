@@ -17,6 +17,17 @@ from amortized.tasks import LinearClassification, LinearRegression
 from .conftest import TINY, query_mse
 
 PLAIN = {**TINY, "refinements": 1, "scale_by_share": False, "taper_refinements": False}
+CLASSIFICATION_TRAINING = {
+    "iterations": 100,
+    "tasks_per_batch": 16,
+    "batch_size": 8,
+    "num_steps": 4,
+    "num_query": 16,
+    "lr": 3e-3,
+    "warmup": 10,
+    "eval_every": 0,
+}
+"""A few seconds of meta-training on 3-class tasks, for the classification learning tests."""
 """The rule without the recipe: one transformer pass per step, unscaled."""
 
 LEARNERS = {
@@ -120,18 +131,7 @@ def test_learners_classify(tiny_family):
         LatentUpdate(2, 3, task="classification", latent_dim=8, decoder_hidden=(32,), rule=PLAIN),
         InContext(2, 3, task="classification", rule=TINY),
     ):
-        amortized.train(
-            learner,
-            family,
-            iterations=100,
-            tasks_per_batch=16,
-            batch_size=8,
-            num_steps=4,
-            num_query=16,
-            lr=3e-3,
-            warmup=10,
-            eval_every=0,
-        )
+        amortized.train(learner, family, **CLASSIFICATION_TRAINING)
         state = adapt(learner, tasks.x_train, tasks.y_train, batch_size=8, query_x=tasks.x_query)
         error = (learner.predict(state, tasks.x_query).argmax(-1) != tasks.y_query).float().mean()
         assert error < 0.45, (type(learner).__name__, error)  # chance is 0.67
@@ -439,18 +439,7 @@ def test_in_context_states_classify(state):
         return error, learner.likelihood.loss(logits, tasks.y_query).mean().item()
 
     untrained = scores()
-    amortized.train(
-        learner,
-        family,
-        iterations=100,
-        tasks_per_batch=16,
-        batch_size=8,
-        num_steps=4,
-        num_query=16,
-        lr=3e-3,
-        warmup=10,
-        eval_every=0,
-    )
+    amortized.train(learner, family, **CLASSIFICATION_TRAINING)
     error, nll = scores()
     assert error < untrained[0] - 0.2, (error, untrained)
     assert nll < untrained[1] - 0.15, (nll, untrained)
