@@ -48,6 +48,8 @@ DIMS = (2, 8, 32, 64)
 POINTS = {"few": 32, "many": 512}
 """Training points per task for finding 3: two mini-batches, or 32."""
 INPUTS = {"obs": ["observations"], "grad": ["gradients"], "both": ["observations", "gradients"]}
+NEWTON = {"newton": ["observations", "gradients", "newton"]}
+"""Finding 3's inputs with the accumulated curvature's Newton direction added (not a paper finding)."""
 STATES = ("logits", "probabilities", "latent")
 HISTORY = (0, 1, 4)
 ABLATION_POINTS, ABLATION_STEPS = 256, [1, 2, 4, 8, 16, 32]
@@ -117,7 +119,8 @@ def run_job(name: str) -> dict[str, Any]:
     if part == "inputs":
         kind, dim, points, inputs = rest[0], int(rest[1]), rest[2], rest[3]
         family, num_train = family_of(kind, dim), POINTS[points]
-        learner = LearnedUpdate(Linear(dim, family.output_dim), task=kind, rule={"inputs": INPUTS[inputs]})
+        rule = {"inputs": {**INPUTS, **NEWTON}[inputs]}
+        learner = LearnedUpdate(Linear(dim, family.output_dim), task=kind, rule=rule)
         steps = [num_train // BATCH, 2 * num_train // BATCH]
         result = _train(learner, family, num_train, steps[-1])
         return {**result, "curve": _curve(learner, _tasks(family, num_train), steps)}

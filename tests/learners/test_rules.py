@@ -37,6 +37,7 @@ def test_specs_are_frozen_plain_data():
         ({"width": 30, "heads": 4}, "divisible by heads"),
         ({"momentum": True, "refinements": 1}, "momentum needs refinements > 1"),
         ({"inputs": ["hessians"]}, "inputs must be a non-empty subset"),
+        ({"inputs": ["newton"]}, "'newton' needs 'gradients' or 'observations' too"),
         ({"scale_by_share": 1}, "scale_by_share must be true or false"),
         ({"history": -1}, "history must be >= 0"),
         ({"history": 1.5}, "history must be an integer"),
@@ -57,7 +58,10 @@ def test_gradient_step_needs_a_finite_positive_step(inner_lr):
 
 def test_learners_take_their_own_kind_of_rule_and_record_it_resolved():
     learner = LearnedUpdate(Linear(2), rule={"width": 16, "depth": 1, "heads": 2})
-    assert learner.config["rule"] == TransformerUpdate(width=16, depth=1, heads=2).as_dict()
+    assert learner.config["rule"] == TransformerUpdate(width=16, depth=1, heads=2).for_size(3).as_dict()
+    assert learner.config["rule"]["inputs"] == ["observations", "gradients", "newton"]
+    larger = LearnedUpdate(Linear(64), rule={"width": 16, "depth": 1, "heads": 2})
+    assert larger.config["rule"]["inputs"] == ["observations", "gradients"]  # 65 > NEWTON_DEFAULT_SIZE
     assert LearnedInit(Linear(2)).config["rule"] == {
         "inner_lr": 0.01,
         "learn_lr": False,

@@ -54,7 +54,7 @@ class LatentUpdate(ComposedLearner):
                 input_dim, output_dim, latent_dim, tuple(decoder_hidden), linear_skip
             )
             self.rule = spec.build(self)
-        self.config = {**config, "rule": spec.as_dict()}
+        self.config = {**config, "rule": self.rule.spec.as_dict()}
 
 
 class LatentSGD(ComposedLearner):

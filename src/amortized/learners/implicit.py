@@ -87,6 +87,8 @@ class InContext(Learner):
         if rule is None or isinstance(rule, dict):
             rule = {"inputs": ["observations"], "refinements": 1, "momentum": False, **(rule or {})}
         spec = TransformerUpdate.from_value(rule)
+        if spec.inputs is None:
+            spec = replace(spec, inputs=("observations",))
         if spec.inputs != ("observations",):
             raise ConfigError(
                 "InContext reads observations only (rule.inputs = ['observations']): its state, "

@@ -73,4 +73,4 @@ class LearnedUpdate(ComposedLearner):
         self.representation = ModelParameters(model, seed)
         with seeded(seed):
             self.rule = spec.build(self)
-        self.config = {**config, "rule": spec.as_dict()}
+        self.config = {**config, "rule": self.rule.spec.as_dict()}

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from amortized.errors import ConfigError
 from amortized.learners.base import loss_gradient
+from amortized.learners.rules.curvature import MAX_SIZE, RunningCurvature, loss_hessian
 from amortized.learners.rules.moments import AdamMoments
 from amortized.learners.rules.spec import RuleSpec, Target
 from amortized.learners.state import State
@@ -41,8 +42,12 @@ from amortized.memory import check_parameters
 from amortized.nn import ChunkTokens, ObservationTokens, ProgressEmbedding, Transformer
 from amortized.validation import check_bool, check_positive_int
 
-INPUT_CHOICES = ("observations", "gradients")
+INPUT_CHOICES = ("observations", "gradients", "newton")
+NEWTON_DEFAULT_SIZE = 64
+"""The largest value (entries) whose rule reads the Newton direction by default: its cost, a Hessian
+and a ``P × P`` solve per task and step, grows quickly past it (about 7× a plain step at 260)."""
 LEGACY_TRANSFORMER_DEFAULTS = {
+    "inputs": ["observations", "gradients"],
     "refinements": 1,
     "scale_by_share": False,
     "momentum": False,
@@ -57,8 +62,11 @@ ADAM_BETAS = (0.9, 0.999)
 class TransformerUpdate(RuleSpec):
     """Options of the learned transformer update (see the module docstring for what each does)."""
 
-    inputs: tuple[str, ...] = ("observations", "gradients")
-    """What the update reads besides the state: the mini-batch's points, its loss gradient, or both."""
+    inputs: tuple[str, ...] | None = None
+    """What the update reads besides the state: the mini-batch's points, its loss gradient, the Newton
+    direction of the accumulated curvature (which also becomes the first refinement's base step).
+    ``None``: observations and gradients, plus ``"newton"`` where the value has at most
+    :data:`NEWTON_DEFAULT_SIZE` entries."""
     width: int = 64
     depth: int = 2
     heads: int = 4
@@ -76,11 +84,14 @@ class TransformerUpdate(RuleSpec):
     def __post_init__(self) -> None:
         if self.momentum is None:
             object.__setattr__(self, "momentum", isinstance(self.refinements, int) and self.refinements > 1)
-        inputs = (self.inputs,) if isinstance(self.inputs, str) else tuple(self.inputs)
-        unknown = [name for name in inputs if name not in INPUT_CHOICES]
-        if unknown or not inputs:
-            raise ConfigError(f"inputs must be a non-empty subset of {INPUT_CHOICES}, got {inputs!r}")
-        object.__setattr__(self, "inputs", tuple(name for name in INPUT_CHOICES if name in inputs))
+        if self.inputs is not None:
+            inputs = (self.inputs,) if isinstance(self.inputs, str) else tuple(self.inputs)
+            unknown = [name for name in inputs if name not in INPUT_CHOICES]
+            if unknown or not inputs:
+                raise ConfigError(f"inputs must be a non-empty subset of {INPUT_CHOICES}, got {inputs!r}")
+            if inputs == ("newton",):
+                raise ConfigError("inputs 'newton' needs 'gradients' or 'observations' too")
+            object.__setattr__(self, "inputs", tuple(name for name in INPUT_CHOICES if name in inputs))
         for name in ("width", "depth", "heads", "chunk_size", "refinements"):
             check_positive_int(name, getattr(self, name))
         check_positive_int("memory_tokens", self.memory_tokens, allow_zero=True)
@@ -95,9 +106,26 @@ class TransformerUpdate(RuleSpec):
         if self.momentum and self.refinements == 1:
             raise ConfigError("momentum needs refinements > 1: it reads the previous refinement's update")
 
+    def for_size(self, size: int) -> TransformerUpdate:
+        """The spec with its inputs resolved for a value of ``size`` entries."""
+        if self.inputs is not None:
+            return self
+        newton = ("newton",) if size <= NEWTON_DEFAULT_SIZE else ()
+        return replace(self, inputs=("observations", "gradients", *newton))
+
     @property
     def uses_gradients(self) -> bool:
-        return "gradients" in self.inputs
+        return "gradients" in self._resolved_inputs
+
+    @property
+    def uses_newton(self) -> bool:
+        return "newton" in self._resolved_inputs
+
+    @property
+    def _resolved_inputs(self) -> tuple[str, ...]:
+        if self.inputs is None:
+            raise ConfigError("the rule's inputs are resolved for a value's size first (for_size)")
+        return self.inputs
 
     def build(self, target: Target) -> TransformerRule:
         return TransformerRule(self, target)
@@ -111,6 +139,7 @@ class TransformerCarry:
     moments: AdamMoments | None = None
     tokens: Tensor | None = None
     history: Tensor | None = None
+    curvature: RunningCurvature | None = None
 
 
 def history_flags(state: State, length: int) -> Tensor:
@@ -148,10 +177,15 @@ class TransformerRule(nn.Module):
 
     def __init__(self, spec: TransformerUpdate, target: Target) -> None:
         super().__init__()
-        self.spec = spec
+        self.spec = spec = spec.for_size(target.size)
         refining = spec.refinements > 1
         num_features = (3 if spec.uses_gradients else 1) + refining
-        num_features += spec.momentum * (1 + spec.uses_gradients) + spec.history
+        num_features += spec.momentum * (1 + spec.uses_gradients) + spec.history + spec.uses_newton
+        if spec.uses_newton and target.size > MAX_SIZE:
+            raise ConfigError(
+                f"inputs 'newton' keeps a {target.size} × {target.size} curvature matrix per task; it is "
+                f"for values of at most {MAX_SIZE} entries (a smaller model or latent, or drop 'newton')"
+            )
         self.chunks = ChunkTokens(target.size, spec.chunk_size, num_features, spec.width)
         self.progress = ProgressEmbedding(5 + spec.history + spec.uses_gradients + refining, spec.width)
         self.observations = (
@@ -171,6 +205,8 @@ class TransformerRule(nn.Module):
             carry.tokens = self.memory0.expand(value.shape[0], -1, -1)
         if self.spec.history:
             carry.history = value.new_zeros(value.shape[0], self.spec.history, value.shape[1])
+        if self.spec.uses_newton:
+            carry.curvature = RunningCurvature.zeros_like(value)
         return State.initial(value, carry)
 
     def step(self, target: Target, state: State, x: Tensor, y: Tensor) -> State:
@@ -190,8 +226,16 @@ class TransformerRule(nn.Module):
             task_value, task_x, task_y = value[rows], x[rows], y[rows]
             progress = step_progress[rows]
             features = [task_value]
-            if spec.uses_gradients:
+            if spec.uses_gradients or spec.uses_newton:
                 grad, _ = loss_gradient(target.loss_of(task_x, task_y), task_value, create_graph=False)
+            if spec.uses_newton:
+                if refinement == 0:
+                    hessian = loss_hessian(target.loss_of(task_x, task_y), task_value)
+                    carry.curvature = carry.curvature.update(hessian, state.share(points))
+                curvature = RunningCurvature(carry.curvature.mean[rows])
+                newton = curvature.newton(grad, state.num_seen[rows] + points)
+                features.append(newton)
+            if spec.uses_gradients:
                 if refinement == 0:
                     carry.moments, adam = carry.moments.update(grad, state.num_steps, ADAM_BETAS, 1e-12)
                 rms = grad.square().mean(-1, keepdim=True).sqrt()
@@ -221,6 +265,8 @@ class TransformerRule(nn.Module):
                 new_tokens = out[:, num_chunks : num_chunks + spec.memory_tokens]
                 carry.tokens = _put(carry.tokens, rows, new_tokens)
             output = self.chunks.decode(out[:, :num_chunks])
+            if spec.uses_newton and refinement == 0:
+                output = output - newton
             last_output = _put(last_output, rows, output)
             value = _put(value, rows, task_value + scale[rows] * output)
         if spec.history:

@@ -1,0 +1,88 @@
+"""Accumulated curvature: per-task loss Hessians, their running mean and the Newton direction."""
+
+import pytest
+import torch
+
+from amortized.errors import ConfigError
+from amortized.learners import LearnedUpdate
+from amortized.learners.rules.curvature import DAMPING, RunningCurvature, loss_hessian
+from amortized.models import MLP, Linear
+
+
+def _linear_tasks(num_tasks=3, points=40, dim=3, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(num_tasks, points, dim, generator=generator)
+    y = x @ torch.randn(num_tasks, dim, 1, generator=generator) + 0.3
+    return x, y + 0.1 * torch.randn(y.shape, generator=generator)
+
+
+def test_the_hessian_of_a_squared_loss_is_the_design_s_gram_matrix():
+    x, y = _linear_tasks()
+    learner = LearnedUpdate(Linear(3))
+    value = torch.randn(3, 4, dtype=torch.float64)
+    hessian = loss_hessian(learner.loss_of(x.double(), y.double()), value)
+    design = torch.cat([x, torch.ones_like(x[..., :1])], -1).double()
+    gram = design.transpose(1, 2) @ design / x.shape[1]
+    scale = hessian[:, -1, -1] / gram[:, -1, -1]  # the loss's constant factor (mean squared error: 2)
+    torch.testing.assert_close(hessian, scale[:, None, None] * gram)
+    torch.testing.assert_close(scale, torch.full_like(scale, scale[0].item()))
+
+
+def test_the_hessian_of_each_task_is_its_own():
+    model = MLP(2, 1, hidden=(4,), activation="tanh")
+    x, y = torch.randn(2, 8, 2, dtype=torch.float64), torch.randn(2, 8, 1, dtype=torch.float64)
+    learner = LearnedUpdate(model)
+    value = torch.randn(2, model.num_params, dtype=torch.float64)
+    hessian = loss_hessian(learner.loss_of(x, y), value)
+    for task in range(2):
+        one = torch.autograd.functional.hessian(
+            lambda v, task=task: learner.loss_of(x[task : task + 1], y[task : task + 1])(v[None])[0],
+            value[task],
+        )
+        torch.testing.assert_close(hessian[task], one)
+
+
+def test_one_newton_step_from_any_value_lands_on_the_least_squares_solution():
+    x, y = _linear_tasks(points=64)
+    learner = LearnedUpdate(Linear(3))
+    x, y = x.double(), y.double()
+    value = torch.randn(3, 4, dtype=torch.float64)
+    loss_of = learner.loss_of(x, y)
+    curvature = RunningCurvature.zeros_like(value).update(loss_hessian(loss_of, value), torch.ones(3))
+    (grad,) = torch.autograd.grad(loss_of(value.requires_grad_()).sum(), value)
+    solution = value.detach() - curvature.newton(grad, torch.full((3,), 10**6))
+    design = torch.cat([x, torch.ones_like(x[..., :1])], -1)
+    exact = torch.linalg.lstsq(design, y).solution[..., 0]
+    assert (solution - exact).abs().max() < 1e-3  # the damping, 1e-4 of the curvature, barely pulls back
+    assert (value.detach() - exact).abs().max() > 0.5
+
+
+def test_the_running_curvature_weighs_each_batch_by_its_share_of_the_points():
+    first, second = torch.eye(2)[None] * 2, torch.eye(2)[None] * 6
+    curvature = RunningCurvature.zeros_like(torch.zeros(1, 2))
+    curvature = curvature.update(first, torch.tensor([1.0])).update(second, torch.tensor([0.25]))
+    torch.testing.assert_close(curvature.mean, torch.eye(2)[None] * 3)  # 32 points at 2, then 8 at 6
+
+
+def test_the_damping_fades_with_the_points_read():
+    curvature = RunningCurvature(torch.eye(2)[None] * 4)
+    grad = torch.ones(1, 2)
+    early, late = (curvature.newton(grad, torch.tensor([n])) for n in (1, 10_000))
+    torch.testing.assert_close(early, grad / (4 * (2 + DAMPING)))
+    torch.testing.assert_close(late, grad / (4 * (1 + DAMPING + 1e-4)))
+
+
+def test_an_untrained_newton_update_is_recursive_least_squares_over_mini_batches():
+    x, y = _linear_tasks(num_tasks=2, points=64, seed=3)
+    learner = LearnedUpdate(Linear(3), rule={"inputs": ["gradients", "newton"], "width": 16, "heads": 2})
+    state = learner.init_state(2)
+    for start in range(0, 64, 16):
+        state = learner.step(state, x[:, start : start + 16], y[:, start : start + 16])
+    design = torch.cat([x, torch.ones_like(x[..., :1])], -1)
+    exact = torch.linalg.lstsq(design, y).solution[..., 0]
+    assert (state.value - exact).abs().max() < 0.05
+
+
+def test_newton_inputs_refuse_values_too_large_for_a_curvature_matrix():
+    with pytest.raises(ConfigError, match="curvature matrix per task"):
+        LearnedUpdate(MLP(8, 1, hidden=(64, 64)), rule={"inputs": ["gradients", "newton"]})
