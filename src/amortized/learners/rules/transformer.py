@@ -19,6 +19,16 @@ applies ``ceil(refinements · B / (seen + B))`` of them per step: as evidence ac
 posterior's system is better conditioned and its update nears a gradient step, so late steps (the
 bulk of a long run, in training too) cost one pass.
 
+``"newton"`` among the ``inputs`` (the default for values of at most :data:`NEWTON_DEFAULT_SIZE`
+entries) keeps the running mean of the batches' loss Hessians in the carry
+(:mod:`~amortized.learners.rules.curvature`) and reads the gradient preconditioned by it. Every step's
+first refinement adds the transformer's output to the step ``-share · newton`` (only the first: later
+refinements would re-solve the batch alone and forget the earlier ones). For a linear model with
+squared loss that base step is recursive least squares, the posterior mean's own update up to the
+prior, so the learned part starts from the right answer and learns the prior and the corrections;
+without it, an update that reads one batch at a time cannot recover the curvature of the points read
+before (in high dimension it barely learns at all within a CPU budget: ``python -m benchmarks paper``).
+
 ``history`` (an ablation, off by default) lets the update also read the values at the start of the
 last ``h`` steps: each chunk's token reads the same chunk of each of them, kept newest first in the
 carry (zeros before they exist; the progress features gain one flag per entry, 1 once it exists).
