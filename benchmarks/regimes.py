@@ -239,11 +239,14 @@ def _values(points: dict, metric: str) -> list[float]:
 
 
 def _seeds(result: dict, family: str, regime: str, suffix: str = "") -> list[dict]:
-    return [
+    """The saved runs of a learner over its seeds; those of the current defaults only, if any exist."""
+    runs = [
         result[name]
         for name in (f"{family}/{regime}/{seed}{suffix}" for seed in SEEDS.get(family, (0,)))
         if name in result
     ]
+    current = [run for run in runs if not _before_newton([run])]
+    return current or runs
 
 
 def _row(label: str, runs: list[list[float]], digits: str) -> str:
@@ -271,6 +274,19 @@ def moment_curve(family: LinearRegression) -> list[float]:
         query = torch.cat([tasks.x_query, torch.ones_like(tasks.x_query[..., :1])], -1)
         values.append(float((query @ weights[..., None] - tasks.f_query).square().mean()))
     return values
+
+
+def _before_newton(runs: list[dict]) -> bool:
+    """Whether any run's learner was built before the Newton direction became its rule's default."""
+    return any(
+        run["learner"]["class"] in ("LearnedUpdate", "LatentUpdate")
+        and "newton" not in run["learner"]["config"]["rule"]["inputs"]
+        for run in runs
+    )
+
+
+def _label(label: str, runs: list[dict]) -> str:
+    return f"{label} †" if _before_newton(runs) else label
 
 
 def _cpu_range(runs: list[dict]) -> str:
@@ -320,7 +336,7 @@ def report(result: dict) -> str:
             if not runs:
                 continue
             curves = [_values(run["curve"], metric) for run in runs]
-            lines.append(_row(f"{REGIMES[regime]} ({regime})", curves, ".4f"))
+            lines.append(_row(_label(f"{REGIMES[regime]} ({regime})", runs), curves, ".4f"))
             if bayes:
                 ratios = [[a / b for a, b in zip(c, bayes, strict=True)] for c in curves]
                 lines.append(_row("  ÷ Bayes", ratios, ".2f"))
@@ -346,7 +362,8 @@ def report(result: dict) -> str:
             targets.append(f"- {family_name}, {REGIMES[regime]}: {rise}; " + "; ".join(check))
             twins = _seeds(result, family_name, regime, "/one-shot")
             if twins:
-                lines.append(_row("  one-shot twin", [_values(run["curve"], metric) for run in twins], ".4f"))
+                twin_curves = [_values(run["curve"], metric) for run in twins]
+                lines.append(_row(_label("  one-shot twin", twins), twin_curves, ".4f"))
                 if bayes:
                     ratios = [
                         [a / b for a, b in zip(_values(run["curve"], metric), bayes, strict=True)]
@@ -367,6 +384,12 @@ def report(result: dict) -> str:
             )
         if family_name == MAIN:
             lines += _ood(result, references, metric, header, rule)
+    if _before_newton([run for name, run in result.items() if "learner" in run]):
+        lines += [
+            "",
+            "† made before the Newton direction became the rule's default (inputs: observations and "
+            "gradients; the same job run again uses it).",
+        ]
     missing = [name for name in jobs(PLANNED) if name not in result]
     if missing:
         lines += [
@@ -392,7 +415,7 @@ def _ood(result: dict, references: dict, metric: str, header: str, rule: str) ->
                 if runs:
                     lines.append(
                         _row(
-                            f"{REGIMES[regime]} ({label})",
+                            _label(f"{REGIMES[regime]} ({label})", runs),
                             [_values(r["ood"][shift], metric) for r in runs],
                             ".4f",
                         )

@@ -146,3 +146,31 @@ def test_paper_report_states_a_verdict_per_finding_from_its_rule():
     ]
     assert "needs the cost benchmark" in text.lower()
     assert "| both + Newton |" in text  # an extra column, outside finding 3's verdict
+
+
+def test_regimes_report_prefers_runs_of_the_current_defaults_and_marks_older_ones():
+    from benchmarks import regimes
+
+    def run(inputs, scale, learner="LearnedUpdate"):
+        curve = {str(k): {"excess_mse": scale / k} for k in regimes.STEPS}
+        config = {"rule": {"inputs": inputs}}
+        return {
+            "learner": {"class": learner, "config": config},
+            "iterations": 1,
+            "train_cpu_seconds": 1,
+            "curve": curve,
+        }
+
+    flat = {str(k): {"excess_mse": 0.01} for k in regimes.STEPS}
+    result = {
+        "linear-regression-d4/parametric/0": run(["observations", "gradients", "newton"], 0.02),
+        "linear-regression-d4/explicit/0": run(["observations", "gradients"], 0.04, "LatentUpdate"),
+        "linear-regression-d4/references": {"sgd": flat, "bayes": flat},
+    }
+    text = regimes.report(result)
+    assert "| LearnedUpdate (parametric) | 0.0200 |" in text
+    assert "| LatentUpdate (explicit) † | 0.0400 |" in text
+    assert "† made before the Newton direction became the rule's default" in text
+    runs = [run(["observations", "gradients"], 0.05), run(["observations", "gradients", "newton"], 0.02)]
+    mixed = {"linear-regression/parametric/0": runs[0], "linear-regression/parametric/1": runs[1]}
+    assert regimes._seeds(mixed, "linear-regression", "parametric") == [runs[1]]
