@@ -278,10 +278,11 @@ def moment_curve(family: LinearRegression) -> list[float]:
 
 def _before_newton(runs: list[dict]) -> bool:
     """Whether any run's learner was built before the Newton direction became its rule's default."""
+    learners = [run["learner"] for run in runs if "learner" in run]
     return any(
-        run["learner"]["class"] in ("LearnedUpdate", "LatentUpdate")
-        and "newton" not in run["learner"]["config"]["rule"]["inputs"]
-        for run in runs
+        learner["class"] in ("LearnedUpdate", "LatentUpdate")
+        and "newton" not in learner["config"]["rule"]["inputs"]
+        for learner in learners
     )
 
 
