@@ -1,9 +1,9 @@
 """Every regime keeps improving with more data (issue 15): each regime's learner with the defaults.
 
 One learner per regime, each with its library defaults (the recipe: steps scaled by the batch's
-share, and for the parametric and explicit learners 8 tapered refinements with momentum and, their
-values having at most 64 entries here, the Newton direction of the accumulated curvature as each
-step's base):
+share, and for the parametric and explicit learners 8 tapered refinements with momentum; for the
+parametric one, whose model has at most 64 parameters here, also the Newton direction of the
+accumulated curvature as each step's base):
 ``LearnedUpdate`` (parametric), ``LatentUpdate`` (explicit: latent 32, decoder [64] with its linear
 skip) and ``InContext`` (implicit: share-scaled, linear head), all width 64, depth 2. Each is
 meta-trained within a CPU budget on horizons of 1 to 64 steps of 32 points over 512 points per task

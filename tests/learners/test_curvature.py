@@ -86,3 +86,16 @@ def test_an_untrained_newton_update_is_recursive_least_squares_over_mini_batches
 def test_newton_inputs_refuse_values_too_large_for_a_curvature_matrix():
     with pytest.raises(ConfigError, match="curvature matrix per task"):
         LearnedUpdate(MLP(8, 1, hidden=(64, 64)), rule={"inputs": ["gradients", "newton"]})
+
+
+def test_the_latent_learner_reads_the_newton_direction_only_when_asked():
+    from amortized.learners import LatentUpdate
+
+    assert not LatentUpdate(2, latent_dim=8, decoder_hidden=(16,)).rule.spec.uses_newton
+    learner = LatentUpdate(
+        2, latent_dim=8, decoder_hidden=(16,), rule={"inputs": ["observations", "gradients", "newton"]}
+    )
+    x, y = _linear_tasks(num_tasks=2, points=16, dim=2)
+    state = learner.step(learner.init_state(2), x, y)
+    assert state.carry.curvature.mean.shape == (2, 8, 8)
+    assert torch.isfinite(state.value).all()

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from amortized.learners.base import plain_arguments, seeded
@@ -17,6 +18,8 @@ from amortized.learners.rules import GradientStep, TransformerUpdate
 from amortized.learners.rules.transformer import LEGACY_TRANSFORMER_DEFAULTS
 
 LEGACY_LATENT_KEYS = ("z0", "decoder")
+DEFAULT_INPUTS = ("observations", "gradients")
+"""What ``LatentUpdate``'s rule reads unless told otherwise."""
 LEGACY_LATENT_DEFAULTS: dict[str, Any] = {"linear_skip": False}
 """Checkpoints from before the linear skip was an option had none."""
 
@@ -26,7 +29,9 @@ class LatentUpdate(ComposedLearner):
 
     The rule is a :class:`TransformerUpdate`; ``linear_skip`` (see
     :class:`amortized.learners.representations.LatentDecoder`) makes the decoder contain every linear
-    model.
+    model. Unless the rule's ``inputs`` say otherwise, it reads observations and gradients: the Newton
+    direction (``"newton"``) is opt-in here, as its Hessian goes through the decoder (about 1.5× the
+    cost of a step) and it has not been measured at the regimes benchmark's budget.
     """
 
     regime = "explicit"
@@ -48,6 +53,8 @@ class LatentUpdate(ComposedLearner):
     ) -> None:
         config = plain_arguments(locals())
         spec = TransformerUpdate.from_value(rule)
+        if spec.inputs is None:
+            spec = replace(spec, inputs=DEFAULT_INPUTS)
         super().__init__(input_dim, output_dim, task, None)
         with seeded(seed):
             self.representation = Latent(
