@@ -393,18 +393,23 @@ def _finding_3(result: dict) -> list[str]:
         for inputs in INPUTS
     ]
     newton = [
-        jobs_[f"inputs/regression/{dim}/many/newton"]["curve"][str(POINTS["many"] // BATCH)]["excess_mse"]
+        jobs_[name]["curve"][str(POINTS["many"] // BATCH)]["excess_mse"]
         / jobs_[f"inputs/regression/{dim}/references"]["many"]
         for dim in DIMS[2:]
+        if (name := f"inputs/regression/{dim}/many/newton") in jobs_
     ]
     lines.append(
         f"With {POINTS['many']} points at d = {' and '.join(map(str, DIMS[2:]))}, the best regression "
         f"learner of the three is still {min(high):.0f}× the Bayes excess error: at this budget an "
-        "update that reads one batch at a time has not learned to combine batches in high dimension. "
-        "The last column (not part of the verdict) adds the Newton direction of the accumulated "
-        'curvature, read and taken as each step\'s base (`inputs` with `"newton"`, the default for '
-        f"values of at most 64 entries): {min(newton):.2f}–{max(newton):.2f}× there, at the same budget."
+        "update that reads one batch at a time has not learned to combine batches in high dimension."
     )
+    if newton:
+        lines[-1] += (
+            " The last column (not part of the verdict) adds the Newton direction of the accumulated "
+            'curvature, read and taken as each step\'s base (`inputs` with `"newton"`, the default for '
+            f"values of at most 64 entries): {min(newton):.2f}–{max(newton):.2f}× there, at the same "
+            "budget."
+        )
     return [*lines, ""]
 
 

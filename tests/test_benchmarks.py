@@ -166,10 +166,13 @@ def test_regimes_report_prefers_runs_of_the_current_defaults_and_marks_older_one
         "linear-regression-d4/parametric/0": run(["observations", "gradients", "newton"], 0.02),
         "linear-regression-d4/explicit/0": run(["observations", "gradients"], 0.04, "LatentUpdate"),
         "linear-regression-d4/references": {"sgd": flat, "bayes": flat},
+        "linear-regression-d16/parametric/0": run(["observations", "gradients"], 0.03),
+        "linear-regression-d16/references": {"sgd": flat, "bayes": flat},
     }
     text = regimes.report(result)
     assert "| LearnedUpdate (parametric) | 0.0200 |" in text
-    assert "| LatentUpdate (explicit) † | 0.0400 |" in text
+    assert "| LatentUpdate (explicit) | 0.0400 |" in text  # its default is without the Newton input
+    assert "| LearnedUpdate (parametric) † | 0.0300 |" in text
     assert "† made before the Newton direction became the rule's default" in text
     runs = [run(["observations", "gradients"], 0.05), run(["observations", "gradients", "newton"], 0.02)]
     mixed = {"linear-regression/parametric/0": runs[0], "linear-regression/parametric/1": runs[1]}
