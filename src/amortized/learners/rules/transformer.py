@@ -22,9 +22,9 @@ bulk of a long run, in training too) cost one pass.
 ``"newton"`` among the ``inputs`` (the default for values of at most :data:`NEWTON_DEFAULT_SIZE`
 entries, except in ``LatentUpdate``, whose Hessian goes through the decoder) keeps the running mean
 of the batches' loss Hessians in the carry (:mod:`~amortized.learners.rules.curvature`) and reads
-the gradient preconditioned by it. Every step's
-first refinement adds the transformer's output to the step ``-share · newton`` (only the first: later
-refinements would re-solve the batch alone and forget the earlier ones). For a linear model with
+the gradient preconditioned by it. Every step's first refinement adds the transformer's output to
+the step ``-share · newton`` (only the first: later refinements would re-solve the batch alone and
+forget the earlier ones). For a linear model with
 squared loss that base step is recursive least squares, the posterior mean's own update up to the
 prior, so the learned part starts from the right answer and learns the prior and the corrections;
 without it, an update that reads one batch at a time cannot recover the curvature of the points read
