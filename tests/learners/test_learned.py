@@ -33,6 +33,16 @@ CLASSIFICATION_TRAINING = {
     "eval_every": 0,
 }
 """A few seconds of meta-training on 3-class tasks, for the classification learning tests."""
+REGRESSION_TRAINING = {
+    "iterations": 150,
+    "tasks_per_batch": 16,
+    "batch_size": 8,
+    "num_steps": 4,
+    "num_query": 16,
+    "warmup": 10,
+    "eval_every": 0,
+}
+"""Meta-training on the tiny regression family, for the regression learning tests (plus ``lr``)."""
 
 LEARNERS = {
     "LearnedInit (Meta-SGD)": (
@@ -105,19 +115,7 @@ def test_meta_training_beats_untrained_self_and_zero_predictor(name, tiny_family
     make, objective, lr = LEARNERS[name]
     learner = make()
     untrained = query_mse(learner, held_out, num_steps=4)
-    amortized.train(
-        learner,
-        tiny_family,
-        iterations=150,
-        tasks_per_batch=16,
-        batch_size=8,
-        num_steps=4,
-        num_query=16,
-        lr=lr,
-        warmup=10,
-        objective=objective,
-        eval_every=0,
-    )
+    amortized.train(learner, tiny_family, lr=lr, objective=objective, **REGRESSION_TRAINING)
     zero = held_out.y_query.square().mean().item()
     errors = {k: query_mse(learner, held_out, num_steps=k) for k in (1, 2, 4)}
     assert errors[4] < 0.5 * untrained, (errors, untrained)
@@ -135,18 +133,7 @@ def test_the_newton_default_starts_at_recursive_least_squares_and_learns_the_pri
     untrained = {k: excess(k) for k in (1, 4)}
     zero = held_out.f_query.square().mean().item()
     assert untrained[4] < 0.01 * zero  # the base step alone solves these tasks from 32 points
-    amortized.train(
-        learner,
-        tiny_family,
-        iterations=150,
-        tasks_per_batch=16,
-        batch_size=8,
-        num_steps=4,
-        num_query=16,
-        lr=3e-3,
-        warmup=10,
-        eval_every=0,
-    )
+    amortized.train(learner, tiny_family, lr=3e-3, **REGRESSION_TRAINING)
     trained = {k: excess(k) for k in (1, 4)}
     # From 8 points (one step) the learned prior matters most: 0.056 against 0.285 on this seed.
     assert trained[1] < 0.5 * untrained[1], (trained, untrained)
