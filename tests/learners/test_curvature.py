@@ -20,7 +20,7 @@ def test_the_hessian_of_a_squared_loss_is_the_design_s_gram_matrix():
     x, y = _linear_tasks()
     learner = LearnedUpdate(Linear(3))
     value = torch.randn(3, 4, dtype=torch.float64)
-    hessian = loss_hessian(learner.loss_of(x.double(), y.double()), value)
+    _, hessian = loss_hessian(learner.loss_of(x.double(), y.double()), value)
     design = torch.cat([x, torch.ones_like(x[..., :1])], -1).double()
     gram = design.transpose(1, 2) @ design / x.shape[1]
     scale = hessian[:, -1, -1] / gram[:, -1, -1]  # the loss's constant factor (mean squared error: 2)
@@ -33,7 +33,7 @@ def test_the_hessian_of_each_task_is_its_own():
     x, y = torch.randn(2, 8, 2, dtype=torch.float64), torch.randn(2, 8, 1, dtype=torch.float64)
     learner = LearnedUpdate(model)
     value = torch.randn(2, model.num_params, dtype=torch.float64)
-    hessian = loss_hessian(learner.loss_of(x, y), value)
+    _, hessian = loss_hessian(learner.loss_of(x, y), value)
     for task in range(2):
         one = torch.autograd.functional.hessian(
             lambda v, task=task: learner.loss_of(x[task : task + 1], y[task : task + 1])(v[None])[0],
@@ -48,9 +48,12 @@ def test_one_newton_step_from_any_value_lands_on_the_least_squares_solution():
     x, y = x.double(), y.double()
     value = torch.randn(3, 4, dtype=torch.float64)
     loss_of = learner.loss_of(x, y)
-    curvature = RunningCurvature.zeros_like(value).update(loss_hessian(loss_of, value), torch.ones(3))
-    (grad,) = torch.autograd.grad(loss_of(value.requires_grad_()).sum(), value)
-    solution = value.detach() - curvature.newton(grad, torch.full((3,), 10**6))
+    grad, hessian = loss_hessian(loss_of, value)
+    leaf = value.clone().requires_grad_()
+    (expected,) = torch.autograd.grad(loss_of(leaf).sum(), leaf)
+    torch.testing.assert_close(grad, expected)  # the gradient comes with the Hessian
+    curvature = RunningCurvature.zeros_like(value).update(hessian, torch.ones(3))
+    solution = value - curvature.newton(grad, torch.full((3,), 10**6))
     design = torch.cat([x, torch.ones_like(x[..., :1])], -1)
     exact = torch.linalg.lstsq(design, y).solution[..., 0]
     assert (solution - exact).abs().max() < 1e-3  # the damping, 1e-4 of the curvature, barely pulls back

@@ -27,25 +27,26 @@ DAMPING = 1e-4
 ``1 / points read``: directions the data have not constrained get a bounded step."""
 
 
-def loss_hessian(loss_of: Callable[[Tensor], Tensor], value: Tensor) -> Tensor:
-    """Per-task Hessian ``[tasks, P, P]`` of the per-task losses ``loss_of(value)`` w.r.t. ``value``.
+def loss_hessian(loss_of: Callable[[Tensor], Tensor], value: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-task gradient ``[tasks, P]`` and Hessian ``[tasks, P, P]`` of the per-task losses
+    ``loss_of(value)`` w.r.t. ``value``, from one forward pass.
 
     Detached, like the gradient features: a rule reads curvature, it does not differentiate it.
     """
     size = value.shape[1]
+    zeros = value.new_zeros(value.shape[0], size, size)
     with torch.enable_grad():
         leaf = value.detach().requires_grad_()
         (grad,) = torch.autograd.grad(loss_of(leaf).sum(), leaf, create_graph=True)
         if not grad.requires_grad:
-            return value.new_zeros(value.shape[0], size, size)
-        basis = torch.eye(size, dtype=value.dtype, device=value.device)[:, None].expand(
-            -1, value.shape[0], -1
-        )
+            return grad.detach(), zeros
+        basis = torch.eye(size, dtype=value.dtype, device=value.device)[:, None]
+        basis = basis.expand(-1, value.shape[0], -1)
         (rows,) = torch.autograd.grad(grad, leaf, basis, is_grads_batched=True, allow_unused=True)
     if rows is None:
-        return value.new_zeros(value.shape[0], size, size)
+        return grad.detach(), zeros
     hessian = rows.detach().transpose(0, 1)
-    return (hessian + hessian.transpose(1, 2)) / 2
+    return grad.detach(), (hessian + hessian.transpose(1, 2)) / 2
 
 
 @dataclass

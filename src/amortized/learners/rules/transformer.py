@@ -237,12 +237,12 @@ class TransformerRule(nn.Module):
             task_value, task_x, task_y = value[rows], x[rows], y[rows]
             progress = step_progress[rows]
             features = [task_value]
-            if spec.uses_gradients or spec.uses_newton:
+            if spec.uses_newton and refinement == 0:
+                grad, hessian = loss_hessian(target.loss_of(task_x, task_y), task_value)
+                carry.curvature = carry.curvature.update(hessian, state.share(points))
+            elif spec.uses_gradients or spec.uses_newton:
                 grad, _ = loss_gradient(target.loss_of(task_x, task_y), task_value, create_graph=False)
             if spec.uses_newton:
-                if refinement == 0:
-                    hessian = loss_hessian(target.loss_of(task_x, task_y), task_value)
-                    carry.curvature = carry.curvature.update(hessian, state.share(points))
                 curvature = RunningCurvature(carry.curvature.mean[rows])
                 newton = curvature.newton(grad, state.num_seen[rows] + points)
                 features.append(newton)
