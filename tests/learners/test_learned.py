@@ -22,6 +22,9 @@ PLAIN = {**TINY, "refinements": 1, "scale_by_share": False, "taper_refinements":
 NO_NEWTON = {"inputs": ["observations", "gradients"]}
 """Without the Newton base step, which alone (untrained) nearly solves these linear tasks: the learning
 tests then see what the learned part does (the Newton default has its own tests)."""
+NO_RIDGE = {"ridge_features": None}
+"""``InContext`` without its ridge readout, which alone (untrained) nearly solves these linear tasks
+(it has its own tests, in ``test_ridge.py``)."""
 CLASSIFICATION_TRAINING = {
     "iterations": 100,
     "tasks_per_batch": 16,
@@ -96,14 +99,18 @@ LEARNERS = {
         3e-3,
     ),
     "InContext (the default: share-scaled, linear head)": (
-        lambda: InContext(2, rule=TINY),
+        lambda: InContext(2, **NO_RIDGE, rule=TINY),
         "greedy",
         3e-3,
     ),
-    "InContext, history 2": (lambda: InContext(2, rule={**TINY, "history": 2}), "greedy", 3e-3),
-    "InContext, latent state": (lambda: InContext(2, state="latent", rule=TINY), "greedy", 3e-3),
+    "InContext, history 2": (lambda: InContext(2, **NO_RIDGE, rule={**TINY, "history": 2}), "greedy", 3e-3),
+    "InContext, latent state": (
+        lambda: InContext(2, state="latent", **NO_RIDGE, rule=TINY),
+        "greedy",
+        3e-3,
+    ),
     "InContext/plain, refined": (
-        lambda: InContext(2, linear_head=False, rule={**PLAIN, "refinements": 2}),
+        lambda: InContext(2, linear_head=False, **NO_RIDGE, rule={**PLAIN, "refinements": 2}),
         "greedy",
         3e-3,
     ),
@@ -190,7 +197,7 @@ def test_queries_do_not_influence_each_other():
 
 
 def test_in_context_linear_head_expresses_a_linear_function_of_each_query_exactly():
-    learner = InContext(3, rule=TINY)
+    learner = InContext(3, **NO_RIDGE, rule=TINY)
     weights = torch.tensor([0.5, -2.0, 1.0, 0.25])  # w and b
     with torch.no_grad():
         learner.linear.bias.copy_(weights)  # the same weights for every query token
@@ -239,7 +246,7 @@ def _randomised(learner):
     "make",
     [
         lambda scaled: LearnedUpdate(Linear(2), rule={"scale_by_share": scaled, **TINY}),
-        lambda scaled: InContext(2, rule={"scale_by_share": scaled, **TINY}),
+        lambda scaled: InContext(2, **NO_RIDGE, rule={"scale_by_share": scaled, **TINY}),
     ],
 )
 def test_share_scaled_updates_shrink_with_the_points_seen(make):
@@ -498,11 +505,11 @@ def test_queries_do_not_influence_each_other_whatever_the_state(make):
 GOLDEN_RULE = {"width": 8, "depth": 1, "heads": 2, "chunk_size": 4, "memory_tokens": 2}
 GOLDEN = {
     "InContext": (
-        lambda: InContext(2, rule={**GOLDEN_RULE, "refinements": 2}),
+        lambda: InContext(2, **NO_RIDGE, rule={**GOLDEN_RULE, "refinements": 2}),
         [-1.803196, -0.653814, -1.375627, -0.79391, -1.214499, -1.015688],
     ),
     "InContext, classification": (
-        lambda: InContext(2, 3, "classification", rule=GOLDEN_RULE),
+        lambda: InContext(2, 3, "classification", **NO_RIDGE, rule=GOLDEN_RULE),
         [-0.25355, 0.027426, 0.505052, -0.184038, 0.919171, 1.616174],
     ),
     "LearnedUpdate": (

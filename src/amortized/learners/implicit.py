@@ -3,12 +3,16 @@
 :class:`InContext` keeps a state per query point, by default the current predictions ``ŷ`` there,
 and refines it each step from a transformer reading ``[x_q, ŷ_q]`` query tokens with the
 mini-batch's ``[x, y]`` tokens. One step over all the data is standard in-context learning; many
-steps over mini-batches is iterative amortized inference at memory bounded by the mini-batch.
+steps over mini-batches is iterative amortized inference at memory bounded by the mini-batch. What
+attention read is gone at the next step, so by default the learner also keeps a running ridge
+regression of the targets on key features of the inputs (:mod:`~amortized.learners.rules.ridge`, a
+mesa layer run over mini-batches): evidence from every batch, combined exactly, at fixed memory.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+import math
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import torch
@@ -17,13 +21,17 @@ from torch import Tensor, nn
 from amortized.errors import ConfigError
 from amortized.learners.base import Learner, plain_arguments, seeded
 from amortized.learners.rules import TransformerCarry, TransformerUpdate
+from amortized.learners.rules.ridge import MAX_KEYS, RunningRidge
 from amortized.learners.rules.transformer import history_flags, pushed, refinement_counts
 from amortized.learners.state import State
 from amortized.nn import ObservationTokens, ProgressEmbedding, Transformer, mlp
-from amortized.validation import check_bool, check_choice
+from amortized.validation import check_bool, check_choice, check_positive_int
 
 STATES = {"classification": ("logits", "probabilities", "latent"), "regression": ("predictions", "latent")}
 """What :class:`InContext` refines per query point, by kind of output; the first is the default."""
+LEARNED_KEY_PENALTY = 100.0
+"""The ridge readout's initial prior precision on its learned keys (1 on ``[x, 1]``): they start nearly
+unused, so an untrained readout is ridge regression on the inputs, and training lowers it where they help."""
 PROBABILITY_FLOOR = 1e-4
 """The least probability a ``state="probabilities"`` state gives a class (``0.5 / classes`` if that is
 less): its log, the prediction, stays finite and a query's loss at most ``-log(1e-4) ≈ 9.2``."""
@@ -46,6 +54,17 @@ class InContext(Learner):
     output token: a query can then express a linear function of its input exactly, the way the
     explicit decoder's skip does. Predictions are only available at the ``query_x`` given to
     ``init_state`` / ``adapt``.
+
+    ``ridge_features`` (``None``: off) keeps the running ridge regression of the targets (one-hot
+    labels for classification) on the keys ``[x, 1, tanh(g(x))]``, ``g`` a learned map to that many
+    features, with a learned prior precision per key (1 on ``[x, 1]``, :data:`LEARNED_KEY_PENALTY`
+    on the learned keys, so they start nearly unused). Each step reads the batch into it; context
+    tokens see its prediction at their points from the batches before (the surprise of this batch);
+    query tokens see its readout and leverage at the query. For the ``"predictions"`` state the
+    readout is also the base: the state is the readout plus a correction, a share-weighted running
+    mean of the head's outputs (with ``scale_by_share``). An untrained learner thus predicts ridge
+    regression on its inputs (for a linear task with the prior's precision, the posterior mean);
+    training learns the prior and the corrections. Other states read the readout as features.
 
     ``state`` chooses what is refined, an ablation of the iterative state (``None``: the first):
 
@@ -70,6 +89,7 @@ class InContext(Learner):
     rule_type: ClassVar[type[TransformerUpdate]] = TransformerUpdate
     legacy_defaults: ClassVar[dict[str, Any]] = {
         "linear_head": False,
+        "ridge_features": None,
         "rule": {"refinements": 1, "scale_by_share": False, "taper_refinements": False},
     }
 
@@ -79,6 +99,7 @@ class InContext(Learner):
         output_dim: int = 1,
         task: str = "regression",
         linear_head: bool = True,
+        ridge_features: int | None = 16,
         state: str | None = None,
         rule: TransformerUpdate | dict[str, Any] | None = None,
         seed: int = 0,
@@ -99,17 +120,33 @@ class InContext(Learner):
         super().__init__(input_dim, output_dim, task, None)
         self.spec = spec
         self.linear_head = check_bool("linear_head", linear_head)
+        if ridge_features is not None:
+            ridge_features = check_positive_int("ridge_features", ridge_features, allow_zero=True)
+            if input_dim + 1 + ridge_features > MAX_KEYS:
+                raise ConfigError(
+                    f"the ridge readout keeps a K × K matrix per task over K = input_dim + 1 + "
+                    f"ridge_features = {input_dim + 1 + ridge_features} keys, above {MAX_KEYS}: reduce "
+                    "the inputs (e.g. a projection) or set ridge_features = None"
+                )
+        self.ridge_features = ridge_features
         self.state_kind = _state_option(state, self.num_classes)
-        width, refining = spec.width, spec.refinements > 1
+        width, refining, ridge = spec.width, spec.refinements > 1, ridge_features is not None
         read = width if self.state_kind == "latent" else output_dim
         with seeded(seed):
-            self.context = ObservationTokens(input_dim, output_dim, self.num_classes, width, False)
-            self.queries = mlp(input_dim + read * (1 + refining + spec.history), width)
+            self.context = ObservationTokens(input_dim, output_dim, self.num_classes, width, ridge)
+            self.queries = mlp(
+                input_dim + read * (1 + refining + spec.history) + ridge * (output_dim + 1), width
+            )
             self.progress = ProgressEmbedding(5 + spec.history + refining, width)
             self.transformer = Transformer(width, spec.depth, spec.heads)
             self.head = nn.Linear(width, output_dim)
             self.memory0 = nn.Parameter(torch.randn(spec.memory_tokens, width) * 0.02)
             self.linear = nn.Linear(width, (input_dim + 1) * output_dim) if linear_head else None
+            self.key_features = mlp(input_dim, width, ridge_features) if ridge_features else None
+        if ridge:
+            penalty = torch.zeros(input_dim + 1 + ridge_features)
+            penalty[input_dim + 1 :] = math.log(LEARNED_KEY_PENALTY)
+            self.log_penalty = nn.Parameter(penalty)
         for layer in (self.head, self.linear):
             if layer is not None:
                 nn.init.zeros_(layer.weight)
@@ -127,6 +164,7 @@ class InContext(Learner):
         option_names = set(TransformerUpdate.__dataclass_fields__)
         flat = {name: config.pop(name) for name in list(config) if name in option_names}
         legacy = cls.legacy_defaults
+        config.setdefault("ridge_features", legacy["ridge_features"])
         if "linear_head" not in config:
             config["linear_head"] = legacy["linear_head"]
             flat = {**legacy["rule"], **flat}
@@ -146,12 +184,34 @@ class InContext(Learner):
         else:
             value = self.prediction0.expand(*shape)
             value = floored_simplex(value.softmax(-1)) if self.state_kind == "probabilities" else value
-        carry = TransformerCarry()
+        carry = InContextCarry()
         if self.spec.memory_tokens:
             carry.tokens = self.memory0.expand(num_tasks, -1, -1)
         if self.spec.history:
             carry.history = value.new_zeros(num_tasks, self.spec.history, *value.shape[1:])
+        if self.ridge_features is not None:
+            num_keys = self.input_dim + 1 + self.ridge_features
+            carry.ridge = RunningRidge.zeros(num_tasks, num_keys, self.output_dim, value)
+            carry.readout = value.new_zeros(num_tasks, query_x.shape[1], self.output_dim)
         return State.initial(value, carry, query_x)
+
+    def _keys(self, x: Tensor) -> Tensor:
+        """The ridge readout's keys ``[x, 1, tanh(features(x))]``: every linear function, and learned ones."""
+        keys = [x, torch.ones_like(x[..., :1])]
+        if self.key_features is not None:
+            keys.append(torch.tanh(self.key_features(x)))
+        return torch.cat(keys, -1)
+
+    def _ridge(
+        self, state: State, carry: InContextCarry, x: Tensor, y: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Reads the batch into the running ridge regression (in ``carry``): its readout before the batch
+        at the batch's points, and after it at the queries with their leverage."""
+        penalty, keys = self.log_penalty.exp(), self._keys(x)
+        before, _ = carry.ridge.readout(keys, state.num_seen, penalty)
+        carry.ridge = carry.ridge.update(keys, self.context.targets(y).to(x.dtype), state.share(x.shape[1]))
+        after, leverage = carry.ridge.readout(self._keys(state.query_x), state.num_seen + x.shape[1], penalty)
+        return before, after, leverage
 
     def _shown(self, value: Tensor) -> Tensor:
         """The state as query features: probabilities for logits (bounded), anything else as it is."""
@@ -166,10 +226,15 @@ class InContext(Learner):
             output = output + (features[..., None] * weights).sum(-2)
         return output
 
-    def _moved(self, value: Tensor, out: Tensor, query_x: Tensor, scale: Tensor | int) -> Tensor:
+    def _moved(
+        self, value: Tensor, out: Tensor, query_x: Tensor, scale: Tensor | int, readout: Tensor | None
+    ) -> Tensor:
         """The state after one transformer pass whose query output tokens are ``out``."""
         if self.state_kind == "latent":
             return value + scale * (out - value)
+        if self.state_kind == "predictions" and readout is not None:
+            correction = value - readout
+            return value + scale * (self._decode(out, query_x) - correction)
         moved = value + scale * self._decode(out, query_x)
         return floored_simplex(moved) if self.state_kind == "probabilities" else moved
 
@@ -177,6 +242,13 @@ class InContext(Learner):
         spec, points = self.spec, x.shape[1]
         query_x, carry = state.query_x, replace(state.carry)
         start = value = state.value
+        readout_features, batch_readout, readout = [], None, None
+        if self.ridge_features is not None:
+            batch_readout, readout, leverage = self._ridge(state, carry, x, y)
+            if self.state_kind == "predictions":
+                value = value + readout - carry.readout
+            carry.readout = readout
+            readout_features = [readout, torch.log1p(leverage)]
         shared = points + spec.memory_tokens
         step_progress, past = state.progress_features(points), []
         if spec.history:
@@ -186,7 +258,7 @@ class InContext(Learner):
             past = [self._shown(entry) * flag[:, None, None] for entry, flag in entries]
         scale = state.share(points)[:, None, None] if spec.scale_by_share else 1
         counts = refinement_counts(state, points, spec.refinements, spec.taper_refinements)
-        context = self.context(x, y)
+        context = self.context(x, y, batch_readout)
         for refinement in range(int(counts.max())):
             active = (counts > refinement)[:, None, None]
             features, progress = [query_x, self._shown(value)], step_progress
@@ -194,7 +266,7 @@ class InContext(Learner):
                 features.append(value - start)
                 fraction = refinement / counts[:, None].to(value.dtype)
                 progress = torch.cat([progress, fraction], -1)
-            features += past
+            features += past + readout_features
             tokens = [context]
             if spec.memory_tokens:
                 tokens.append(carry.tokens)
@@ -202,7 +274,7 @@ class InContext(Learner):
             out = self.transformer(torch.cat(tokens, 1), num_shared=shared)
             if spec.memory_tokens:
                 carry.tokens = torch.where(active, out[:, points:shared], carry.tokens)
-            value = torch.where(active, self._moved(value, out[:, shared:], query_x, scale), value)
+            value = torch.where(active, self._moved(value, out[:, shared:], query_x, scale, readout), value)
         if spec.history:
             carry.history = pushed(carry.history, start)
         return state.advance(value, points, carry)
@@ -218,6 +290,15 @@ class InContext(Learner):
         if self.state_kind == "latent":
             return self._decode(state.value, state.query_x)
         return state.value
+
+
+@dataclass
+class InContextCarry(TransformerCarry):
+    """The transformer's carry plus, with ``ridge_features``, the running ridge regression and its last
+    readout at the queries ``[tasks, queries, out]``."""
+
+    ridge: RunningRidge | None = None
+    readout: Tensor | None = None
 
 
 def _state_option(state: object, num_classes: int | None) -> str:
