@@ -208,10 +208,10 @@ def report(result: dict) -> str:
     ]
     for section in (_finding_1, _finding_2, _finding_3, _finding_4, _finding_5, _finding_6):
         lines += section(result)
-    if regimes._before_newton([run for run in result["regimes"].values() if "learner" in run]):
+    if regimes._before_defaults([run for run in result["regimes"].values() if "learner" in run]):
         lines.append(
-            "† A row that reads a regimes job made before the Newton direction became the rule's "
-            "default (see Regimes): one of its two learners does not use it yet."
+            "† A row that reads a regimes job made before today's defaults (see Regimes: the Newton "
+            "direction for LearnedUpdate, the ridge readout for InContext)."
         )
     return "\n".join(lines)
 
@@ -292,7 +292,7 @@ def _finding_2(result: dict) -> list[str]:
             if label != "in distribution" and at16 >= single:
                 after = "ahead again" if at64 < single else "still behind"
                 behind.append(f"{regime} {label} (iterative {after} at k=64)")
-            name = f"{regime} †" if regimes._before_newton([run, twin]) else regime
+            name = f"{regime} †" if regimes._before_defaults([run, twin]) else regime
             lines.append(f"| {name} | {label} | {at16:.4f} | {single:.4f} | {at64:.4f} |")
     in_distribution = all(win for inside, win in wins if inside)
     shifted = sum(win for inside, win in wins if not inside)
@@ -425,7 +425,7 @@ def _finding_4(result: dict) -> list[str]:
         ahead = [p < e for p, e in zip(parametric, explicit, strict=True)]
         wins += ahead
         ratios = " ".join(f"{e / p:.2f}" for p, e in zip(parametric, explicit, strict=True))
-        mark = " †" if regimes._before_newton(list(runs.values())) else ""
+        mark = " †" if regimes._before_defaults(list(runs.values())) else ""
         rows.append(f"| {family}{mark} | {ratios} | {sum(ahead)} of {len(ahead)} |")
     if not rows:
         return [*lines, "Needs the regimes benchmark's jobs (`python -m benchmarks regimes`).", ""]

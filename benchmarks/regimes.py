@@ -245,7 +245,7 @@ def _seeds(result: dict, family: str, regime: str, suffix: str = "") -> list[dic
         for name in (f"{family}/{regime}/{seed}{suffix}" for seed in SEEDS.get(family, (0,)))
         if name in result
     ]
-    current = [run for run in runs if not _before_newton([run])]
+    current = [run for run in runs if not _before_defaults([run])]
     return current or runs
 
 
@@ -276,18 +276,20 @@ def moment_curve(family: LinearRegression) -> list[float]:
     return values
 
 
-def _before_newton(runs: list[dict]) -> bool:
-    """Whether any run's ``LearnedUpdate`` was built before the Newton direction became its rule's
-    default (every model here has at most 64 parameters; ``LatentUpdate`` does not use it by default)."""
+def _before_defaults(runs: list[dict]) -> bool:
+    """Whether any run's learner was built before today's defaults: a ``LearnedUpdate`` without the
+    Newton direction (every model here has at most 64 parameters), an ``InContext`` without the ridge
+    readout."""
     learners = [run["learner"] for run in runs if "learner" in run]
     return any(
-        learner["class"] == "LearnedUpdate" and "newton" not in learner["config"]["rule"]["inputs"]
+        (learner["class"] == "LearnedUpdate" and "newton" not in learner["config"]["rule"]["inputs"])
+        or (learner["class"] == "InContext" and learner["config"].get("ridge_features") is None)
         for learner in learners
     )
 
 
 def _label(label: str, runs: list[dict]) -> str:
-    return f"{label} †" if _before_newton(runs) else label
+    return f"{label} †" if _before_defaults(runs) else label
 
 
 def _cpu_range(runs: list[dict]) -> str:
@@ -385,11 +387,12 @@ def report(result: dict) -> str:
             )
         if family_name == MAIN:
             lines += _ood(result, references, metric, header, rule)
-    if _before_newton([run for name, run in result.items() if "learner" in run]):
+    if _before_defaults([run for name, run in result.items() if "learner" in run]):
         lines += [
             "",
-            "† made before the Newton direction became the rule's default (inputs: observations and "
-            "gradients; the same job run again uses it).",
+            "† made before today's defaults (LearnedUpdate: before the Newton direction, reading "
+            "observations and gradients; InContext: before the ridge readout); the same job run "
+            "again uses them.",
         ]
     missing = [name for name in jobs(PLANNED) if name not in result]
     if missing:

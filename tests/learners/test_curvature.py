@@ -102,3 +102,18 @@ def test_the_latent_learner_reads_the_newton_direction_only_when_asked():
     state = learner.step(learner.init_state(2), x, y)
     assert state.carry.curvature.mean.shape == (2, 8, 8)
     assert torch.isfinite(state.value).all()
+
+
+def test_where_the_curvature_is_indefinite_the_newton_direction_still_descends():
+    """A saddle: the plain solve would climb along the negative direction; the saddle-free one descends,
+    and a positive-definite task in the same batch keeps its exact solve."""
+    saddle = torch.diag(torch.tensor([2.0, -1.0], dtype=torch.float64))
+    bowl = torch.tensor([[2.0, 0.5], [0.5, 1.0]], dtype=torch.float64)
+    curvature = RunningCurvature(torch.stack([saddle, bowl]))
+    grad = torch.tensor([[1.0, 1.0], [1.0, -1.0]], dtype=torch.float64)
+    direction = curvature.newton(grad, torch.full((2,), 10**6))
+    assert (direction * grad).sum(-1).min() > 0  # -direction descends for both tasks
+    damping = 1.5 * (DAMPING + 1e-6)  # the saddle's mean |diagonal| times the relative damping
+    torch.testing.assert_close(direction[0], grad[0] / (torch.tensor([2.0, 1.0]).double() + damping))
+    exact = torch.linalg.solve(bowl + 1.5 * (DAMPING + 1e-6) * torch.eye(2).double(), grad[1])
+    torch.testing.assert_close(direction[1], exact)

@@ -67,6 +67,9 @@ class RunningCurvature:
         """``(H̄ + δ I)^{-1} g`` for gradients ``[tasks, P]``, with ``num_seen`` ``[tasks]`` points read.
 
         ``δ = mean diag(H̄) · (DAMPING + 1 / num_seen)``: scale-free, and fading as evidence grows.
+        Where ``H̄ + δ I`` is not positive definite (a nonlinear model's curvature can be negative
+        along some directions), the direction is saddle-free: ``(|H̄| + δ I)^{-1} g``, ``|H̄|`` having
+        the absolute eigenvalues, so it still descends and its length stays bounded by ``|g| / δ``.
         """
         size = self.mean.shape[-1]
         diagonal = self.mean.diagonal(dim1=1, dim2=2)
@@ -74,4 +77,12 @@ class RunningCurvature:
         damping = scale * (DAMPING + 1 / num_seen.clamp(min=1).to(grad.dtype))
         identity = torch.eye(size, dtype=grad.dtype, device=grad.device)
         system = self.mean + damping[:, None, None] * identity
-        return torch.linalg.solve(system, grad[..., None])[..., 0]
+        direction = torch.linalg.solve(system, grad[..., None])[..., 0]
+        indefinite = torch.linalg.cholesky_ex(system).info > 0
+        if not bool(indefinite.any()):
+            return direction
+        values, vectors = torch.linalg.eigh(self.mean[indefinite])
+        inverse = 1 / (values.abs() + damping[indefinite, None])
+        rotated = (vectors.transpose(1, 2) @ grad[indefinite, :, None])[..., 0]
+        saddle_free = (vectors @ (inverse * rotated)[..., None])[..., 0]
+        return direction.index_put((indefinite.nonzero()[:, 0],), saddle_free)
