@@ -5,7 +5,8 @@ share, and for the parametric and explicit learners 8 tapered refinements with m
 parametric one, whose model has at most 64 parameters here, also the Newton direction of the
 accumulated curvature as each step's base):
 ``LearnedUpdate`` (parametric), ``LatentUpdate`` (explicit: latent 32, decoder [64] with its linear
-skip) and ``InContext`` (implicit: share-scaled, linear head), all width 64, depth 2. Each is
+skip) and ``InContext`` (implicit: share-scaled, linear head, the running ridge readout on ``[x, 1]``
+and 16 learned features), all width 64, depth 2. Each is
 meta-trained within a CPU budget on horizons of 1 to 64 steps of 32 points over 512 points per task
 (k > 16 re-reads the data), then adapts to 256 held-out tasks with the same mini-batch sequences.
 References: the Bayes posterior mean (linear regression), per-task SGD with its rate tuned per k,

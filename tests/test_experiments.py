@@ -17,7 +17,7 @@ from amortized.experiments import (
     load_trained,
     train_learners,
 )
-from amortized.learners import LearnedUpdate
+from amortized.learners import InContext, LearnedUpdate
 from amortized.models import Linear
 
 from .conftest import FAST, SILENT
@@ -202,6 +202,14 @@ def test_a_checkpoint_agrees_with_a_learner_whose_rule_gained_an_option_since():
     assert not _agree(other, current)
     assert not _agree(saved, {**current, "rule": {**current["rule"], "history": 2}})
     assert not _agree(saved, {**current, "rule": {**current["rule"], "unheard_of": 1}})
+
+
+def test_an_in_context_checkpoint_from_before_the_ridge_readout_is_not_taken_for_today_s_default():
+    rule = {"width": 8, "depth": 1, "heads": 2}
+    current = InContext(2, rule=rule).describe()["config"]
+    saved = {k: v for k, v in current.items() if k != "ridge_features"}
+    assert not _agree(saved, current)
+    assert _agree(saved, InContext(2, ridge_features=None, rule=rule).describe()["config"])
 
 
 def test_learners_are_not_resumed_or_scored_on_a_family_they_were_not_trained_on(finished):

@@ -156,9 +156,14 @@ class Trained:
     train_cpu_seconds: float = 0.0
 
 
-ADDED_OPTIONS: dict[str, tuple[Any, ...]] = {"history": (0,), "state": ("logits", "predictions")}
+ADDED_OPTIONS: dict[str, tuple[Any, ...]] = {
+    "history": (0,),
+    "state": ("logits", "predictions"),
+    "ridge_features": (None,),
+}
 """Options added since checkpoints were first written, with the values older checkpoints were built
-with (``state``: ``InContext``'s, which resolves to one of those by task)."""
+with (``state``: ``InContext``'s, which resolves to one of those by task; ``ridge_features``:
+``InContext`` without the ridge readout, so a run of today's default refuses an older checkpoint)."""
 
 
 def _agree(saved: dict[str, Any], current: dict[str, Any]) -> bool:
