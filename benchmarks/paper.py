@@ -254,8 +254,9 @@ def _finding_1(result: dict) -> list[str]:
     lines += [
         "",
         f"**Verdict: {verdict}** (rule: holds where k=64 beats k=1 and no step worsens the error by more "
-        f"than 2%; {sum(verdicts)} of {len(verdicts)} curves pass). The largest rises, the implicit learner's, are at the "
-        "re-reads (k > 16), where its count of points read overstates the evidence (see Regimes).",
+        f"than 2%; {sum(verdicts)} of {len(verdicts)} curves pass). The largest rises, the implicit "
+        "learner's, are at the re-reads (k > 16), where its count of points read overstates the evidence "
+        "(see Regimes).",
         "",
     ]
     return lines
