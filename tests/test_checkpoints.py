@@ -73,7 +73,7 @@ def test_checkpoints_from_before_rules_were_composed_still_load(tmp_path, learne
 
 def test_in_context_checkpoints_from_before_its_rule_and_linear_head_still_load(tmp_path):
     rule = {"width": 16, "depth": 1, "heads": 2, "memory_tokens": 2, "refinements": 1}
-    learner = InContext(2, linear_head=False, rule={**rule, "taper_refinements": False})
+    learner = InContext(2, linear_head=False, ridge_features=None, rule={**rule, "taper_refinements": False})
     with torch.no_grad():
         for parameter in learner.parameters():
             parameter.add_(torch.randn_like(parameter) * 0.1)

@@ -104,9 +104,18 @@ def test_a_network_within_a_raised_budget_is_built(monkeypatch):
             'learners.MAML.kwargs.model={kind = "mlp", hidden = [1099511627776]}',
             [r"learners.MAML: a mlp model of widths \[2, 1099511627776, 1\]"],
         ),
-        ("family.dim=1000000", ["baselines.Bayes: evaluation.num_tasks=16 with input_dim=1000000"]),
+        (
+            "family.dim=1000000; learners.InContext-one-shot.kwargs.ridge_features=false",
+            ["baselines.Bayes: evaluation.num_tasks=16 with input_dim=1000000"],
+        ),
     ],
 )
 def test_a_preset_beyond_the_budget_is_refused_naming_the_key(override, names):
     with _refused(*names):
-        Experiment.from_preset("tiny", [override])
+        Experiment.from_preset("tiny", override.split("; "))
+
+
+def test_inputs_too_wide_for_the_in_context_readout_are_refused_naming_the_learner():
+    refusal = r"learners\.InContext-one-shot: the ridge readout .* ridge_features"
+    with pytest.raises(ConfigError, match=refusal):
+        Experiment.from_preset("tiny", ["family.dim=1000000"])

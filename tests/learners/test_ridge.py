@@ -91,3 +91,7 @@ def test_inputs_too_wide_for_the_readout_are_refused_with_the_way_out():
     with pytest.raises(ConfigError, match="ridge_features = None"):
         InContext(1020)
     assert InContext(1020, ridge_features=None, rule=TINY).ridge_features is None
+
+
+def test_false_turns_the_readout_off_as_a_preset_writes_it():
+    assert InContext(2, ridge_features=False, rule=TINY).ridge_features is None

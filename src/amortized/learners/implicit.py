@@ -55,16 +55,17 @@ class InContext(Learner):
     explicit decoder's skip does. Predictions are only available at the ``query_x`` given to
     ``init_state`` / ``adapt``.
 
-    ``ridge_features`` (``None``: off) keeps the running ridge regression of the targets (one-hot
-    labels for classification) on the keys ``[x, 1, tanh(g(x))]``, ``g`` a learned map to that many
-    features, with a learned prior precision per key (1 on ``[x, 1]``, :data:`LEARNED_KEY_PENALTY`
-    on the learned keys, so they start nearly unused). Each step reads the batch into it; context
-    tokens see its prediction at their points from the batches before (the surprise of this batch);
-    query tokens see its readout and leverage at the query. For the ``"predictions"`` state the
-    readout is also the base: the state is the readout plus a correction, a share-weighted running
-    mean of the head's outputs (with ``scale_by_share``). An untrained learner thus predicts ridge
-    regression on its inputs (for a linear task with the prior's precision, the posterior mean);
-    training learns the prior and the corrections. Other states read the readout as features.
+    ``ridge_features`` (``None``, or ``false`` in a preset: off) keeps the running ridge regression
+    of the targets (one-hot labels for classification) on the keys ``[x, 1, tanh(g(x))]``, ``g`` a
+    learned map to that many features, with a learned prior precision per key (1 on ``[x, 1]``,
+    :data:`LEARNED_KEY_PENALTY` on the learned keys, so they start nearly unused). Each step reads
+    the batch into it; context tokens see its prediction at their points from the batches before
+    (the surprise of this batch); query tokens see its readout and leverage at the query. For the
+    ``"predictions"`` state the readout is also the base: the state is the readout plus a
+    correction, a share-weighted running mean of the head's outputs (with ``scale_by_share``). An
+    untrained learner thus predicts ridge regression on its inputs (for a linear task with the
+    prior's precision, the posterior mean); training learns the prior and the corrections. Other
+    states read the readout as features.
 
     ``state`` chooses what is refined, an ablation of the iterative state (``None``: the first):
 
@@ -99,7 +100,7 @@ class InContext(Learner):
         output_dim: int = 1,
         task: str = "regression",
         linear_head: bool = True,
-        ridge_features: int | None = 16,
+        ridge_features: int | bool | None = 16,
         state: str | None = None,
         rule: TransformerUpdate | dict[str, Any] | None = None,
         seed: int = 0,
@@ -120,6 +121,8 @@ class InContext(Learner):
         super().__init__(input_dim, output_dim, task, None)
         self.spec = spec
         self.linear_head = check_bool("linear_head", linear_head)
+        if ridge_features is False:  # how a preset (TOML has no None) turns the readout off
+            ridge_features = None
         if ridge_features is not None:
             ridge_features = check_positive_int("ridge_features", ridge_features, allow_zero=True)
             if input_dim + 1 + ridge_features > MAX_KEYS:
