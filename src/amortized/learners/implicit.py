@@ -12,7 +12,7 @@ mesa layer run over mini-batches): evidence from every batch, combined exactly, 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, ClassVar
 
 import torch
@@ -20,9 +20,9 @@ from torch import Tensor, nn
 
 from amortized.errors import ConfigError
 from amortized.learners.base import Learner, plain_arguments, seeded
-from amortized.learners.rules import TransformerCarry, TransformerUpdate
+from amortized.learners.rules import TransformerUpdate
 from amortized.learners.rules.ridge import MAX_KEYS, RunningRidge
-from amortized.learners.rules.transformer import history_flags, pushed, refinement_counts
+from amortized.learners.rules.transformer import InContextCarry, history_flags, pushed, refinement_counts
 from amortized.learners.state import State
 from amortized.nn import ObservationTokens, ProgressEmbedding, Transformer, mlp
 from amortized.validation import check_bool, check_choice, check_positive_int
@@ -293,15 +293,6 @@ class InContext(Learner):
         if self.state_kind == "latent":
             return self._decode(state.value, state.query_x)
         return state.value
-
-
-@dataclass
-class InContextCarry(TransformerCarry):
-    """The transformer's carry plus, with ``ridge_features``, the running ridge regression and its last
-    readout at the queries ``[tasks, queries, out]``."""
-
-    ridge: RunningRidge | None = None
-    readout: Tensor | None = None
 
 
 def _state_option(state: object, num_classes: int | None) -> str:

@@ -47,6 +47,7 @@ from amortized.errors import ConfigError
 from amortized.learners.base import loss_gradient
 from amortized.learners.rules.curvature import MAX_SIZE, RunningCurvature, loss_hessian
 from amortized.learners.rules.moments import AdamMoments
+from amortized.learners.rules.ridge import RunningRidge
 from amortized.learners.rules.spec import RuleSpec, Target
 from amortized.learners.state import State
 from amortized.memory import check_parameters
@@ -151,6 +152,15 @@ class TransformerCarry:
     tokens: Tensor | None = None
     history: Tensor | None = None
     curvature: RunningCurvature | None = None
+
+
+@dataclass
+class InContextCarry(TransformerCarry):
+    """``InContext``'s carry: the transformer's, plus, with its ridge readout, the running ridge
+    regression and its last readout at the queries ``[tasks, queries, out]``."""
+
+    ridge: RunningRidge | None = None
+    readout: Tensor | None = None
 
 
 def history_flags(state: State, length: int) -> Tensor:
