@@ -129,7 +129,7 @@ class InContext(Learner):
                 raise ConfigError(
                     f"the ridge readout keeps a K × K matrix per task over K = input_dim + 1 + "
                     f"ridge_features = {input_dim + 1 + ridge_features} keys, above {MAX_KEYS}: reduce "
-                    "the inputs (e.g. a projection) or set ridge_features = None"
+                    "the inputs (e.g. a projection) or set ridge_features = None (false in a preset)"
                 )
         self.ridge_features = ridge_features
         self.state_kind = _state_option(state, self.num_classes)
