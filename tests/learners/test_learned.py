@@ -216,15 +216,20 @@ def test_in_context_rejects_rule_options_it_cannot_use(rule, match):
 
 
 def test_learned_update_is_permutation_invariant_over_points():
+    """Up to float rounding: the points are summed in another order (values here reach about 30)."""
+    generator = torch.Generator().manual_seed(0)
     learner = LearnedUpdate(Linear(2), rule=TINY)
-    torch.nn.init.normal_(learner.rule.chunks.direction.weight)
-    x, y = torch.randn(2, 8, 2), torch.randn(2, 8, 1)
-    order = torch.randperm(8)
+    with torch.no_grad():
+        weight = learner.rule.chunks.direction.weight
+        weight.copy_(torch.randn(weight.shape, generator=generator))
+    x, y = torch.randn(2, 8, 2, generator=generator), torch.randn(2, 8, 1, generator=generator)
+    order = torch.randperm(8, generator=generator)
     state = learner.init_state(2)
     with torch.no_grad():
         a = learner.step(state, x, y).value
         b = learner.step(state, x[:, order], y[:, order]).value
-    assert torch.allclose(a, b, atol=1e-5)
+    assert a.abs().max() > 1  # the update moved the state
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_unknown_update_inputs_are_rejected():
