@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from amortized.learners.running import running_average
+
 MAX_SIZE = 1024
 """The largest value (entries) whose curvature a rule keeps: a ``P × P`` matrix per task, solved every
 refinement."""
@@ -61,7 +63,7 @@ class RunningCurvature:
 
     def update(self, hessian: Tensor, share: Tensor) -> RunningCurvature:
         """After a batch whose Hessian is ``hessian``, weighted by its ``share`` ``[tasks]`` of the points."""
-        return RunningCurvature(self.mean + share[:, None, None] * (hessian - self.mean))
+        return RunningCurvature(running_average(self.mean, hessian, share))
 
     def newton(self, grad: Tensor, num_seen: Tensor) -> Tensor:
         """``(H̄ + δ I)^{-1} g`` for gradients ``[tasks, P]``, with ``num_seen`` ``[tasks]`` points read.

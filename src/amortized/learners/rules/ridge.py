@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from amortized.learners.running import running_average
+
 MAX_KEYS = 1024
 """The most keys a running ridge regression keeps: a ``K × K`` matrix per task, solved every step."""
 
@@ -41,10 +43,8 @@ class RunningRidge:
         points = keys.shape[1]
         gram = keys.transpose(1, 2) @ keys / points
         cross = keys.transpose(1, 2) @ values / points
-        weight = share[:, None, None]
-        return RunningRidge(
-            self.gram + weight * (gram - self.gram), self.cross + weight * (cross - self.cross)
-        )
+        gram, cross = running_average(self.gram, gram, share), running_average(self.cross, cross, share)
+        return RunningRidge(gram, cross)
 
     def readout(self, keys: Tensor, num_seen: Tensor, penalty: Tensor) -> tuple[Tensor, Tensor]:
         """Ridge predictions ``[tasks, Q, V]`` at keys ``[tasks, Q, K]`` and their leverage ``[tasks, Q, 1]``.
