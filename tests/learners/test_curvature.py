@@ -117,3 +117,20 @@ def test_where_the_curvature_is_indefinite_the_newton_direction_still_descends()
     torch.testing.assert_close(direction[0], grad[0] / (torch.tensor([2.0, 1.0]).double() + damping))
     exact = torch.linalg.solve(bowl + 1.5 * (DAMPING + 1e-6) * torch.eye(2).double(), grad[1])
     torch.testing.assert_close(direction[1], exact)
+
+
+def test_a_slightly_negative_eigenvalue_cannot_make_the_newton_direction_explode():
+    """An eigenvalue just below zero, but above ``-δ``: ``H̄ + δ I`` is still positive definite, yet
+    nearly singular, so a plain solve divides by ``λ + δ ≈ 0``. The direction stays within ``|g| / δ``
+    (the saddle-free bound), as the explicit learner's Newton step needs (it diverged on such tasks)."""
+    num_seen = torch.tensor([100.0])
+    scale = 1.0  # mean |diagonal| of diag(2, -ε): (2 + ε) / 2 ≈ 1
+    damping = scale * (DAMPING + 1 / 100)
+    nearly_cancelling = -0.999 * damping
+    curvature = RunningCurvature(
+        torch.diag(torch.tensor([2.0, nearly_cancelling], dtype=torch.float64))[None]
+    )
+    grad = torch.tensor([[0.0, 1.0]], dtype=torch.float64)
+    direction = curvature.newton(grad, num_seen)
+    assert direction.norm() <= 1.01 / damping  # the plain solve: 1 / (0.001 δ), a thousand times longer
+    assert (direction * grad).sum() > 0

@@ -69,9 +69,10 @@ class RunningCurvature:
         """``(H̄ + δ I)^{-1} g`` for gradients ``[tasks, P]``, with ``num_seen`` ``[tasks]`` points read.
 
         ``δ = mean diag(H̄) · (DAMPING + 1 / num_seen)``: scale-free, and fading as evidence grows.
-        Where ``H̄ + δ I`` is not positive definite (a nonlinear model's curvature can be negative
-        along some directions), the direction is saddle-free: ``(|H̄| + δ I)^{-1} g``, ``|H̄|`` having
-        the absolute eigenvalues, so it still descends and its length stays bounded by ``|g| / δ``.
+        Where ``H̄`` has an eigenvalue below ``-DAMPING · mean diag`` (a nonlinear model's curvature
+        can be negative along some directions), the direction is saddle-free: ``(|H̄| + δ I)^{-1} g``,
+        ``|H̄|`` having the absolute eigenvalues, so it still descends and its length stays bounded by
+        ``|g| / δ`` (a plain solve there could divide by ``λ + δ`` near zero).
         """
         size = self.mean.shape[-1]
         diagonal = self.mean.diagonal(dim1=1, dim2=2)
@@ -80,7 +81,8 @@ class RunningCurvature:
         identity = torch.eye(size, dtype=grad.dtype, device=grad.device)
         system = self.mean + damping[:, None, None] * identity
         direction = torch.linalg.solve(system, grad[..., None])[..., 0]
-        indefinite = torch.linalg.cholesky_ex(system).info > 0
+        floor = self.mean + (scale * DAMPING)[:, None, None] * identity
+        indefinite = torch.linalg.cholesky_ex(floor).info > 0
         if not bool(indefinite.any()):
             return direction
         values, vectors = torch.linalg.eigh(self.mean[indefinite])
