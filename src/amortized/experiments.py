@@ -160,10 +160,12 @@ ADDED_OPTIONS: dict[str, tuple[Any, ...]] = {
     "history": (0,),
     "state": ("logits", "predictions"),
     "ridge_features": (None,),
+    "logistic_base": (False,),
 }
 """Options added since checkpoints were first written, with the values older checkpoints were built
-with (``state``: ``InContext``'s, which resolves to one of those by task; ``ridge_features``:
-``InContext`` without the ridge readout, so a run of today's default refuses an older checkpoint)."""
+with (``state``: ``InContext``'s, which resolves to one of those by task; ``ridge_features``,
+``logistic_base``: ``InContext`` without the ridge readout or the logistic base, so a run of today's
+default refuses an older checkpoint)."""
 
 
 def _agree(saved: dict[str, Any], current: dict[str, Any]) -> bool:

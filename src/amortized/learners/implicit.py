@@ -21,8 +21,16 @@ from torch import Tensor, nn
 from amortized.errors import ConfigError
 from amortized.learners.base import Learner, plain_arguments, seeded
 from amortized.learners.rules import TransformerUpdate
+from amortized.learners.rules.curvature import MAX_SIZE
+from amortized.learners.rules.logistic import RunningLogistic
 from amortized.learners.rules.ridge import MAX_KEYS, RunningRidge
-from amortized.learners.rules.transformer import InContextCarry, history_flags, pushed, refinement_counts
+from amortized.learners.rules.transformer import (
+    NEWTON_DEFAULT_SIZE,
+    InContextCarry,
+    history_flags,
+    pushed,
+    refinement_counts,
+)
 from amortized.learners.state import State
 from amortized.nn import ObservationTokens, ProgressEmbedding, Transformer, mlp
 from amortized.validation import check_bool, check_choice, check_positive_int
@@ -67,6 +75,13 @@ class InContext(Learner):
     prior's precision, the posterior mean); training learns the prior and the corrections. Other
     states read the readout as features.
 
+    ``logistic_base`` does for the ``"logits"`` state what the readout does for predictions: the
+    state is the logits of a running logistic regression on ``[x, 1]`` (online Newton over every
+    point read, :mod:`~amortized.learners.rules.logistic`) plus a correction kept the same way, since
+    a ridge fit of one-hot labels classifies poorly. ``None``: on for the logits state when the
+    logistic model has at most :data:`~amortized.learners.rules.transformer.NEWTON_DEFAULT_SIZE`
+    weights (a ``P × P`` curvature per task), off otherwise.
+
     ``state`` chooses what is refined, an ablation of the iterative state (``None``: the first):
 
     - ``"logits"`` (classification) / ``"predictions"`` (regression): the predictions, which a step
@@ -91,6 +106,7 @@ class InContext(Learner):
     legacy_defaults: ClassVar[dict[str, Any]] = {
         "linear_head": False,
         "ridge_features": None,
+        "logistic_base": False,
         "rule": {"refinements": 1, "scale_by_share": False, "taper_refinements": False},
     }
 
@@ -101,6 +117,7 @@ class InContext(Learner):
         task: str = "regression",
         linear_head: bool = True,
         ridge_features: int | bool | None = 16,
+        logistic_base: bool | None = None,
         state: str | None = None,
         rule: TransformerUpdate | dict[str, Any] | None = None,
         seed: int = 0,
@@ -133,6 +150,7 @@ class InContext(Learner):
                 )
         self.ridge_features = ridge_features
         self.state_kind = _state_option(state, self.num_classes)
+        self.logistic_base = self._logistic_option(logistic_base)
         width, refining, ridge = spec.width, spec.refinements > 1, ridge_features is not None
         read = width if self.state_kind == "latent" else output_dim
         with seeded(seed):
@@ -158,7 +176,26 @@ class InContext(Learner):
             self.latent0 = nn.Parameter(torch.zeros(width))
         else:
             self.prediction0 = nn.Parameter(torch.zeros(output_dim))
-        self.config = {**config, "state": self.state_kind, "rule": spec.as_dict()}
+        self.config = {
+            **config,
+            "state": self.state_kind,
+            "logistic_base": self.logistic_base,
+            "rule": spec.as_dict(),
+        }
+
+    def _logistic_option(self, logistic_base: bool | None) -> bool:
+        """``logistic_base`` checked against the state and the logistic model's size, ``None`` resolved."""
+        size = (self.input_dim + 1) * self.output_dim
+        if logistic_base is None:
+            return self.state_kind == "logits" and size <= NEWTON_DEFAULT_SIZE
+        if check_bool("logistic_base", logistic_base) and self.state_kind != "logits":
+            raise ConfigError(f"logistic_base is the base of the 'logits' state, not of {self.state_kind!r}")
+        if logistic_base and size > MAX_SIZE:
+            raise ConfigError(
+                f"logistic_base keeps a {size} × {size} curvature per task ((input_dim + 1) × classes "
+                f"weights), above {MAX_SIZE}: reduce the inputs or set logistic_base = false"
+            )
+        return logistic_base
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Learner:
@@ -168,6 +205,7 @@ class InContext(Learner):
         flat = {name: config.pop(name) for name in list(config) if name in option_names}
         legacy = cls.legacy_defaults
         config.setdefault("ridge_features", legacy["ridge_features"])
+        config.setdefault("logistic_base", legacy["logistic_base"])
         if "linear_head" not in config:
             config["linear_head"] = legacy["linear_head"]
             flat = {**legacy["rule"], **flat}
@@ -196,6 +234,9 @@ class InContext(Learner):
             num_keys = self.input_dim + 1 + self.ridge_features
             carry.ridge = RunningRidge.zeros(num_tasks, num_keys, self.output_dim, value)
             carry.readout = value.new_zeros(num_tasks, query_x.shape[1], self.output_dim)
+        if self.logistic_base:
+            carry.logistic = RunningLogistic.zeros(num_tasks, self.input_dim, self.output_dim, value)
+            carry.base = value.new_zeros(num_tasks, query_x.shape[1], self.output_dim)
         return State.initial(value, carry, query_x)
 
     def _keys(self, x: Tensor) -> Tensor:
@@ -230,13 +271,14 @@ class InContext(Learner):
         return output
 
     def _moved(
-        self, value: Tensor, out: Tensor, query_x: Tensor, scale: Tensor | int, readout: Tensor | None
+        self, value: Tensor, out: Tensor, query_x: Tensor, scale: Tensor | int, base: Tensor | None
     ) -> Tensor:
-        """The state after one transformer pass whose query output tokens are ``out``."""
+        """The state after one transformer pass whose query output tokens are ``out``; with a ``base``
+        (the readout, the logistic logits) the correction ``value - base`` is what moves."""
         if self.state_kind == "latent":
             return value + scale * (out - value)
-        if self.state_kind == "predictions" and readout is not None:
-            correction = value - readout
+        if base is not None:
+            correction = value - base
             return value + scale * (self._decode(out, query_x) - correction)
         moved = value + scale * self._decode(out, query_x)
         return floored_simplex(moved) if self.state_kind == "probabilities" else moved
@@ -245,13 +287,17 @@ class InContext(Learner):
         spec, points = self.spec, x.shape[1]
         query_x, carry = state.query_x, replace(state.carry)
         start = value = state.value
-        readout_features, batch_readout, readout = [], None, None
+        readout_features, batch_readout, base = [], None, None
         if self.ridge_features is not None:
             batch_readout, readout, leverage = self._ridge(state, carry, x, y)
             if self.state_kind == "predictions":
-                value = value + readout - carry.readout
+                value, base = value + readout - carry.readout, readout
             carry.readout = readout
             readout_features = [readout, torch.log1p(leverage)]
+        if self.logistic_base:
+            carry.logistic = carry.logistic.update(x, y, state.share(points), state.num_seen + points)
+            base = carry.logistic.logits(query_x)
+            value, carry.base = value + base - carry.base, base
         shared = points + spec.memory_tokens
         step_progress, past = state.progress_features(points), []
         if spec.history:
@@ -277,7 +323,7 @@ class InContext(Learner):
             out = self.transformer(torch.cat(tokens, 1), num_shared=shared)
             if spec.memory_tokens:
                 carry.tokens = torch.where(active, out[:, points:shared], carry.tokens)
-            value = torch.where(active, self._moved(value, out[:, shared:], query_x, scale, readout), value)
+            value = torch.where(active, self._moved(value, out[:, shared:], query_x, scale, base), value)
         if spec.history:
             carry.history = pushed(carry.history, start)
         return state.advance(value, points, carry)

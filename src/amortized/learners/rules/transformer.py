@@ -47,6 +47,7 @@ from amortized.errors import ConfigError
 from amortized.learners.base import loss_gradient
 from amortized.learners.rules.curvature import MAX_SIZE, RunningCurvature, loss_hessian
 from amortized.learners.rules.moments import AdamMoments
+from amortized.learners.rules.logistic import RunningLogistic
 from amortized.learners.rules.ridge import RunningRidge
 from amortized.learners.rules.spec import RuleSpec, Target
 from amortized.learners.state import State
@@ -157,10 +158,13 @@ class TransformerCarry:
 @dataclass
 class InContextCarry(TransformerCarry):
     """``InContext``'s carry: the transformer's, plus, with its ridge readout, the running ridge
-    regression and its last readout at the queries ``[tasks, queries, out]``."""
+    regression and its last readout at the queries ``[tasks, queries, out]``, and, with its logistic
+    base, the running logistic regression and its last logits there."""
 
     ridge: RunningRidge | None = None
     readout: Tensor | None = None
+    logistic: RunningLogistic | None = None
+    base: Tensor | None = None
 
 
 def history_flags(state: State, length: int) -> Tensor:
