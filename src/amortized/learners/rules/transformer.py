@@ -46,8 +46,8 @@ from torch import Tensor, nn
 from amortized.errors import ConfigError
 from amortized.learners.base import loss_gradient
 from amortized.learners.rules.curvature import MAX_SIZE, RunningCurvature, loss_hessian
-from amortized.learners.rules.moments import AdamMoments
 from amortized.learners.rules.logistic import RunningLogistic
+from amortized.learners.rules.moments import AdamMoments
 from amortized.learners.rules.ridge import RunningRidge
 from amortized.learners.rules.spec import RuleSpec, Target
 from amortized.learners.state import State
