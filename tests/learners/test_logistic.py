@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 
 import amortized
@@ -65,7 +66,10 @@ def test_in_context_logits_sit_on_the_logistic_base():
     tasks = FAMILY.sample(32, 64, 32, torch.Generator().manual_seed(2))
 
     def error(learner):
-        state = adapt(learner, tasks.x_train, tasks.y_train, batch_size=16, query_x=tasks.x_query)
+        order = torch.Generator().manual_seed(0)
+        state = adapt(
+            learner, tasks.x_train, tasks.y_train, batch_size=16, query_x=tasks.x_query, generator=order
+        )
         return _error(learner.predict(state, tasks.x_query), tasks.y_query), state
 
     with_base, state = error(InContext(3, 3, "classification", rule=TINY))
@@ -75,19 +79,23 @@ def test_in_context_logits_sit_on_the_logistic_base():
 
 
 def test_training_learns_corrections_on_top_of_the_base():
-    """After 16 points the base alone errs 0.253 on this seed; a few seconds of meta-training take
-    the learner to 0.234 (asserted: at least a point better)."""
-    tasks = FAMILY.sample(64, 16, 32, torch.Generator().manual_seed(3))
+    """From one batch of 8 points the base alone has a query loss (cross-entropy) of 0.762 on these
+    tasks; a few seconds of meta-training take the learner to 0.725 (0.725-0.736 over training seeds
+    0-3; asserted: 0.015 lower): the prior the base does not have."""
+    tasks = FAMILY.sample(64, 8, 32, torch.Generator().manual_seed(3))
     learner = InContext(3, 3, "classification", rule=TINY)
 
-    def error():
-        state = adapt(learner, tasks.x_train, tasks.y_train, batch_size=8, query_x=tasks.x_query)
-        return _error(learner.predict(state, tasks.x_query), tasks.y_query)
+    def query_loss():
+        order = torch.Generator().manual_seed(0)
+        state = adapt(
+            learner, tasks.x_train, tasks.y_train, batch_size=8, query_x=tasks.x_query, generator=order
+        )
+        return float(F.cross_entropy(learner.predict(state, tasks.x_query).transpose(1, 2), tasks.y_query))
 
-    untrained = error()
+    untrained = query_loss()
     amortized.train(learner, FAMILY, **CLASSIFICATION_TRAINING)
-    trained = error()
-    assert trained < untrained - 0.01, (trained, untrained)
+    trained = query_loss()
+    assert trained < untrained - 0.015, (trained, untrained)
 
 
 def test_the_base_is_on_by_default_only_where_it_is_small_and_for_logits():
