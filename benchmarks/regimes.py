@@ -6,7 +6,8 @@ parametric one, whose model has at most 64 parameters here, also the Newton dire
 accumulated curvature as each step's base; the explicit one is asked for it, its opt-in):
 ``LearnedUpdate`` (parametric), ``LatentUpdate`` (explicit: latent 32, decoder [64] with its linear
 skip) and ``InContext`` (implicit: share-scaled, linear head, the running ridge readout on ``[x, 1]``
-and 16 learned features), all width 64, depth 2. Each is
+and 16 learned features; classifying, its logits on a running logistic regression), all width 64,
+depth 2. Each is
 meta-trained within a CPU budget on horizons of 1 to 64 steps of 32 points over 512 points per task
 (k > 16 re-reads the data), then adapts to 256 held-out tasks with the same mini-batch sequences.
 References: the Bayes posterior mean (linear regression), per-task SGD with its rate tuned per k,
@@ -289,7 +290,7 @@ def _before_defaults(runs: list[dict]) -> bool:
     """Whether any run's learner was built before today's settings: a ``LearnedUpdate`` or
     ``LatentUpdate`` without the Newton direction (the library's default for the first, every model
     here having at most 64 parameters; asked for here for the second), an ``InContext`` without the
-    ridge readout."""
+    ridge readout or, classifying, without the logistic base of its logits."""
     learners = [run["learner"] for run in runs if "learner" in run]
     return any(
         (
@@ -297,6 +298,11 @@ def _before_defaults(runs: list[dict]) -> bool:
             and "newton" not in learner["config"]["rule"]["inputs"]
         )
         or (learner["class"] == "InContext" and learner["config"].get("ridge_features") is None)
+        or (
+            learner["class"] == "InContext"
+            and learner["config"].get("state") == "logits"
+            and not learner["config"].get("logistic_base")
+        )
         for learner in learners
     )
 
@@ -404,7 +410,8 @@ def report(result: dict) -> str:
         lines += [
             "",
             "† made before today's settings (LearnedUpdate, LatentUpdate: without the Newton "
-            "direction, reading observations and gradients; InContext: without the ridge readout); "
+            "direction, reading observations and gradients; InContext: without the ridge readout "
+            "or, classifying, the logistic base); "
             "the same job run again uses them.",
         ]
     missing = [name for name in jobs(PLANNED) if name not in result]
