@@ -78,7 +78,10 @@ class InContext(Learner):
     ``logistic_base`` does for the ``"logits"`` state what the readout does for predictions: the
     state is the logits of a running logistic regression on ``[x, 1]`` (online Newton over every
     point read, :mod:`~amortized.learners.rules.logistic`) plus a correction kept the same way, since
-    a ridge fit of one-hot labels classifies poorly. ``None``: on for the logits state when the
+    a ridge fit of one-hot labels classifies poorly. The base's logits are multiplied by a learned
+    temperature, a function of the progress features (1 untrained): an online fit lags behind the
+    maximum-likelihood one and is under-confident, and scaling its logits calibrates it without
+    moving its decisions, which an additive correction cannot do. ``None``: on for the logits state when the
     logistic model has at most :data:`~amortized.learners.rules.transformer.NEWTON_DEFAULT_SIZE`
     weights (a ``P × P`` curvature per task), off otherwise.
 
@@ -164,6 +167,10 @@ class InContext(Learner):
             self.memory0 = nn.Parameter(torch.randn(spec.memory_tokens, width) * 0.02)
             self.linear = nn.Linear(width, (input_dim + 1) * output_dim) if linear_head else None
             self.key_features = mlp(input_dim, width, ridge_features) if ridge_features else None
+        if self.logistic_base:
+            self.logistic_scale = nn.Linear(5, 1)
+            nn.init.zeros_(self.logistic_scale.weight)
+            nn.init.zeros_(self.logistic_scale.bias)
         if ridge:
             penalty = torch.zeros(input_dim + 1 + ridge_features)
             penalty[input_dim + 1 :] = math.log(LEARNED_KEY_PENALTY)
@@ -296,7 +303,8 @@ class InContext(Learner):
             readout_features = [readout, torch.log1p(leverage)]
         if self.logistic_base:
             carry.logistic = carry.logistic.update(x, y, state.share(points), state.num_seen + points)
-            base = carry.logistic.logits(query_x)
+            temperature = self.logistic_scale(state.progress_features(points)).exp()[..., None]
+            base = carry.logistic.logits(query_x) * temperature
             value, carry.base = value + base - carry.base, base
         shared = points + spec.memory_tokens
         step_progress, past = state.progress_features(points), []
