@@ -70,8 +70,12 @@ FAMILIES: dict[str, tuple[Any, Any]] = {
     ),
     "linear-regression-d4": (lambda: LinearRegression(4, noise=0.2), lambda: Linear(4)),
     "linear-regression-d16": (lambda: LinearRegression(16, noise=1.0), lambda: Linear(16)),
+    "linear-classification-d16": (
+        lambda: LinearClassification(16, num_classes=3, temperature=1.0),
+        lambda: Linear(16, 3),
+    ),
 }
-"""The benchmark's families; the last three are priors the settings were not chosen on."""
+"""The benchmark's families; the last four are priors the settings were not chosen on."""
 MAIN = "linear-regression"
 PLANNED = (MAIN, "linear-classification")
 """The families ``python -m benchmarks regimes`` runs; the others run as single jobs
