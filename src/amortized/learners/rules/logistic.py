@@ -1,8 +1,8 @@
 """A running logistic regression: the classification counterpart of the running ridge regression.
 
-Ridge regression of one-hot labels is a poor classifier (a linear model of probabilities: on the
-regimes benchmark's 4-class prior it errs on 15% of queries after 512 points, where logistic
-regression errs on 10%). Logistic regression has no finite sufficient statistics, so it cannot be
+Ridge regression of one-hot labels is a poor classifier (a linear model of probabilities, which
+classifies worse than logistic regression from the same points). Logistic regression has no finite
+sufficient statistics, so it cannot be
 kept exactly over mini-batches; :class:`RunningLogistic` keeps its online Newton estimate instead:
 weights of a multinomial logistic model of the labels on the keys ``[x, 1]``, moved each batch by
 the batch's share times the Newton direction of the batch's loss under the running mean of every
