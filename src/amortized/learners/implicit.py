@@ -81,9 +81,10 @@ class InContext(Learner):
     a ridge fit of one-hot labels classifies poorly. The base's logits are multiplied by a learned
     temperature, a function of the progress features (1 untrained): an online fit lags behind the
     maximum-likelihood one and is under-confident, and scaling its logits calibrates it without
-    moving its decisions, which an additive correction cannot do. ``None``: on for the logits state when the
-    logistic model has at most :data:`~amortized.learners.rules.transformer.NEWTON_DEFAULT_SIZE`
-    weights (a ``P × P`` curvature per task), off otherwise.
+    moving its decisions, which an additive correction cannot do. ``None``: on for the logits state
+    when the logistic model has at most
+    :data:`~amortized.learners.rules.transformer.NEWTON_DEFAULT_SIZE` weights (a ``P × P``
+    curvature per task), off otherwise.
 
     ``state`` chooses what is refined, an ablation of the iterative state (``None``: the first):
 
