@@ -22,7 +22,7 @@ from amortized.errors import ConfigError
 from amortized.learners.base import Learner, plain_arguments, seeded
 from amortized.learners.rules import TransformerUpdate
 from amortized.learners.rules.curvature import MAX_SIZE
-from amortized.learners.rules.logistic import RunningLogistic
+from amortized.learners.rules.logistic import RunningLogistic, with_intercept
 from amortized.learners.rules.ridge import MAX_KEYS, RunningRidge
 from amortized.learners.rules.transformer import (
     NEWTON_DEFAULT_SIZE,
@@ -249,10 +249,9 @@ class InContext(Learner):
 
     def _keys(self, x: Tensor) -> Tensor:
         """The ridge readout's keys ``[x, 1, tanh(features(x))]``: every linear function, and learned ones."""
-        keys = [x, torch.ones_like(x[..., :1])]
-        if self.key_features is not None:
-            keys.append(torch.tanh(self.key_features(x)))
-        return torch.cat(keys, -1)
+        if self.key_features is None:
+            return with_intercept(x)
+        return torch.cat([with_intercept(x), torch.tanh(self.key_features(x))], -1)
 
     def _ridge(
         self, state: State, carry: InContextCarry, x: Tensor, y: Tensor
@@ -274,8 +273,7 @@ class InContext(Learner):
         output = self.head(tokens)
         if self.linear is not None:
             weights = self.linear(tokens).view(*tokens.shape[:2], self.input_dim + 1, self.output_dim)
-            features = torch.cat([query_x, torch.ones_like(query_x[..., :1])], -1)
-            output = output + (features[..., None] * weights).sum(-2)
+            output = output + (with_intercept(query_x)[..., None] * weights).sum(-2)
         return output
 
     def _moved(
@@ -296,6 +294,7 @@ class InContext(Learner):
         query_x, carry = state.query_x, replace(state.carry)
         start = value = state.value
         readout_features, batch_readout, base = [], None, None
+        step_progress, past = state.progress_features(points), []
         if self.ridge_features is not None:
             batch_readout, readout, leverage = self._ridge(state, carry, x, y)
             if self.state_kind == "predictions":
@@ -304,11 +303,10 @@ class InContext(Learner):
             readout_features = [readout, torch.log1p(leverage)]
         if self.logistic_base:
             carry.logistic = carry.logistic.update(x, y, state.share(points), state.num_seen + points)
-            temperature = self.logistic_scale(state.progress_features(points)).exp()[..., None]
+            temperature = self.logistic_scale(step_progress).exp()[..., None]
             base = carry.logistic.logits(query_x) * temperature
             value, carry.base = value + base - carry.base, base
         shared = points + spec.memory_tokens
-        step_progress, past = state.progress_features(points), []
         if spec.history:
             flags = history_flags(state, spec.history)
             step_progress = torch.cat([step_progress, flags], -1)

@@ -2,8 +2,8 @@
 
 Ridge regression of one-hot labels is a poor classifier (a linear model of probabilities, which
 classifies worse than logistic regression from the same points). Logistic regression has no finite
-sufficient statistics, so it cannot be
-kept exactly over mini-batches; :class:`RunningLogistic` keeps its online Newton estimate instead:
+sufficient statistics, so it cannot be kept exactly over mini-batches; :class:`RunningLogistic`
+keeps its online Newton estimate instead:
 weights of a multinomial logistic model of the labels on the keys ``[x, 1]``, moved each batch by
 the batch's share times the Newton direction of the batch's loss under the running mean of every
 batch's Hessian (:class:`~amortized.learners.rules.curvature.RunningCurvature`). For squared loss
@@ -23,8 +23,8 @@ from torch import Tensor
 from amortized.learners.rules.curvature import RunningCurvature, loss_hessian
 
 
-def logistic_keys(x: Tensor) -> Tensor:
-    """The keys ``[x, 1]`` ``[tasks, points, D + 1]`` the logistic model reads."""
+def with_intercept(x: Tensor) -> Tensor:
+    """``[x, 1]`` ``[tasks, points, D + 1]``: the inputs of a linear model with an intercept."""
     return torch.cat([x, torch.ones_like(x[..., :1])], -1)
 
 
@@ -42,12 +42,12 @@ class RunningLogistic:
 
     def logits(self, x: Tensor) -> Tensor:
         """The model's logits ``[tasks, points, classes]`` at inputs ``x`` ``[tasks, points, D]``."""
-        return _logits(self.weights, logistic_keys(x), x.shape[-1])
+        return _logits(self.weights, with_intercept(x), x.shape[-1])
 
     def update(self, x: Tensor, labels: Tensor, share: Tensor, num_seen: Tensor) -> RunningLogistic:
         """After a batch of inputs ``[tasks, B, D]`` and labels ``[tasks, B]`` with ``share`` ``[tasks]``
         of the ``num_seen`` ``[tasks]`` points read (this batch included). No graph: nothing is learned."""
-        keys, input_dim = logistic_keys(x).detach(), x.shape[-1]
+        keys, input_dim = with_intercept(x).detach(), x.shape[-1]
 
         def loss_of(weights: Tensor) -> Tensor:
             logits = _logits(weights, keys, input_dim)
