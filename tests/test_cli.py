@@ -117,6 +117,8 @@ def test_without_a_command_prints_help(capsys):
         (["run", "tiny", "--resume", "{tmp}"], "--resume finishes a run as its config.toml describes"),
         (["evaluate", "{tmp}"], "is not a run folder"),
         (["report", "{tmp}"], "is not a run folder"),
+        (["run", "tiny", "--device", "tpu0"], "--device: unknown device 'tpu0'; use 'cpu', 'cuda'"),
+        (["evaluate", "{tmp}", "--device", "gpu"], "--device: unknown device 'gpu'"),
     ],
 )
 def test_documented_mistakes_end_with_a_one_line_error(argv, message, capsys, tmp_path):

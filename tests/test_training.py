@@ -361,3 +361,14 @@ def test_tensorboard_needs_an_out_dir_and_names_the_package_it_needs(tmp_path, m
     ):
         amortized.train(learner, FAMILY, out_dir=tmp_path, tensorboard=True, **QUICK)
     assert not (tmp_path / "checkpoint.pt").exists()
+
+
+def test_device_moves_the_learner_and_keeps_the_numbers_and_an_unusable_one_is_refused(tmp_path):
+    default, placed = LearnedInit(Linear(2)), LearnedInit(Linear(2))
+    amortized.train(default, FAMILY, progress=False, **QUICK)
+    amortized.train(placed, FAMILY, progress=False, device="cpu", **QUICK)
+    assert all(torch.equal(a, b) for a, b in zip(default.parameters(), placed.parameters(), strict=True))
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match=r"device 'cuda': torch .* sees no CUDA GPU"):
+            amortized.train(LearnedInit(Linear(2)), FAMILY, device="cuda", out_dir=tmp_path / "run", **QUICK)
+        assert not (tmp_path / "run").exists()

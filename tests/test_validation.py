@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from amortized.errors import ConfigError, NonFiniteError
 from amortized.validation import (
     MAX_MAGNITUDE,
+    check_device,
     check_inputs,
     check_int_list,
     check_int_or_range,
@@ -133,3 +134,20 @@ def test_an_int_or_a_range_of_them():
     ):
         with pytest.raises(ConfigError, match=match):
             check_int_or_range("num_steps", bad)
+
+
+def test_devices_are_checked_against_what_this_torch_can_use():
+    assert check_device("device", "cpu") == torch.device("cpu")
+    assert check_device("device", torch.device("cpu")) == torch.device("cpu")
+    with pytest.raises(ConfigError, match="device: unknown device 'tpu'; use 'cpu'"):
+        check_device("device", "tpu")
+    with pytest.raises(ConfigError, match="device must be a device name such as 'cpu' or 'cuda', got 0"):
+        check_device("device", 0)
+    with pytest.raises(ConfigError, match="device 'meta' cannot train or evaluate"):
+        check_device("device", "meta")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_cuda_without_a_gpu_says_so():
+    with pytest.raises(ConfigError, match=r"--device 'cuda:1': torch .* sees no CUDA GPU on this machine"):
+        check_device("--device", "cuda:1")

@@ -110,6 +110,7 @@ def _run(args: argparse.Namespace, session: _Session) -> int:
         progress=not args.quiet,
         command=session.command,
         started=session.started,
+        device=args.device,
     )
     report = write_report(run.path, results)
     print(summary_table(results))
@@ -144,10 +145,13 @@ def _meta_train(
             args.nproc,
             quiet=args.quiet,
             threads=args.threads,
+            device=args.device,
             tasks_per_batch=[spec.train.tasks_per_batch for spec in experiment.learners],
         )
-        return load_trained(experiment, run)
-    return train_learners(experiment, run, progress=not args.quiet, log=log, jobs=_jobs(args))
+        return load_trained(experiment, run, args.device)
+    return train_learners(
+        experiment, run, progress=not args.quiet, log=log, jobs=_jobs(args), device=args.device
+    )
 
 
 def _jobs(args: argparse.Namespace) -> int:
@@ -165,7 +169,7 @@ def _evaluate(args: argparse.Namespace, session: _Session) -> int:
 
     run = session.enter(RunFolder.open(args.run_dir))
     experiment = run.experiment()
-    trained = load_trained(experiment, run)
+    trained = load_trained(experiment, run, args.device)
     results = evaluate_experiment(
         experiment,
         run,
@@ -175,6 +179,7 @@ def _evaluate(args: argparse.Namespace, session: _Session) -> int:
         progress=not args.quiet,
         command=session.command,
         started=session.started,
+        device=args.device,
     )
     print(summary_table(results))
     print(f"\nresults: {run.results_path}\nwrite the report with: amortized report {run.path}")
@@ -215,7 +220,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--resume", type=Path, metavar="DIR", help="finish the run in DIR where it stopped")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or progress messages")
-    _add_threads(parser)
+    _add_compute_options(parser)
     parser.add_argument(
         "--nproc",
         type=_positive_int,
@@ -233,7 +238,7 @@ def _default_jobs() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _add_threads(parser: argparse.ArgumentParser) -> None:
+def _add_compute_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--jobs",
         type=_positive_int,
@@ -249,6 +254,13 @@ def _add_threads(parser: argparse.ArgumentParser) -> None:
         default=1,
         help="CPU threads for torch (default 1: the preset models are small, and threads that compete "
         "for cores slow torch down many times over; raise it for large models on an idle machine)",
+    )
+    parser.add_argument(
+        "--device",
+        metavar="DEVICE",
+        default=None,
+        help="where learners and baselines compute: cpu (default), cuda, cuda:N or mps; tasks are "
+        "drawn on the CPU, so the tasks do not depend on it",
     )
 
 
@@ -297,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     evaluate.add_argument("--quiet", action="store_true", help="no progress messages")
-    _add_threads(evaluate)
+    _add_compute_options(evaluate)
     evaluate.set_defaults(handler=_evaluate)
 
     report = commands.add_parser(
@@ -338,6 +350,10 @@ def main(argv: list[str] | None = None) -> int:
 
         if hasattr(args, "threads"):
             torch.set_num_threads(args.threads)
+        if getattr(args, "device", None):
+            from amortized.validation import check_device
+
+            check_device("--device", args.device)
         with session.locks, distributed.cli_session(args):
             return args.handler(args, session)
     except (AmortizedError, ImportError, OSError) as error:

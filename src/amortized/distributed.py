@@ -36,7 +36,6 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import fields, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -274,14 +273,7 @@ class Replicas:
 
     def place(self, tasks: TaskBatch) -> TaskBatch:
         """``tasks`` on the learner's device (sampling stays on the CPU, so every device sees the same)."""
-        if self.device.type == "cpu":
-            return tasks
-
-        def move(value: Tensor | None) -> Tensor | None:
-            return value.to(self.device) if value is not None else None
-
-        changes = {f.name: move(getattr(tasks, f.name)) for f in fields(tasks) if f.name != "params"}
-        return replace(tasks, **changes, params={k: move(v) for k, v in tasks.params.items()})
+        return tasks.to(self.device)
 
     def forward(self, compute: Callable[..., T], *args: Any, last: bool) -> T:
         """``compute(*args)`` as one forward of the learner.
@@ -363,8 +355,11 @@ def cli_session(args: argparse.Namespace) -> Iterator[None]:
         shutdown()
 
 
-def train_command(run_dir: str | os.PathLike, nproc: int, *, quiet: bool, threads: int | None) -> list[str]:
-    """The ``torchrun`` command that meta-trains a run folder's learners in ``nproc`` local processes.
+def train_command(
+    run_dir: str | os.PathLike, nproc: int, *, quiet: bool, threads: int | None, device: str | None = None
+) -> list[str]:
+    """The ``torchrun`` command that meta-trains a run folder's learners in ``nproc`` local processes
+    (on ``device``: with ``"cuda"`` each rank takes the GPU of its local rank).
 
     It runs under :mod:`amortized.lifeline`, so it and its ranks end when the process that starts it does.
     """
@@ -383,6 +378,8 @@ def train_command(run_dir: str | os.PathLike, nproc: int, *, quiet: bool, thread
         command.append("--quiet")
     if threads:
         command += ["--threads", str(threads)]
+    if device:
+        command += ["--device", device]
     return command
 
 
@@ -392,6 +389,7 @@ def launch_training(
     *,
     quiet: bool,
     threads: int | None,
+    device: str | None = None,
     tasks_per_batch: Sequence[int] = (),
 ) -> None:
     """Meta-train the learners of the run folder ``run_dir`` in ``nproc`` processes and wait for them.
@@ -407,7 +405,7 @@ def launch_training(
         raise ConfigError(f"--nproc must be a positive integer, got {nproc}")
     for size in tasks_per_batch:
         check_split(size, nproc)
-    command = train_command(run_dir, nproc, quiet=quiet, threads=threads)
+    command = train_command(run_dir, nproc, quiet=quiet, threads=threads, device=device)
     environment = {**os.environ, HELD_ENV: str(Path(run_dir).resolve()), PARENT_ENV: str(os.getpid())}
     status = subprocess.run(command, stdout=subprocess.DEVNULL, env=environment, check=False).returncode
     if status != 0:

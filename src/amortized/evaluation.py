@@ -135,6 +135,7 @@ def step_curve(
     of the adaptation up to ``k`` for the whole batch of tasks.
     """
     metrics_of = metrics_of or learner.likelihood
+    tasks = learner.place(tasks)
     x, y = learner.check_data("train", tasks.x_train, tasks.y_train)
     steps = sorted(steps)
     points: list[dict[str, float]] = []
@@ -188,6 +189,7 @@ def size_curve(
     ``N`` points in one step.
     """
     metrics_of = metrics_of or learner.likelihood
+    tasks = learner.place(tasks)
     x, y = learner.check_data("train", tasks.x_train, tasks.y_train)
     if max(sizes) > x.shape[1]:
         raise ConfigError(f"size curve needs {max(sizes)} training points per task, tasks have {x.shape[1]}")

@@ -44,6 +44,7 @@ from amortized.lifeline import end_with_parent
 from amortized.preset_files import dump_toml, read_toml
 from amortized.progress import Progress
 from amortized.training import run_description, train
+from amortized.validation import check_device
 
 RESULTS_FORMAT = "amortized-results"
 RESULTS_VERSION = 1
@@ -185,13 +186,16 @@ def _agree(saved: dict[str, Any], current: dict[str, Any]) -> bool:
     )
 
 
-def _restore(run: RunFolder, spec: LearnerSpec, experiment: Experiment) -> tuple[Learner, Trained | None]:
-    """The learner built from its spec, and, if its checkpoint finished training, the trained learner.
+def _restore(
+    run: RunFolder, spec: LearnerSpec, experiment: Experiment, device: torch.device | None = None
+) -> tuple[Learner, Trained | None]:
+    """The learner built from its spec (on ``device``, if given), and, if its checkpoint finished
+    training, the trained learner.
 
     A checkpoint written for another learner, training config or task family is refused rather than
     mixed in or scored on tasks it was not trained for.
     """
-    learner = spec.build(experiment.family)
+    learner = spec.build(experiment.family).to(device)
     path = run.learner_dir(spec.name) / "checkpoint.pt"
     if not path.exists() and not previous_path(path).exists():
         return learner, None
@@ -225,25 +229,33 @@ def _restore(run: RunFolder, spec: LearnerSpec, experiment: Experiment) -> tuple
             f"changed since it was written); start a new run. {str(error).splitlines()[0]}"
         ) from None
     if payload["iteration"] < spec.train.iterations:
-        return spec.build(experiment.family), None
+        return spec.build(experiment.family).to(device), None
     learner.eval()
     cpu = payload.get("train_cpu_seconds", 0.0)
     return learner, Trained(learner, payload["train_seconds"], payload["iteration"], cpu)
 
 
 def train_learners(
-    experiment: Experiment, run: RunFolder, *, progress: bool = True, log: Log = print, jobs: int = 1
+    experiment: Experiment,
+    run: RunFolder,
+    *,
+    progress: bool = True,
+    log: Log = print,
+    jobs: int = 1,
+    device: str | torch.device | None = None,
 ) -> dict[str, Trained]:
     """Meta-train every learner into the run folder; finished ones are loaded, stopped ones resumed.
 
-    Training runs on this process's torch threads (the command line's ``--threads``). With
-    ``jobs > 1``, learners train in that many processes at once (each with this process's torch
-    threads); every learner's training is seeded on its own, so the weights do not depend on ``jobs``.
+    Training runs on this process's torch threads (the command line's ``--threads``) and on
+    ``device`` (the CPU by default). With ``jobs > 1``, learners train in that many processes at
+    once (each with this process's torch threads); every learner's training is seeded on its own,
+    so the weights do not depend on ``jobs``.
     """
+    device = _device(device)
     trained: dict[str, Trained] = {}
     pending: list[tuple[str, LearnerSpec, Learner]] = []
     for index, spec in enumerate(experiment.learners, start=1):
-        learner, done = _restore(run, spec, experiment)
+        learner, done = _restore(run, spec, experiment, device)
         mode = "one-shot" if spec.one_shot else "iterative"
         header = f"[{index}/{len(experiment.learners)}] {spec.name} ({learner.regime}, {mode})"
         if done is not None:
@@ -256,9 +268,9 @@ def train_learners(
         for header, spec, _ in pending:
             log(f"{header}: meta-training for {spec.train.iterations} iterations")
         names = [spec.name for spec in specs]
-        _in_processes(_train_in_process, run, names, jobs, log, "trained", progress=progress)
+        _in_processes(_train_in_process, run, names, jobs, log, "trained", progress=progress, device=device)
         for spec in specs:
-            trained[spec.name] = _restore(run, spec, experiment)[1]
+            trained[spec.name] = _restore(run, spec, experiment, device)[1]
     else:
         for header, spec, learner in pending:
             log(f"{header}: meta-training for {spec.train.iterations} iterations")
@@ -281,7 +293,7 @@ def train_learners(
 
 
 def _in_processes(
-    work: Callable[[str, str, int, bool], str],
+    work: Callable[[str, str, int, str, bool], str],
     run: RunFolder,
     names: list[str],
     jobs: int,
@@ -289,8 +301,10 @@ def _in_processes(
     done: str,
     *,
     progress: bool,
+    device: torch.device,
 ) -> None:
-    """``work(run folder, name, threads, progress)`` for every name, in ``jobs`` fresh processes at once.
+    """``work(run folder, name, threads, device, progress)`` for every name, in ``jobs`` fresh
+    processes at once.
 
     The workers' progress comes as lines on stderr (bars of several processes would overwrite each
     other). They end when this process ends, even by SIGKILL (:mod:`amortized.lifeline`).
@@ -300,18 +314,20 @@ def _in_processes(
     with ProcessPoolExecutor(
         min(jobs, len(names)), mp_context=context, initializer=end_with_parent, initargs=(os.getpid(),)
     ) as pool:
-        futures = {pool.submit(work, str(run.path), name, threads, progress): name for name in names}
+        futures = {
+            pool.submit(work, str(run.path), name, threads, str(device), progress): name for name in names
+        }
         for future in as_completed(futures):
             log(f"{futures[future]}: {done} ({future.result()})")
 
 
-def _train_in_process(path: str, name: str, threads: int, progress: bool) -> str:
+def _train_in_process(path: str, name: str, threads: int, device: str, progress: bool) -> str:
     """Meta-train the learner ``name`` of the run folder at ``path`` (in a worker process)."""
     torch.set_num_threads(threads)
     run = RunFolder.open(path)
     experiment = run.experiment()
     spec = next(spec for spec in experiment.learners if spec.name == name)
-    learner = spec.build(experiment.family)
+    learner = spec.build(experiment.family).to(device)
     result = train(
         learner,
         experiment.family,
@@ -324,9 +340,13 @@ def _train_in_process(path: str, name: str, threads: int, progress: bool) -> str
     return f"{result.iterations} iterations, {result.train_cpu_seconds:.0f} s of CPU"
 
 
-def load_trained(experiment: Experiment, run: RunFolder) -> dict[str, Trained]:
-    """The trained learners of a run folder; names the ones that still need training."""
-    restored = {spec.name: _restore(run, spec, experiment)[1] for spec in experiment.learners}
+def load_trained(
+    experiment: Experiment, run: RunFolder, device: str | torch.device | None = None
+) -> dict[str, Trained]:
+    """The trained learners of a run folder (on ``device``, the CPU by default); names the ones that
+    still need training."""
+    device = _device(device)
+    restored = {spec.name: _restore(run, spec, experiment, device)[1] for spec in experiment.learners}
     missing = [name for name, done in restored.items() if done is None]
     if missing:
         raise ConfigError(
@@ -355,8 +375,11 @@ def _merge_metrics(run: RunFolder, experiment: Experiment) -> None:
 class _Evaluator:
     """Evaluates the entries of one experiment on one task suite, caching each entry's curves."""
 
-    def __init__(self, experiment: Experiment, run: RunFolder, log: Log, progress: bool) -> None:
+    def __init__(
+        self, experiment: Experiment, run: RunFolder, log: Log, progress: bool, device: torch.device
+    ) -> None:
         self.experiment, self.run, self.log, self.progress = experiment, run, log, progress
+        self.device = device
         self.config = experiment.evaluation
         self.suite = TaskSuite.sample(experiment.family, experiment.ood_families, self.config)
         self.settings = (experiment.config["family"], experiment.config.get("evaluation", {}))
@@ -431,7 +454,7 @@ class _Evaluator:
         }
 
     def baseline(self, spec: BaselineSpec) -> dict[str, Any]:
-        make = spec.make(self.experiment.family)
+        make = self._make(spec)
 
         def compute(progress: Progress) -> dict[str, Any]:
             progress.expect(1)  # the cost curve
@@ -467,12 +490,20 @@ class _Evaluator:
             "cost": entry["cost"],
         }
 
+    def _make(self, spec: BaselineSpec) -> Callable[[float | None], Learner]:
+        """The baseline's constructor (a learning rate to a learner), building on the run's device."""
+        make = spec.make(self.experiment.family)
+        return lambda lr: make(lr).to(self.device)
+
     def reference(self, spec: BaselineSpec) -> dict[str, Any]:
         """The Bayes posterior on the points seen so far (one step on them: data is never counted twice)."""
-        shifted = {name: spec.reference(family) for name, family in self.experiment.ood_families.items()}
+        shifted = {
+            name: spec.reference(family).to(self.device)
+            for name, family in self.experiment.ood_families.items()
+        }
 
         def compute(progress: Progress) -> dict[str, Any]:
-            learner = spec.reference(self.experiment.family)
+            learner = spec.reference(self.experiment.family).to(self.device)
             return {
                 "curves": learner_curves(
                     learner, self.suite, self.config, one_shot=True, ood_learners=shifted, progress=progress
@@ -494,7 +525,7 @@ class _Evaluator:
         }
         for spec in self.experiment.baselines:
             if spec.is_fixed:
-                generators[spec.name] = (spec.make(self.experiment.family)(None), False)
+                generators[spec.name] = (self._make(spec)(None), False)
         generated = {}
         for name, (learner, one_shot) in generators.items():
             state = adapt(
@@ -505,7 +536,7 @@ class _Evaluator:
                 generator=torch.Generator().manual_seed(self.config.seed),
             )
             with torch.no_grad():
-                generated[name] = learner.predict(state, tasks.x_query).round(decimals=4).tolist()
+                generated[name] = learner.predict(state, tasks.x_query).cpu().round(decimals=4).tolist()
         return {"truth": tasks.y_query.round(decimals=4).tolist(), "generated": generated}
 
 
@@ -514,15 +545,15 @@ def _timing(entry: dict[str, Any]) -> dict[str, float]:
     return {key: entry.get(key, 0.0) for key in ("evaluation_seconds", "evaluation_cpu_seconds")}
 
 
-def _evaluate_in_process(path: str, name: str, threads: int, progress: bool) -> str:
+def _evaluate_in_process(path: str, name: str, threads: int, device: str, progress: bool) -> str:
     """Evaluate the learner or baseline ``name`` of a run folder into its cache (in a worker process)."""
     torch.set_num_threads(threads)
     run = RunFolder.open(path)
     experiment = run.experiment()
-    evaluator = _Evaluator(experiment, run, lambda message: None, progress)
+    evaluator = _Evaluator(experiment, run, lambda message: None, progress, torch.device(device))
     for spec in experiment.learners:
         if spec.name == name:
-            evaluator.learner(spec, _restore(run, spec, experiment)[1])
+            evaluator.learner(spec, _restore(run, spec, experiment, torch.device(device))[1])
     for spec in experiment.baselines:
         if spec.name == name:
             (evaluator.reference if spec.is_reference else evaluator.baseline)(spec)
@@ -539,6 +570,7 @@ def evaluate_experiment(
     progress: bool = True,
     command: Sequence[str] = (),
     started: float | None = None,
+    device: str | torch.device | None = None,
 ) -> dict[str, Any]:
     """Evaluate every learner, baseline and the reference on the same tasks; write ``results.json``.
 
@@ -547,13 +579,17 @@ def evaluate_experiment(
     entries are evaluated in that many processes at once (the numbers do not depend on ``jobs``).
     ``progress`` shows each entry's progress through its curves (see :mod:`amortized.progress`).
     ``command`` (the command line) and ``started`` (its ``time.time()`` at start) go into the
-    results' ``provenance``.
+    results' ``provenance``. Baselines and references compute on ``device`` (the CPU by default),
+    as the trained learners given do on theirs; the evaluation tasks are drawn on the CPU.
     """
+    device = _device(device)
     if jobs > 1:
         names = [spec.name for spec in experiment.learners] + [spec.name for spec in experiment.baselines]
         log(f"evaluating {len(names)} learners and baselines in {min(jobs, len(names))} processes")
-        _in_processes(_evaluate_in_process, run, names, jobs, log, "evaluated", progress=progress)
-    evaluator = _Evaluator(experiment, run, log, progress)
+        _in_processes(
+            _evaluate_in_process, run, names, jobs, log, "evaluated", progress=progress, device=device
+        )
+    evaluator = _Evaluator(experiment, run, log, progress, device)
     family = experiment.family
     results: dict[str, Any] = {
         "format": RESULTS_FORMAT,
@@ -583,6 +619,11 @@ def evaluate_experiment(
     results["provenance"] = provenance(experiment, results, command, started)
     write_text_atomic(run.results_path, json.dumps(results, indent=1))
     return results
+
+
+def _device(device: str | torch.device | None) -> torch.device:
+    """The run's device, checked (the CPU when not given)."""
+    return torch.device("cpu") if device is None else check_device("device", device)
 
 
 def git_commit(folder: Path) -> dict[str, Any] | None:

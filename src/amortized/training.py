@@ -50,6 +50,7 @@ from amortized.tasks.base import TaskBatch, TaskFamily
 from amortized.validation import (
     MAX_MAGNITUDE,
     check_choice,
+    check_device,
     check_int_or_range,
     check_positive_int,
     check_real,
@@ -324,6 +325,7 @@ def evaluate_tasks(
     learner: Learner, tasks: TaskBatch, *, batch_size: int, num_steps: int, seed: int
 ) -> dict[str, float]:
     """Mean query loss and metrics after ``num_steps`` steps of adaptation on fixed tasks."""
+    tasks = learner.place(tasks)
     state = adapt(
         learner,
         tasks.x_train,
@@ -358,6 +360,7 @@ def train(
     resume: bool = False,
     progress: bool | str = True,
     threads: int | None = 1,
+    device: str | torch.device | None = None,
     tensorboard: bool = False,
     **options: Any,
 ) -> TrainResult:
@@ -380,6 +383,10 @@ def train(
     torch down many times over; ``None`` keeps torch's setting (``torch.set_num_threads``), e.g.
     for a large model on an idle machine.
 
+    ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``) moves the learner there first; by
+    default it trains where its weights are. Tasks are sampled on the CPU (the same for every device)
+    and moved to the learner's device once per iteration; the checkpoint is device-free.
+
     In a process group of several ranks (see :mod:`amortized.distributed`), ``tasks_per_batch`` is
     the global batch, split evenly over the ranks; rank 0 alone evaluates, shows progress and writes
     ``out_dir``, and the checkpoint resumes on any number of ranks.
@@ -391,6 +398,8 @@ def train(
     if threads is not None:
         threads = check_positive_int("threads", threads)
     _check_compatible(learner, family)
+    if device is not None:
+        learner.to(check_device("device", device))
     out = Path(out_dir) if out_dir is not None else None
     if tensorboard and out is None:
         raise ConfigError("tensorboard=True needs out_dir: the events are written in out_dir/tensorboard")

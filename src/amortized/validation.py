@@ -136,6 +136,33 @@ def check_choice(name: str, value: object, choices: tuple[str, ...] | list[str])
     return value  # type: ignore[return-value]
 
 
+def check_device(name: str, value: object) -> torch.device:
+    """``value`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"`` or a :class:`torch.device`) as a device
+    this machine's torch can compute on, or a :class:`ConfigError` saying why not."""
+    if not isinstance(value, str | torch.device):
+        raise ConfigError(f"{name} must be a device name such as 'cpu' or 'cuda', got {value!r}")
+    try:
+        device = torch.device(value)
+    except RuntimeError:
+        raise ConfigError(f"{name}: unknown device {value!r}; use 'cpu', 'cuda', 'cuda:N' or 'mps'") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(
+                f"{name} {str(value)!r}: torch {torch.__version__} sees no CUDA GPU on this machine "
+                "(a CPU build, or no driver); use 'cpu'"
+            )
+        if device.index is not None and device.index >= count:
+            raise ConfigError(f"{name} {str(value)!r}: this machine has {count} CUDA GPU(s), numbered from 0")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"{name} {str(value)!r}: torch sees no Apple GPU (MPS) on this machine; use 'cpu'")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(
+            f"{name}: device {str(value)!r} cannot train or evaluate; use 'cpu', 'cuda' or 'mps'"
+        )
+    return device
+
+
 def _check_finite_cast(name: str, value: Tensor, dtype: torch.dtype | None) -> Tensor:
     """``value`` in ``dtype`` (if given), refused if it holds NaN or infinity before or after the cast."""
     cast = value if dtype is None else value.to(dtype)

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from amortized import adapt
 from amortized.errors import DTypeError, LabelError, NonFiniteError, ShapeError
-from amortized.learners import SGD, InContext, LearnedInit, Learner, State, minibatches
+from amortized.learners import SGD, BayesLinearRegression, InContext, LearnedInit, Learner, State, minibatches
 from amortized.learners.rules import AdamMoments, TransformerCarry
 from amortized.models import Linear
 
@@ -140,6 +140,20 @@ def test_floats_of_any_precision_are_cast_to_the_learners_dtype(x_dtype, y_dtype
     assert torch.equal(in_context.predict(direct, query), in_context.predict(as_float))
     through_adapt = adapt(in_context, x, y, batch_size=6, query_x=query)  # the points in another order
     torch.testing.assert_close(in_context.predict(through_adapt), in_context.predict(as_float))
+
+
+def test_data_given_to_a_learner_move_to_its_weights_device():
+    """A learner on a GPU takes data from the CPU: checked there, then moved (``meta`` stands in)."""
+    x, y = torch.randn(2, 6, 2), torch.randn(2, 6, 1)
+    learner = LearnedInit(Linear(2))
+    assert learner.device == torch.device("cpu") and learner.check_data("", x, y)[0] is x
+    learner.to("meta")
+    moved_x, moved_y = learner.check_data("", x, y)
+    assert moved_x.device.type == moved_y.device.type == "meta"
+    assert learner.check_inputs("query_x", x).device.type == "meta"
+    with pytest.raises(NonFiniteError, match="x contains NaN or infinity"):
+        learner.check_data("", x.clone().fill_(float("nan")), y)  # checked before it moves
+    assert SGD(Linear(2), lr=0.1).device is not None and BayesLinearRegression(2, 0.5).device is None
 
 
 def test_class_labels_may_be_whole_floats():

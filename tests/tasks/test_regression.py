@@ -123,3 +123,7 @@ def test_task_batch_selection_and_cast():
     part = batch[1:3]
     assert part.num_tasks == 2 and torch.equal(part.params["weights"], batch.params["weights"][1:3])
     assert batch.to(torch.float64).x_train.dtype == torch.float64
+    assert batch.to("cpu").x_train is batch.x_train  # already there: nothing copied
+    moved = batch.to("meta")  # a device without a GPU: shapes, no data
+    tensors = [moved.x_train, moved.y_train, moved.x_query, moved.y_query, moved.f_query]
+    assert all(t.device.type == "meta" for t in [*tensors, *moved.params.values()])

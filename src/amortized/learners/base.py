@@ -18,6 +18,7 @@ from amortized.learners.state import State
 
 if TYPE_CHECKING:
     from amortized.models.likelihoods import Likelihood
+    from amortized.tasks.base import TaskBatch
 from amortized.models.likelihoods import likelihood
 from amortized.models.predictors import Predictor
 from amortized.validation import check_choice, check_inputs, check_positive_int, check_seed, check_targets
@@ -72,11 +73,18 @@ class Learner(nn.Module):
         tensors = itertools.chain(self.parameters(), self.buffers())
         return next((t.dtype for t in tensors if t.is_floating_point()), None)
 
+    @property
+    def device(self) -> torch.device | None:
+        """The device of the learner's weights, which data given to it are moved to; ``None`` if it has
+        none (it then computes where the data are)."""
+        tensor = next(itertools.chain(self.parameters(), self.buffers()), None)
+        return None if tensor is None else tensor.device
+
     def step(self, state: State, x: Tensor, y: Tensor, *, check_finite: bool = True) -> State:
         """One refinement of the state on a mini-batch ``x`` ``[tasks, B, D]``, ``y``.
 
-        Checks the state and the mini-batch (floats cast to :attr:`dtype`), applies the learner's
-        update (:meth:`_step`) and refuses a state holding NaN or infinity with a
+        Checks the state and the mini-batch (floats cast to :attr:`dtype`, moved to :attr:`device`),
+        applies the learner's update (:meth:`_step`) and refuses a state holding NaN or infinity with a
         :class:`NonFiniteError` naming the step and the tasks. Meta-training, which checks its loss
         instead, passes ``check_finite=False``.
         """
@@ -110,7 +118,7 @@ class Learner(nn.Module):
                 f"the state holds NaN or infinity for {_count(bad)} (tasks {_listed(bad)}); it cannot predict"
             )
         if x is not None:
-            x = check_inputs("x", x, self.input_dim, self.dtype)
+            x = self.check_inputs("x", x)
             if x.shape[0] != state.num_tasks:
                 raise ShapeError(
                     f"x holds {x.shape[0]} tasks but the state {state.num_tasks}; they must match"
@@ -129,7 +137,7 @@ class Learner(nn.Module):
         if not isinstance(state, State):
             raise DTypeError(f"state must be a State from init_state or step, got {type(state).__name__}")
         if state.query_x is not None:
-            state = replace(state, query_x=check_inputs("query_x", state.query_x, self.input_dim, self.dtype))
+            state = replace(state, query_x=self.check_inputs("query_x", state.query_x))
         return state
 
     def _refuse_nonfinite(self, values: Tensor, state: State, action: str) -> None:
@@ -163,8 +171,14 @@ class Learner(nn.Module):
         """
         return self.likelihood.loss(self._predict(state, x), y)
 
+    def check_inputs(self, name: str, x: object) -> Tensor:
+        """Validate inputs ``[tasks, points, input_dim]`` for this learner: cast to :attr:`dtype`, on
+        :attr:`device`."""
+        return self._placed(check_inputs(name, x, self.input_dim, self.dtype))
+
     def check_data(self, name: str, x: object, y: object) -> tuple[Tensor, Tensor]:
-        """Validate a task batch's inputs and targets against this learner, floats cast to :attr:`dtype`."""
+        """Validate a task batch's inputs and targets against this learner, floats cast to :attr:`dtype`,
+        both moved to :attr:`device`."""
         dtype = self.dtype
         x = check_inputs(f"{name}_x" if name else "x", x, self.input_dim, dtype)
         y = check_targets(
@@ -175,7 +189,17 @@ class Learner(nn.Module):
             output_dim=self.output_dim,
             dtype=dtype,
         )
-        return x, y
+        return self._placed(x), self._placed(y)
+
+    def place(self, tasks: TaskBatch) -> TaskBatch:
+        """``tasks`` on :attr:`device`, so predictions meet the targets there (as they are if the
+        learner has no weights)."""
+        device = self.device
+        return tasks if device is None else tasks.to(device)
+
+    def _placed(self, tensor: Tensor) -> Tensor:
+        device = self.device
+        return tensor if device is None else tensor.to(device)
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Learner:
@@ -286,7 +310,7 @@ def adaptation(
     """
     x, y = learner.check_data("", x, y)
     if query_x is not None:
-        query_x = check_inputs("query_x", query_x, learner.input_dim, learner.dtype)
+        query_x = learner.check_inputs("query_x", query_x)
         if query_x.shape[0] != x.shape[0]:
             raise ShapeError(f"query_x has {query_x.shape[0]} tasks but x has {x.shape[0]}; they must match")
     state = learner.init_state(x.shape[0], query_x)

@@ -196,18 +196,19 @@ def tune_learning_rate(
     losses = {}
     for lr in grid:
         learner = make_learner(lr)
+        placed = learner.place(tasks)
         order = torch.Generator().manual_seed(seed + 1)
         try:
             state = adapt(
                 learner,
-                tasks.x_train,
-                tasks.y_train,
+                placed.x_train,
+                placed.y_train,
                 batch_size=batch_size,
                 num_steps=num_steps,
                 generator=order,
             )
             with torch.no_grad():
-                loss = learner.likelihood.loss(learner.predict(state, tasks.x_query), tasks.y_query)
+                loss = learner.likelihood.loss(learner.predict(state, placed.x_query), placed.y_query)
         except NonFiniteError:
             losses[lr] = float("inf")
             continue

@@ -41,11 +41,16 @@ class TaskBatch:
     def num_query(self) -> int:
         return self.x_query.shape[1]
 
-    def to(self, dtype: torch.dtype) -> TaskBatch:
-        """Cast the floating-point tensors (inputs, regression targets) to ``dtype``."""
+    def to(self, target: torch.dtype | torch.device | str) -> TaskBatch:
+        """Cast the floating-point tensors (inputs, regression targets) to a ``dtype``, or move every
+        tensor to a device (itself if they are there already)."""
 
         def cast(t: Tensor | None) -> Tensor | None:
-            return t.to(dtype) if t is not None and t.is_floating_point() else t
+            if t is None:
+                return t
+            if isinstance(target, torch.dtype):
+                return t.to(target) if t.is_floating_point() else t
+            return t.to(target)
 
         changes = {f.name: cast(getattr(self, f.name)) for f in fields(self) if f.name != "params"}
         return replace(self, **changes, params={k: cast(v) for k, v in self.params.items()})
