@@ -315,10 +315,10 @@ def test_progress_is_shown_by_default_and_can_be_turned_off(capsys):
 
 def test_training_runs_on_one_thread_unless_told_and_restores_torchs_setting(monkeypatch):
     seen = []
-    original = LearnedInit.step
+    original = LearnedInit._step
     monkeypatch.setattr(
         LearnedInit,
-        "step",
+        "_step",
         lambda *args, **kwargs: seen.append(torch.get_num_threads()) or original(*args, **kwargs),
     )
     torch.set_num_threads(2)  # the autouse fixture restores the suite's setting
@@ -372,3 +372,16 @@ def test_device_moves_the_learner_and_keeps_the_numbers_and_an_unusable_one_is_r
         with pytest.raises(ConfigError, match=r"device 'cuda': torch .* sees no CUDA GPU"):
             amortized.train(LearnedInit(Linear(2)), FAMILY, device="cuda", out_dir=tmp_path / "run", **QUICK)
         assert not (tmp_path / "run").exists()
+
+
+def test_meta_loss_checks_its_mini_batches_once_at_the_boundary():
+    learner = LearnedUpdate(Linear(2), rule=TINY)
+    tasks = FAMILY.sample(4, 8, 4, torch.Generator().manual_seed(0))
+    batches = list(minibatches(tasks.x_train, tasks.y_train, 4, 2, torch.Generator().manual_seed(1)))
+    as_float64 = [(x.double(), y.double()) for x, y in batches]
+    assert meta_loss(learner, tasks, as_float64) == pytest.approx(
+        meta_loss(learner, tasks, batches), rel=1e-6
+    )
+    spoiled = [(batches[0][0].clone().fill_(float("nan")), batches[0][1]), batches[1]]
+    with pytest.raises(NonFiniteError, match="batch_x contains NaN or infinity"):
+        meta_loss(learner, tasks, spoiled)

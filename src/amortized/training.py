@@ -25,7 +25,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -174,7 +174,7 @@ def _step_loss(
     learner: Learner, state: State, x: Tensor, y: Tensor, tasks: TaskBatch, loss_scale: str, repeats: int
 ) -> Tensor:
     """Per-task query loss ``[tasks * repeats]`` after one step from a state stacked over ``repeats``."""
-    return _query_loss(learner, learner.step(state, x, y, check_finite=False), tasks, loss_scale, repeats)
+    return _query_loss(learner, learner._step(state, x, y), tasks, loss_scale, repeats)
 
 
 def _window_loss(
@@ -183,7 +183,7 @@ def _window_loss(
     """Summed query losses (each over ``num_steps``) of the steps from ``state``, and the last state."""
     total = None
     for batch_x, batch_y in batches:
-        state = learner.step(state, batch_x, batch_y, check_finite=False)
+        state = learner._step(state, batch_x, batch_y)
         loss = _query_loss(learner, state, tasks, loss_scale).mean() / num_steps
         total = loss if total is None else total + loss
     return total, state
@@ -225,7 +225,7 @@ def _greedy(
     states = [learner.init_state(tasks.num_tasks, tasks.x_query)]
     with torch.no_grad():
         for batch_x, batch_y in batches[:-1]:
-            states.append(learner.step(states[-1].detach(), batch_x, batch_y, check_finite=False))
+            states.append(learner._step(states[-1].detach(), batch_x, batch_y))
     if len({batch_x.shape[1] for batch_x, _ in batches}) > 1:
         chunk = 1
     total = 0.0
@@ -295,9 +295,14 @@ def meta_loss(
     The objective is the query loss after every step over ``batches``, averaged over steps and tasks,
     with gradients crossing steps as ``objective`` says (see the module docstring). With ``replicas``
     of a distributed run, ``tasks`` is this rank's slice and the gradients are averaged across ranks.
+    The mini-batches and query points are checked here, once (cast to the learner's dtype and moved
+    to its device); the steps then run unchecked, and ``train`` checks the loss.
     """
     check_choice("objective", objective, OBJECTIVES)
     check_choice("loss_scale", loss_scale, LOSS_SCALES)
+    batches = [learner.check_data("batch", x, y) for x, y in batches]
+    x_query, y_query = learner.check_data("query", tasks.x_query, tasks.y_query)
+    tasks = replace(tasks, x_query=x_query, y_query=y_query)
     if objective == "greedy":
         return _greedy(learner, tasks, batches, chunk, loss_scale, replicas)
     window = truncation if objective == "truncated" else len(batches)
