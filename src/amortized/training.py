@@ -476,6 +476,92 @@ class _TensorBoardCurves:
             self._writer.close()
 
 
+@dataclass
+class _Tally:
+    """How far meta-training got: iterations done, their records, and the wall and CPU seconds spent."""
+
+    iteration: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
+
+
+class _RunFiles:
+    """What one training run keeps in ``out``: ``checkpoint.pt``, ``metrics.jsonl`` and, if asked,
+    TensorBoard events. Only rank 0 writes (other ranks, and runs without ``out``, write nothing)."""
+
+    def __init__(
+        self, out: Path | None, run: dict[str, Any], writes: bool, curves: _TensorBoardCurves | None
+    ) -> None:
+        self.checkpoint = out / "checkpoint.pt" if out is not None else None
+        self.metrics = out / "metrics.jsonl" if out is not None else None
+        self.run, self.writes, self.curves = run, writes and out is not None, curves
+
+    def resume_from(self) -> dict[str, Any] | None:
+        """The saved checkpoint to continue from (``None`` if there is none)."""
+        if self.checkpoint is None or not (
+            self.checkpoint.exists() or previous_path(self.checkpoint).exists()
+        ):
+            return None
+        return load_checkpoint(self.checkpoint, identity=checkpoint_identity(self.run), keys=RESUME_KEYS)
+
+    def restart(self, history: list[dict[str, Any]]) -> None:
+        """Rewrite the records with those kept so far (a resumed run logs each iteration once)."""
+        if self.writes:
+            self.metrics.parent.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(self.metrics, "".join(json.dumps(record) + "\n" for record in history))
+        if self.curves is not None:
+            self.curves.restart(history)
+
+    def append(self, record: dict[str, Any]) -> None:
+        if self.writes:
+            with open(self.metrics, "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+        if self.curves is not None:
+            self.curves.add(record)
+
+    def save(self, learner: Learner, optimizer: torch.optim.Optimizer, tally: _Tally) -> None:
+        """Checkpoint the weights and optimizer after ``tally.iteration`` iterations, atomically."""
+        if not self.writes:
+            return
+        for name, value in learner.state_dict().items():
+            if value.is_floating_point() and not torch.isfinite(value).all():
+                raise NonFiniteError(
+                    f"refusing to save non-finite weights ({name}) at iteration {tally.iteration}"
+                )
+        save_checkpoint(
+            self.checkpoint,
+            {
+                **self.run,
+                "weights": learner.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "iteration": tally.iteration,
+                "history": tally.history,
+                "train_seconds": tally.seconds,
+                "train_cpu_seconds": tally.cpu_seconds,
+            },
+        )
+
+
+def _draw(family: TaskFamily, config: TrainConfig, iteration: int) -> tuple[int, TaskBatch, list]:
+    """Iteration ``iteration``'s number of steps, global task batch and mini-batches (seeded by it)."""
+    generator = iteration_generator(config.seed, iteration)
+    num_steps = draw_num_steps(config.num_steps, generator)
+    batch_size = config.batch_size
+    if isinstance(batch_size, tuple):
+        batch_size = draw_num_steps(batch_size, generator)
+    num_train = config.num_train or num_steps * batch_size
+    tasks = family.sample(config.tasks_per_batch, num_train, config.num_query, generator)
+    return num_steps, tasks, list(minibatches(tasks.x_train, tasks.y_train, batch_size, num_steps, generator))
+
+
+def _evaluation_tasks(family: TaskFamily, config: TrainConfig) -> TaskBatch:
+    """The fixed held-out tasks of the periodic evaluation (their own seed, away from training's)."""
+    num_train = config.num_train or config.max_steps * config.max_batch_size
+    generator = torch.Generator().manual_seed(((config.seed + 1) * 1_000_003 - 1) % 2**64)
+    return family.sample(config.eval_tasks, num_train, config.num_query, generator)
+
+
 def _train(
     learner: Learner,
     family: TaskFamily,
@@ -488,68 +574,23 @@ def _train(
     curves: _TensorBoardCurves | None,
 ) -> TrainResult:
     """:func:`train` once its arguments are checked, ``out``, if any, is locked and threads are set."""
-    checkpoint_path = out / "checkpoint.pt" if out is not None else None
     optimizer = torch.optim.AdamW(learner.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    history: list[dict[str, Any]] = []
-    start, seconds, cpu_seconds = 0, 0.0, 0.0
-
-    run = run_description(learner, family, config)
-
-    def read_checkpoint() -> dict[str, Any] | None:
-        if (
-            resume
-            and checkpoint_path is not None
-            and (checkpoint_path.exists() or previous_path(checkpoint_path).exists())
-        ):
-            return load_checkpoint(checkpoint_path, identity=checkpoint_identity(run), keys=RESUME_KEYS)
-        return None
-
-    payload = replicas.from_main(read_checkpoint)
+    files = _RunFiles(out, run_description(learner, family, config), replicas.is_main, curves)
+    tally = _Tally()
+    payload = replicas.from_main(files.resume_from) if resume else None
     if payload is not None:
         learner.load_state_dict(payload["weights"])
         optimizer.load_state_dict(payload["optimizer"])
-        start, history, seconds = payload["iteration"], payload["history"], payload["train_seconds"]
-        cpu_seconds = payload.get("train_cpu_seconds", 0.0)
-    if out is not None and replicas.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(out / "metrics.jsonl", "".join(json.dumps(record) + "\n" for record in history))
-    if curves is not None:
-        curves.restart(history)
-
-    eval_tasks = None
-    if config.eval_every and config.eval_tasks and replicas.is_main:
-        eval_num_train = config.num_train or config.max_steps * config.max_batch_size
-        eval_tasks = family.sample(
-            config.eval_tasks,
-            eval_num_train,
-            config.num_query,
-            torch.Generator().manual_seed(((config.seed + 1) * 1_000_003 - 1) % 2**64),
+        tally = _Tally(
+            payload["iteration"],
+            payload["history"],
+            payload["train_seconds"],
+            payload.get("train_cpu_seconds", 0.0),
         )
-        eval_tasks = replicas.place(eval_tasks)
-
-    saved = start
-
-    def save(iteration: int) -> None:
-        nonlocal saved
-        saved = iteration
-        if checkpoint_path is None or not replicas.is_main:
-            return
-        for name, value in learner.state_dict().items():
-            if value.is_floating_point() and not torch.isfinite(value).all():
-                raise NonFiniteError(f"refusing to save non-finite weights ({name}) at iteration {iteration}")
-        save_checkpoint(
-            checkpoint_path,
-            {
-                **run,
-                "weights": learner.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "iteration": iteration,
-                "history": history,
-                "train_seconds": seconds,
-                "train_cpu_seconds": cpu_seconds,
-            },
-        )
-
+    files.restart(tally.history)
+    evaluates = config.eval_every and config.eval_tasks and replicas.is_main
+    eval_tasks = replicas.place(_evaluation_tasks(family, config)) if evaluates else None
+    start = saved = tally.iteration
     shown = Progress(
         progress if isinstance(progress, str) else type(learner).__name__,
         "meta-training",
@@ -558,20 +599,12 @@ def _train(
         unit="iterations",
         enabled=bool(progress) and replicas.is_main,
     )
-    skipped = 0
-    completed, stepping = start, False
+    skipped, stepping = 0, False
     learner.train()
     try:
         for iteration in range(start, config.iterations):
             began, began_cpu = time.perf_counter(), time.process_time()
-            generator = iteration_generator(config.seed, iteration)
-            num_steps = draw_num_steps(config.num_steps, generator)
-            batch_size = config.batch_size
-            if isinstance(batch_size, tuple):
-                batch_size = draw_num_steps(batch_size, generator)
-            num_train = config.num_train or num_steps * batch_size
-            tasks = family.sample(config.tasks_per_batch, num_train, config.num_query, generator)
-            batches = list(minibatches(tasks.x_train, tasks.y_train, batch_size, num_steps, generator))
+            num_steps, tasks, batches = _draw(family, config, iteration)
             tasks, batches = replicas.shard(tasks, batches)
             lr = _learning_rate(config, iteration)
             for group in optimizer.param_groups:
@@ -601,7 +634,7 @@ def _train(
                     skipped += 1
                     continue
                 last = (
-                    f"the last good checkpoint is {checkpoint_path}" if checkpoint_path else "no checkpoint"
+                    f"the last good checkpoint is {files.checkpoint}" if files.checkpoint else "no checkpoint"
                 )
                 raise NonFiniteError(
                     f"non-finite meta-training loss at iteration {iteration}; {last} "
@@ -609,14 +642,14 @@ def _train(
                 ) from None
             stepping = True
             optimizer.step()
-            seconds += time.perf_counter() - began
-            cpu_seconds += time.process_time() - began_cpu
+            tally.seconds += time.perf_counter() - began
+            tally.cpu_seconds += time.process_time() - began_cpu
             record = {"iteration": iteration + 1, "loss": loss, "lr": lr, "num_steps": num_steps}
-            record["seconds"] = round(seconds, 3)
+            record["seconds"] = round(tally.seconds, 3)
             if skipped:
                 record["skipped"] = skipped
-            history.append(record)
-            completed = done = iteration + 1
+            tally.history.append(record)
+            tally.iteration = done = iteration + 1
             stepping = False
             if eval_tasks is not None and (done % config.eval_every == 0 or done == config.iterations):
                 learner.eval()
@@ -629,24 +662,21 @@ def _train(
                 )
                 learner.train()
                 record.update({f"eval_{name}": value for name, value in evaluation.items()})
-            if out is not None and replicas.is_main:
-                with open(out / "metrics.jsonl", "a") as handle:
-                    handle.write(json.dumps(record) + "\n")
-            if curves is not None:
-                curves.add(record)
+            files.append(record)
             shown.update(1, note=f"loss {loss:.4f}")
             if config.checkpoint_every and done % config.checkpoint_every == 0:
-                save(done)
+                files.save(learner, optimizer, tally)
+                saved = done
     except KeyboardInterrupt:
-        if not stepping and completed > saved:
-            save(completed)  # Ctrl-C keeps every finished iteration; --resume continues from it
+        if not stepping and tally.iteration > saved:
+            files.save(learner, optimizer, tally)  # Ctrl-C keeps every finished iteration; --resume goes on
         raise
     shown.close()
     learner.eval()
     final_saved = config.checkpoint_every and config.iterations % config.checkpoint_every == 0
-    if checkpoint_path is not None and start < config.iterations and not final_saved:
-        save(config.iterations)
-    return TrainResult(history, seconds, config.iterations, checkpoint_path, cpu_seconds)
+    if start < config.iterations and not final_saved:
+        files.save(learner, optimizer, tally)
+    return TrainResult(tally.history, tally.seconds, config.iterations, files.checkpoint, tally.cpu_seconds)
 
 
 def _check_compatible(learner: Learner, family: TaskFamily) -> None:
