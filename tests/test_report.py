@@ -123,6 +123,23 @@ def records(name, values, key="eval_mse", every=10):
     ]
 
 
+def test_a_log_scaled_training_loss_is_judged_on_its_geometric_mean(results):
+    """Log losses are negative below 1: the trend is that of exp(mean log loss), not a share of it."""
+    for name in ("Improver", "Flat"):
+        results["learners"][name]["loss_scale"] = "log"
+    falling = [-1.0] * 60 + [-1.0 - 0.02 * i for i in range(40)]  # still falling at the end
+    training = {
+        "Improver": records("Improver", [-1.5] * 100, key="loss", every=1),
+        "Flat": records("Flat", falling, key="loss", every=1),
+        "Worse": records("Worse", [1.0] * 100, key="loss", every=1),
+        "OneShot": records("OneShot", [1.0] * 100, key="loss", every=1),
+    }
+    found, unjudged = undertrained(results, training)
+    assert unjudged == [] and set(found) <= {"Improver", "Flat"}
+    assert found["Flat"] == "its training loss still fell 33% over the last fifth of meta-training"
+    assert "Improver" not in found or "training loss" not in found["Improver"]
+
+
 def test_summary_names_learners_that_look_under_trained_and_why(results):
     results["learners"]["SGD"] = {**learner("baseline", True, {1: 1.0, 4: 0.3, 16: 0.1}), "tune": "per_k"}
     # a fixed reference (nothing tuned, e.g. the task's own samples) is no yardstick for training

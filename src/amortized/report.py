@@ -180,11 +180,13 @@ def _bayes_gap(results: dict[str, Any]) -> str | None:
     return "Closest learned learner to the Bayes posterior: " + "; ".join(found) + " (1.00× is optimal)."
 
 
-def _trend(records: list[dict[str, Any]], key: str) -> float | None:
+def _trend(records: list[dict[str, Any]], key: str, logged: bool = False) -> float | None:
     """How much ``key`` fell over the last fifth of the records' iterations, against the fifth before.
 
     A share of the earlier mean (0.2: it fell by a fifth); ``None`` if either fifth holds fewer than
     :data:`TREND_RECORDS` records or a value that is not positive (a share of it means nothing).
+    ``logged``: the values are logs of the loss (``loss_scale = "log"``, negative once the loss is
+    below 1), so the share is that of the geometric means.
     """
     points = [(r["iteration"], r[key]) for r in records if isinstance(r.get(key), int | float)]
     if not points:
@@ -192,7 +194,11 @@ def _trend(records: list[dict[str, Any]], key: str) -> float | None:
     end = max(iteration for iteration, _ in points)
     last = [v for i, v in points if i > 0.8 * end]
     before = [v for i, v in points if 0.6 * end < i <= 0.8 * end]
-    if min(len(last), len(before)) < TREND_RECORDS or min(last + before) <= 0:
+    if min(len(last), len(before)) < TREND_RECORDS:
+        return None
+    if logged:
+        return 1 - math.exp(sum(last) / len(last) - sum(before) / len(before))
+    if min(last + before) <= 0:
         return None
     return 1 - (sum(last) / len(last)) / (sum(before) / len(before))
 
@@ -223,7 +229,7 @@ def undertrained(
         records = training.get(name, [])
         reasons = []
         for key, what in ((f"eval_{metric}", f"held-out {metric}"), ("loss", "training loss")):
-            drop = _trend(records, key)
+            drop = _trend(records, key, logged=key == "loss" and entry.get("loss_scale") == "log")
             if drop is not None:
                 if drop > TREND_DROP:
                     reasons.append(
