@@ -198,9 +198,9 @@ def test_runs_restart_from_the_initial_state_and_are_averaged():
 def test_torch_threads_are_set_during_fit_and_restored(monkeypatch, blobs):
     X, y = blobs
     seen = []
-    original = LearnedUpdate.step
+    original = LearnedUpdate._step
     monkeypatch.setattr(
-        LearnedUpdate, "step", lambda *args: seen.append(torch.get_num_threads()) or original(*args)
+        LearnedUpdate, "_step", lambda *args: seen.append(torch.get_num_threads()) or original(*args)
     )
     threads = torch.get_num_threads()
     AmortizedClassifier(tiny_learner(), n_threads=1).fit(X, y)

@@ -43,8 +43,11 @@ Preprocessing, computed from ``X`` in a streaming pass:
 
 from __future__ import annotations
 
+import collections
 import copy
+import itertools
 import os
+from collections.abc import Iterator
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
@@ -59,7 +62,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from amortized.checkpoints import load
 from amortized.errors import ConfigError, LabelError, NonFiniteError, ShapeError
-from amortized.learners.base import Learner
+from amortized.learners.base import Learner, refinements
 from amortized.learners.state import State
 from amortized.statistics import chunk_rows, safe_scale, streaming_moments
 from amortized.training import torch_threads
@@ -255,23 +258,28 @@ class _Amortized(BaseEstimator):
         batch_size, num_passes = self._schedule(len(X))
         total_steps = num_passes * -(-len(X) // batch_size)
         num_runs = 1 if self.horizon is None else -(-total_steps // self.horizon)
-        run_starts = {round(i * total_steps / num_runs) for i in range(1, num_runs)}
-        value_sum, rows_read, run_rows, step = 0.0, 0, 0, 0
-        state = self.learner_.init_state(1)
-        for _ in range(num_passes):
-            order = rng.permutation(len(X))
-            for start in range(0, len(X), batch_size):
-                if step in run_starts:
-                    value_sum = value_sum + run_rows * state.value
-                    state, run_rows = self.learner_.init_state(1), 0
-                index = np.sort(order[start : start + batch_size])
-                state = self.learner_.step(state, self._inputs(X[index]), self._targets(targets[index]))
-                run_rows, rows_read, step = run_rows + len(index), rows_read + len(index), step + 1
+        bounds = [round(i * total_steps / num_runs) for i in range(num_runs + 1)]
+
+        def steps() -> Iterator[np.ndarray]:
+            for _ in range(num_passes):
+                order = rng.permutation(len(X))
+                for start in range(0, len(X), batch_size):
+                    yield np.sort(order[start : start + batch_size])
+
+        rows_of_steps = steps()
+        value_sum, rows_read = 0.0, 0
+        for first, stop in itertools.pairwise(bounds):
+            run = itertools.islice(rows_of_steps, stop - first)
+            batches = ((self._inputs(X[rows]), self._targets(targets[rows])) for rows in run)
+            initial = self.learner_.init_state(1)
+            state = collections.deque(refinements(self.learner_, initial, batches), maxlen=1)[0]
+            run_rows = int(state.num_seen[0])
+            value_sum, rows_read = value_sum + run_rows * state.value, rows_read + run_rows
         if num_runs > 1:
-            state = replace(state, value=(value_sum + run_rows * state.value) / rows_read)
+            state = replace(state, value=value_sum / rows_read)
         self.state_: State = state
         self.batch_size_, self.num_passes_ = batch_size, num_passes
-        self.n_steps_, self.n_runs_ = step, num_runs
+        self.n_steps_, self.n_runs_ = total_steps, num_runs
 
     def _targets(self, rows: np.ndarray) -> torch.Tensor:
         raise NotImplementedError

@@ -17,6 +17,7 @@ import itertools
 import math
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -27,7 +28,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from amortized.errors import ConfigError
-from amortized.learners.base import Learner, adapt, adaptation, minibatches
+from amortized.learners.base import Learner, adapt, adaptation, minibatches, refinements
 from amortized.learners.baselines import tune_learning_rate
 from amortized.learners.state import State
 from amortized.models.likelihoods import Categorical, Gaussian, likelihood
@@ -391,11 +392,9 @@ class PeakTensorMemory(TorchDispatchMode):
         return out
 
 
-def _adapt_over(learner: Learner, tasks: TaskBatch, batches: list[tuple[Tensor, Tensor]]) -> State:
-    state = learner.init_state(tasks.num_tasks, tasks.x_query)
-    for batch_x, batch_y in batches:
-        state = learner.step(state, batch_x, batch_y)
-    return state
+def _adapt_over(learner: Learner, query_x: Tensor, batches: list[tuple[Tensor, Tensor]]) -> State:
+    """The last state of an adaptation over checked ``batches`` (what the cost curve times)."""
+    return deque(refinements(learner, learner.init_state(len(query_x), query_x), batches), maxlen=1)[0]
 
 
 def cost_curve(
@@ -416,17 +415,19 @@ def cost_curve(
     slows every operation down), after a warm-up adaptation on the smallest size.
     """
     tasks = family.sample(num_tasks, max(sizes), num_query, torch.Generator().manual_seed(seed))
+    x, y = learner.check_data("train", tasks.x_train, tasks.y_train)
+    query_x = learner.check_inputs("query_x", tasks.x_query)
     points = []
     with torch.no_grad():
         for size in [min(sizes), *sorted(sizes)]:
             chunk = size if one_shot else min(batch_size, size)
             order = torch.Generator().manual_seed(seed)
-            batches = list(minibatches(tasks.x_train[:, :size], tasks.y_train[:, :size], chunk, None, order))
+            batches = list(minibatches(x[:, :size], y[:, :size], chunk, None, order))
             began = time.perf_counter()
-            _adapt_over(learner, tasks, batches)
+            _adapt_over(learner, query_x, batches)
             seconds = time.perf_counter() - began
             with PeakTensorMemory() as meter:
-                _adapt_over(learner, tasks, batches)
+                _adapt_over(learner, query_x, batches)
             points.append({"n": size, "k": len(batches), "seconds": seconds, "peak_bytes": meter.peak})
     return points[1:]
 

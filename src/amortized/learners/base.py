@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -314,7 +314,17 @@ def adaptation(
         if query_x.shape[0] != x.shape[0]:
             raise ShapeError(f"query_x has {query_x.shape[0]} tasks but x has {x.shape[0]}; they must match")
     state = learner.init_state(x.shape[0], query_x)
-    for batch_x, batch_y in minibatches(x, y, batch_size, num_steps, generator):
+    yield from refinements(learner, state, minibatches(x, y, batch_size, num_steps, generator))
+
+
+def refinements(learner: Learner, state: State, batches: Iterable[tuple[Tensor, Tensor]]) -> Iterator[State]:
+    """The loop itself: the state after each of ``batches``, from ``state``.
+
+    The batches are taken as checked (:meth:`Learner.check_data`: the caller's boundary, once);
+    each new state is checked for NaN. :func:`adaptation` runs it over the mini-batches of tensors,
+    the estimators over rows streamed from an array, the cost curve over fixed batches.
+    """
+    for batch_x, batch_y in batches:
         new = learner._step(state, batch_x, batch_y)
         learner._refuse_nonfinite(new.value, state, "step")
         state = new
