@@ -6,7 +6,6 @@ from matplotlib.image import imread
 from amortized.errors import RunFileError
 from amortized.evaluation import add_reference_ratios
 from amortized.report import (
-    _value_at,
     plot_training,
     read_training,
     shift_description,
@@ -15,6 +14,7 @@ from amortized.report import (
     undertrained,
     write_report,
 )
+from amortized.report.plots import _value_at
 
 
 def curve(values, stderr=0.01, key="k", batch=8):
