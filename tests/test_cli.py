@@ -162,6 +162,7 @@ def test_run_writes_the_whole_run_folder_and_prints_a_summary(tmp_path, capsys):
     assert provenance["command"].startswith(f"amortized run tiny --out {out} --threads 1 --set")
     assert provenance["torch"] == torch.__version__ and provenance["seeds"]["evaluation"] == 987_654_321
     assert provenance["cpu_seconds"] > 0 and provenance["command_wall_seconds"] > 0
+    assert provenance["device"] == "cpu"
     assert "## Provenance" in (out / "report.md").read_text()
 
     code, stdout, stderr = run_cli(capsys, "run", "--resume", out, "--quiet")

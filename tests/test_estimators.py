@@ -17,6 +17,7 @@ compares against a deep copy. ``test_fit_does_not_change_a_given_learner`` check
 """
 
 import atexit
+import copy
 import json
 import shutil
 import tempfile
@@ -395,3 +396,14 @@ def test_calibration_lowers_the_log_loss_on_digits_and_keeps_the_classes():
     assert after < before - 0.02, (before, after)  # measured: 0.28 -> 0.23
     with pytest.raises(ConfigError, match="calibrate"):
         AmortizedClassifier(calibrate="yes").fit(X_train[:30], y_train[:30])
+
+
+def test_a_learner_in_float64_adapts_to_the_same_predictions():
+    """Rows and targets reach the learner in its dtype (they are streamed past Learner.step's cast)."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(96, WIDTH))
+    y = X @ rng.normal(size=WIDTH) + 0.1 * rng.normal(size=96)
+    learner = tiny_learner("regression")
+    single = AmortizedRegressor(learner, random_state=0).fit(X, y).predict(X)
+    double = AmortizedRegressor(copy.deepcopy(learner).double(), random_state=0).fit(X, y).predict(X)
+    np.testing.assert_allclose(double, single, rtol=1e-4, atol=1e-4)

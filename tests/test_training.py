@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import amortized
-from amortized.errors import ConfigError, FolderLockedError, NonFiniteError
+from amortized.errors import ConfigError, FolderLockedError, NonFiniteError, ShapeError
 from amortized.folders import lock_folder
 from amortized.learners import SGD, InContext, LearnedInit, LearnedUpdate
 from amortized.learners.base import minibatches
@@ -238,6 +238,21 @@ def test_non_finite_loss_stops_with_a_clear_error_or_is_skipped(tmp_path):
     assert result.history == []
 
 
+def test_a_skipped_last_iteration_still_finishes_the_run(tmp_path, monkeypatch):
+    """The checkpoint of a run whose last iteration was skipped says the run is done (not resumable)."""
+    calls, original = [], amortized.training.meta_loss
+
+    def failing_last(*args, **kwargs):
+        calls.append(1)
+        return float("nan") if len(calls) == 3 else original(*args, **kwargs)
+
+    monkeypatch.setattr(amortized.training, "meta_loss", failing_last)
+    options = dict(QUICK, iterations=3, on_nonfinite="skip", checkpoint_every=0)
+    result = amortized.train(LearnedInit(Linear(2)), FAMILY, out_dir=tmp_path, **options)
+    assert len(result.history) == 2 and result.iterations == 3
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["iteration"] == 3
+
+
 @pytest.mark.parametrize(
     ("options", "match"),
     [
@@ -385,3 +400,11 @@ def test_meta_loss_checks_its_mini_batches_once_at_the_boundary():
     spoiled = [(batches[0][0].clone().fill_(float("nan")), batches[0][1]), batches[1]]
     with pytest.raises(NonFiniteError, match="batch_x contains NaN or infinity"):
         meta_loss(learner, tasks, spoiled)
+    with pytest.raises(ShapeError, match="a mini-batch holds 3 tasks but tasks 4; they must match"):
+        meta_loss(learner, tasks, [(x[:3], y[:3]) for x, y in batches])
+    checks = []
+    original = type(learner).check_data
+    learner.check_data = lambda *args: checks.append(args[0]) or original(learner, *args)
+    learner.step = None  # the steps run unchecked: Learner.step is not called
+    meta_loss(learner, tasks, batches)
+    assert checks == ["batch", "batch", "query"]  # once per mini-batch, once for the queries

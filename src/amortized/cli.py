@@ -259,8 +259,9 @@ def _add_compute_options(parser: argparse.ArgumentParser) -> None:
         "--device",
         metavar="DEVICE",
         default=None,
-        help="where learners and baselines compute: cpu (default), cuda, cuda:N or mps; tasks are "
-        "drawn on the CPU, so the tasks do not depend on it",
+        help="where learners and baselines with weights compute: cpu (default), cuda, cuda:N or mps "
+        "(with --nproc: cpu or cuda, a GPU per rank); tasks are drawn on the CPU, so they do not "
+        "depend on it",
     )
 
 
@@ -354,6 +355,8 @@ def main(argv: list[str] | None = None) -> int:
             from amortized.validation import check_device
 
             check_device("--device", args.device)
+            if getattr(args, "nproc", 1) > 1:
+                distributed.backend_for(args.device)
         with session.locks, distributed.cli_session(args):
             return args.handler(args, session)
     except (AmortizedError, ImportError, OSError) as error:

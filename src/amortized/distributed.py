@@ -339,7 +339,7 @@ def cli_session(args: argparse.Namespace) -> Iterator[None]:
         yield
         return
     end_with_launcher()
-    init()
+    init(backend_for(getattr(args, "device", None)))
     if not is_main() and hasattr(args, "quiet"):
         args.quiet = True
     stdout = sys.stdout
@@ -353,6 +353,25 @@ def cli_session(args: argparse.Namespace) -> Iterator[None]:
         if quiet is not None:
             quiet.close()
         shutdown()
+
+
+def backend_for(device: str | None) -> str | None:
+    """The process group's backend for ranks training on ``device`` (``None``: the default).
+
+    ``cpu`` is ``gloo``; ``cuda`` is ``nccl``, each rank on the GPU of its local rank. A single GPU
+    (``cuda:N``) or ``mps`` cannot be shared by several ranks this way, so it is refused.
+    """
+    if device is None:
+        return None
+    kind = torch.device(device)
+    if kind.type == "cpu":
+        return "gloo"
+    if kind.type == "cuda" and kind.index is None:
+        return "nccl"
+    raise ConfigError(
+        f"--device {device} with several processes: each rank trains on the GPU of its local rank "
+        "(--device cuda) or on the CPU (--device cpu)"
+    )
 
 
 def train_command(

@@ -115,11 +115,12 @@ def load_learner(source: Learner | str | os.PathLike | None, task: str) -> Learn
     """The learner an estimator adapts: the bundled one, one from a checkpoint or run folder, or a copy.
 
     A given :class:`Learner` is deep-copied, so fitting never changes the estimator's parameters.
+    The estimators compute on the CPU (rows stream from NumPy arrays), so the copy is moved there.
     """
     if source is None:
         learner = load(pretrained_path(task), check_size=False)  # bundled, digest-checked: sound
     elif isinstance(source, Learner):
-        learner = copy.deepcopy(source)
+        learner = copy.deepcopy(source).cpu()
     elif isinstance(source, str | os.PathLike):
         learner = load(_checkpoint_in(Path(source)))
     else:
@@ -501,9 +502,8 @@ class AmortizedRegressor(RegressorMixin, _Amortized):
         return self
 
     def _targets(self, rows: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy((rows.astype(np.float64) - self.y_mean_) / self.y_scale_).float()[
-            None, :, None
-        ]
+        standardised = (rows.astype(np.float64) - self.y_mean_) / self.y_scale_
+        return torch.from_numpy(standardised).to(self.learner_.dtype)[None, :, None]
 
     def predict(self, X: Any) -> np.ndarray:
         """Predicted targets ``[rows]`` on the scale of the ``y`` given to ``fit``."""

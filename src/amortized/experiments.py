@@ -392,6 +392,8 @@ class _Evaluator:
         The entry records the wall and CPU seconds its computation took.
         """
         path = folder / "evaluation.json"
+        if self.device.type != "cpu":  # numbers and costs depend on it (CPU caches keep their key)
+            key = (*key, str(self.device))
         fingerprint = _fingerprint(self.settings, *key)
         found = _cached(path, fingerprint)
         if found is not None:
@@ -579,8 +581,9 @@ def evaluate_experiment(
     entries are evaluated in that many processes at once (the numbers do not depend on ``jobs``).
     ``progress`` shows each entry's progress through its curves (see :mod:`amortized.progress`).
     ``command`` (the command line) and ``started`` (its ``time.time()`` at start) go into the
-    results' ``provenance``. Baselines and references compute on ``device`` (the CPU by default),
-    as the trained learners given do on theirs; the evaluation tasks are drawn on the CPU.
+    results' ``provenance``. Baselines and references with weights compute on ``device`` (the CPU by
+    default; weightless ones, such as the Bayes posterior, on the CPU), the trained learners given
+    on theirs; the evaluation tasks are drawn on the CPU.
     """
     device = _device(device)
     if jobs > 1:
@@ -616,7 +619,7 @@ def evaluate_experiment(
     if family.likelihood == "samples":
         results["samples"] = evaluator.samples(trained)
     add_reference_ratios(results)
-    results["provenance"] = provenance(experiment, results, command, started)
+    results["provenance"] = provenance(experiment, results, command, started, device)
     write_text_atomic(run.results_path, json.dumps(results, indent=1))
     return results
 
@@ -647,9 +650,14 @@ def git_commit(folder: Path) -> dict[str, Any] | None:
 
 
 def provenance(
-    experiment: Experiment, results: dict[str, Any], command: Sequence[str], started: float | None
+    experiment: Experiment,
+    results: dict[str, Any],
+    command: Sequence[str],
+    started: float | None,
+    device: torch.device | None = None,
 ) -> dict[str, Any]:
-    """How the results were made: command, versions, commit, seeds, and the CPU and wall time spent.
+    """How the results were made: command, versions, commit, device, seeds, and the CPU and wall
+    time spent.
 
     Times are sums over learners and baselines of their meta-training and evaluation (cached
     evaluations count what they took when computed; entries may have run in parallel), and the
@@ -673,6 +681,7 @@ def provenance(
         "python": platform.python_version(),
         "platform": platform.platform(),
         "git": git_commit(Path(__file__).resolve().parent),
+        "device": str(device or torch.device("cpu")),
         "seeds": {
             "train": {spec.name: spec.train.seed for spec in experiment.learners},
             "evaluation": experiment.evaluation.seed,

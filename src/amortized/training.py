@@ -41,7 +41,7 @@ from amortized.checkpoints import (
     write_text_atomic,
 )
 from amortized.distributed import Replicas
-from amortized.errors import ConfigError, NonFiniteError
+from amortized.errors import ConfigError, NonFiniteError, ShapeError
 from amortized.folders import lock_folder
 from amortized.learners.base import Learner, adapt, minibatches
 from amortized.learners.state import State
@@ -302,6 +302,11 @@ def meta_loss(
     check_choice("loss_scale", loss_scale, LOSS_SCALES)
     batches = [learner.check_data("batch", x, y) for x, y in batches]
     x_query, y_query = learner.check_data("query", tasks.x_query, tasks.y_query)
+    for x, _ in batches:
+        if x.shape[0] != tasks.num_tasks:
+            raise ShapeError(
+                f"a mini-batch holds {x.shape[0]} tasks but tasks {tasks.num_tasks}; they must match"
+            )
     tasks = replace(tasks, x_query=x_query, y_query=y_query)
     if objective == "greedy":
         return _greedy(learner, tasks, batches, chunk, loss_scale, replicas)
@@ -674,6 +679,7 @@ def _train(
     shown.close()
     learner.eval()
     final_saved = config.checkpoint_every and config.iterations % config.checkpoint_every == 0
+    tally.iteration = config.iterations  # skipped iterations count as done: the run is finished
     if start < config.iterations and not final_saved:
         files.save(learner, optimizer, tally)
     return TrainResult(tally.history, tally.seconds, config.iterations, files.checkpoint, tally.cpu_seconds)

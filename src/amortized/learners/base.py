@@ -76,7 +76,8 @@ class Learner(nn.Module):
     @property
     def device(self) -> torch.device | None:
         """The device of the learner's weights, which data given to it are moved to; ``None`` if it has
-        none (it then computes where the data are)."""
+        none (data are left where they are; such learners, e.g. the Bayes posterior, start their
+        states on the CPU)."""
         tensor = next(itertools.chain(self.parameters(), self.buffers()), None)
         return None if tensor is None else tensor.device
 
@@ -85,8 +86,9 @@ class Learner(nn.Module):
 
         Checks the state and the mini-batch (floats cast to :attr:`dtype`, moved to :attr:`device`),
         applies the learner's update (:meth:`_step`) and refuses a state holding NaN or infinity with a
-        :class:`NonFiniteError` naming the step and the tasks. Meta-training, which checks its loss
-        instead, passes ``check_finite=False``.
+        :class:`NonFiniteError` naming the step and the tasks, unless ``check_finite=False`` (a caller
+        that checks the result itself). Meta-training checks its mini-batches once and calls
+        :meth:`_step`, checking its loss instead.
         """
         state = self.check_state(state)
         x, y = self.check_data("batch", x, y)
@@ -322,7 +324,8 @@ def refinements(learner: Learner, state: State, batches: Iterable[tuple[Tensor, 
 
     The batches are taken as checked (:meth:`Learner.check_data`: the caller's boundary, once);
     each new state is checked for NaN. :func:`adaptation` runs it over the mini-batches of tensors,
-    the estimators over rows streamed from an array, the cost curve over fixed batches.
+    the estimators over rows streamed from an array, the cost curve over fixed batches. Call it
+    under ``torch.no_grad()`` (as they do) unless the states should keep a graph.
     """
     for batch_x, batch_y in batches:
         new = learner._step(state, batch_x, batch_y)

@@ -197,7 +197,10 @@ def _provenance(record: dict[str, Any] | None) -> list[str]:
         ("command", f"`{record['command']}`".replace("|", "\\|") if record.get("command") else "–"),
         ("versions", f"amortized {record['amortized']}, torch {record['torch']}, Python {record['python']}"),
         ("git commit", commit),
-        ("platform", record.get("platform", "–")),
+        (
+            "platform",
+            record.get("platform", "–") + (f", device {record['device']}" if "device" in record else ""),
+        ),
         (
             "seeds",
             f"meta-training {train_seeds}, evaluation {seeds.get('evaluation', '–')}",
