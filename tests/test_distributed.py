@@ -308,17 +308,3 @@ def test_killing_the_parent_of_nproc_2_ends_torchrun_and_both_ranks(tmp_path):
         if parent.poll() is None:
             parent.kill()
         kill_all([*children, *(pid for child in children for pid in _descendants(child))])
-
-
-def test_the_torchrun_command_passes_the_device_to_the_ranks():
-    command = distributed.train_command("runs/a", 2, quiet=True, threads=None, device="cuda")
-    assert command[-2:] == ["--device", "cuda"] and "--nproc-per-node=2" in command
-    assert "--device" not in distributed.train_command("runs/a", 2, quiet=True, threads=None)
-
-
-def test_the_ranks_backend_follows_the_device_and_one_gpu_is_not_shared():
-    assert distributed.backend_for(None) is None  # torch's default: nccl if CUDA is available
-    assert distributed.backend_for("cpu") == "gloo" and distributed.backend_for("cuda") == "nccl"
-    for device in ("cuda:1", "mps"):
-        with pytest.raises(ConfigError, match=f"--device {device} with several processes"):
-            distributed.backend_for(device)

@@ -136,11 +136,11 @@ def _meta_train(
     args: argparse.Namespace, experiment: Experiment, run: RunFolder, log: Callable[[str], None]
 ) -> dict[str, Trained]:
     """Meta-train here (alone, or as one rank under torchrun), or in ``--nproc`` processes via torchrun."""
-    from amortized import distributed
+    from amortized import distributed, launch
     from amortized.experiments import load_trained, train_learners
 
     if args.nproc > 1 and not distributed.launched_by_torchrun():
-        distributed.launch_training(
+        launch.launch_training(
             run.path,
             args.nproc,
             quiet=args.quiet,
@@ -347,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
             return args.handler(args, session)
         import torch
 
-        from amortized import distributed
+        from amortized import launch
 
         if hasattr(args, "threads"):
             torch.set_num_threads(args.threads)
@@ -356,8 +356,8 @@ def main(argv: list[str] | None = None) -> int:
 
             check_device("--device", args.device)
             if getattr(args, "nproc", 1) > 1:
-                distributed.backend_for(args.device)
-        with session.locks, distributed.cli_session(args):
+                launch.backend_for(args.device)
+        with session.locks, launch.cli_session(args):
             return args.handler(args, session)
     except (AmortizedError, ImportError, OSError) as error:
         print(f"amortized {args.command}: error: {error}", file=sys.stderr)
