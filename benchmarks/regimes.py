@@ -290,16 +290,26 @@ def moment_curve(family: LinearRegression) -> list[float]:
     return values
 
 
+def _newton_expected(learner: dict) -> bool:
+    """Whether today's settings give the learner the Newton direction: asked for here for
+    ``LatentUpdate``, the library's default for a ``LearnedUpdate`` whose model is small enough."""
+    if learner["class"] == "LatentUpdate":
+        return True
+    config = {**learner["config"], "rule": {**learner["config"]["rule"], "inputs": None}}
+    return LearnedUpdate.from_config(config).rule.spec.uses_newton
+
+
 def _before_defaults(runs: list[dict]) -> bool:
     """Whether any run's learner was built before today's settings: a ``LearnedUpdate`` or
-    ``LatentUpdate`` without the Newton direction (the library's default for the first, every model
-    here having at most 64 parameters; asked for here for the second), an ``InContext`` without the
-    ridge readout or, classifying, without the logistic base of its logits."""
+    ``LatentUpdate`` without the Newton direction where it is expected (:func:`_newton_expected`),
+    an ``InContext`` without the ridge readout or, classifying, without the logistic base of its
+    logits."""
     learners = [run["learner"] for run in runs if "learner" in run]
     return any(
         (
             learner["class"] in ("LearnedUpdate", "LatentUpdate")
             and "newton" not in learner["config"]["rule"]["inputs"]
+            and _newton_expected(learner)
         )
         or (learner["class"] == "InContext" and learner["config"].get("ridge_features") is None)
         or (
