@@ -43,7 +43,6 @@ Preprocessing, computed from ``X`` in a streaming pass:
 
 from __future__ import annotations
 
-import collections
 import copy
 import itertools
 import os
@@ -62,7 +61,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from amortized.checkpoints import load
 from amortized.errors import ConfigError, LabelError, NonFiniteError, ShapeError
-from amortized.learners.base import Learner, refinements
+from amortized.learners.base import Learner, last_state, refinements
 from amortized.learners.state import State
 from amortized.statistics import chunk_rows, safe_scale, streaming_moments
 from amortized.training import torch_threads
@@ -273,7 +272,7 @@ class _Amortized(BaseEstimator):
             run = itertools.islice(rows_of_steps, stop - first)
             batches = ((self._inputs(X[rows]), self._targets(targets[rows])) for rows in run)
             initial = self.learner_.init_state(1)
-            state = collections.deque(refinements(self.learner_, initial, batches), maxlen=1)[0]
+            state = last_state(refinements(self.learner_, initial, batches))
             run_rows = int(state.num_seen[0])
             value_sum, rows_read = value_sum + run_rows * state.value, rows_read + run_rows
         if num_runs > 1:

@@ -17,7 +17,6 @@ import itertools
 import math
 import time
 import weakref
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -28,7 +27,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from amortized.errors import ConfigError
-from amortized.learners.base import Learner, adapt, adaptation, minibatches, refinements
+from amortized.learners.base import Learner, adapt, adaptation, last_state, minibatches, refinements
 from amortized.learners.baselines import tune_learning_rate
 from amortized.learners.state import State
 from amortized.models.likelihoods import Categorical, Gaussian, likelihood
@@ -394,7 +393,7 @@ class PeakTensorMemory(TorchDispatchMode):
 
 def _adapt_over(learner: Learner, query_x: Tensor, batches: list[tuple[Tensor, Tensor]]) -> State:
     """The last state of an adaptation over checked ``batches`` (what the cost curve times)."""
-    return deque(refinements(learner, learner.init_state(len(query_x), query_x), batches), maxlen=1)[0]
+    return last_state(refinements(learner, learner.init_state(len(query_x), query_x), batches))
 
 
 def cost_curve(

@@ -594,7 +594,7 @@ def _train(
         )
     files.restart(tally.history)
     evaluates = config.eval_every and config.eval_tasks and replicas.is_main
-    eval_tasks = replicas.place(_evaluation_tasks(family, config)) if evaluates else None
+    eval_tasks = _evaluation_tasks(family, config) if evaluates else None  # evaluate_tasks places them
     start = saved = tally.iteration
     shown = Progress(
         progress if isinstance(progress, str) else type(learner).__name__,

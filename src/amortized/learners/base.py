@@ -348,6 +348,11 @@ def adapt(
     states = adaptation(
         learner, x, y, batch_size=batch_size, num_steps=num_steps, query_x=query_x, generator=generator
     )
+    return last_state(states)
+
+
+def last_state(states: Iterable[State]) -> State:
+    """The last of ``states`` (an adaptation's), keeping none of the others in memory."""
     return deque(states, maxlen=1)[0]
 
 
