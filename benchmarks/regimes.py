@@ -23,11 +23,11 @@ job; ``python -m benchmarks.regimes JOB...`` runs single jobs (other seeds, othe
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import json
 import multiprocessing
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -147,17 +147,33 @@ def _first(tasks: Any, n: int) -> Any:
     return type(tasks)(x, tasks.y_train.gather(1, y_index), tasks.x_query, tasks.y_query, tasks.f_query)
 
 
+def parse_job(name: str) -> tuple[str, str, int, bool]:
+    """``FAMILY/references`` or ``FAMILY/REGIME/SEED[/one-shot]`` as (family, regime or
+    ``"references"``, seed, one-shot), or a ``ValueError`` naming what is wrong."""
+    family_name, *rest = name.split("/")
+    usage = f"a job is FAMILY/references or FAMILY/REGIME/SEED[/one-shot], got {name!r}"
+    if family_name not in FAMILIES:
+        raise ValueError(f"{usage}: unknown family {family_name!r} (one of {', '.join(FAMILIES)})")
+    if rest == ["references"]:
+        return family_name, "references", 0, False
+    if len(rest) not in (2, 3) or rest[2:] not in ([], ["one-shot"]):
+        raise ValueError(usage)
+    if rest[0] not in REGIMES:
+        raise ValueError(f"{usage}: unknown regime {rest[0]!r} (one of {', '.join(REGIMES)})")
+    if not rest[1].isdigit():
+        raise ValueError(f"{usage}: the seed must be a non-negative integer, got {rest[1]!r}")
+    return family_name, rest[0], int(rest[1]), rest[2:] == ["one-shot"]
+
+
 def run_job(name: str) -> dict[str, Any]:
     """Train and score one learner, or compute one family's references."""
     torch.set_num_threads(1)
-    family_name, *rest = name.split("/")
+    family_name, regime, seed, one_shot = parse_job(name)
     make_family, model = FAMILIES[family_name]
     family = make_family()
     tasks = _tasks(family)
-    if rest == ["references"]:
+    if regime == "references":
         return references(family, model, tasks)
-    regime, seed = rest[0], int(rest[1])
-    one_shot = rest[2:] == ["one-shot"]
     learner = build(regime, family, model, seed)
     settings = {**TRAINING, **(ONE_SHOT if one_shot else {})}
     iterations = ITERATIONS[regime]
@@ -463,5 +479,20 @@ def _ood(result: dict, references: dict, metric: str, header: str, rule: str) ->
 
 
 if __name__ == "__main__":
-    for job in sys.argv[1:]:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.regimes",
+        description="Run single jobs and save them under benchmarks/results/regimes/.",
+        epilog=f"families: {', '.join(FAMILIES)}; regimes: {', '.join(REGIMES)}. "
+        "Example: linear-regression/implicit/1 linear-regression/references",
+    )
+    parser.add_argument(
+        "jobs", nargs="+", metavar="JOB", help="FAMILY/references or FAMILY/REGIME/SEED[/one-shot]"
+    )
+    arguments = parser.parse_args()
+    for job in arguments.jobs:
+        try:
+            parse_job(job)
+        except ValueError as error:
+            parser.error(str(error))
+    for job in arguments.jobs:
         print(_run_and_save((job, str(Path(__file__).resolve().parent / "results"), False)), flush=True)

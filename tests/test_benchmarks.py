@@ -185,3 +185,19 @@ def test_regimes_report_prefers_runs_of_the_current_defaults_and_marks_older_one
     runs = [run(["observations", "gradients"], 0.05), run(["observations", "gradients", "newton"], 0.02)]
     mixed = {"linear-regression/parametric/0": runs[0], "linear-regression/parametric/1": runs[1]}
     assert regimes._seeds(mixed, "linear-regression", "parametric") == [runs[1]]
+
+
+def test_regimes_job_names_are_parsed_with_errors_that_name_the_part():
+    from benchmarks.regimes import parse_job
+
+    assert parse_job("linear-regression/references") == ("linear-regression", "references", 0, False)
+    assert parse_job("linear-regression/implicit/2/one-shot") == ("linear-regression", "implicit", 2, True)
+    for name, part in [
+        ("quadratic/implicit/0", "unknown family 'quadratic'"),
+        ("linear-regression/bogus/0", "unknown regime 'bogus'"),
+        ("linear-regression/implicit/a", "seed must be a non-negative integer"),
+        ("linear-regression/implicit", "FAMILY/REGIME/SEED"),
+        ("linear-regression/implicit/0/twice", "FAMILY/REGIME/SEED"),
+    ]:
+        with pytest.raises(ValueError, match=part):
+            parse_job(name)
