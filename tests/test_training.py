@@ -14,7 +14,14 @@ from amortized.learners import SGD, InContext, LearnedInit, LearnedUpdate
 from amortized.learners.base import minibatches
 from amortized.models import Linear
 from amortized.tasks import LinearClassification, LinearRegression
-from amortized.training import TrainConfig, draw_num_steps, evaluate_tasks, iteration_generator, meta_loss
+from amortized.training import (
+    TrainConfig,
+    draw_num_steps,
+    evaluate_tasks,
+    iteration_generator,
+    loss_parts,
+    meta_loss,
+)
 
 TINY = {"width": 16, "depth": 1, "heads": 2}
 FAMILY = LinearRegression(dim=2, noise=0.1)
@@ -240,13 +247,15 @@ def test_non_finite_loss_stops_with_a_clear_error_or_is_skipped(tmp_path):
 
 def test_a_skipped_last_iteration_still_finishes_the_run(tmp_path, monkeypatch):
     """The checkpoint of a run whose last iteration was skipped says the run is done (not resumable)."""
-    calls, original = [], amortized.training.meta_loss
+    calls, original = [], amortized.training.loss_parts
 
     def failing_last(*args, **kwargs):
         calls.append(1)
-        return float("nan") if len(calls) == 3 else original(*args, **kwargs)
+        if len(calls) == 3:
+            return iter([(torch.tensor(float("nan")), True)])
+        return original(*args, **kwargs)
 
-    monkeypatch.setattr(amortized.training, "meta_loss", failing_last)
+    monkeypatch.setattr(amortized.training, "loss_parts", failing_last)
     options = dict(QUICK, iterations=3, on_nonfinite="skip", checkpoint_every=0)
     result = amortized.train(LearnedInit(Linear(2)), FAMILY, out_dir=tmp_path, **options)
     assert len(result.history) == 2 and result.iterations == 3
@@ -408,3 +417,18 @@ def test_meta_loss_checks_its_mini_batches_once_at_the_boundary():
     learner.step = None  # the steps run unchecked: Learner.step is not called
     meta_loss(learner, tasks, batches)
     assert checks == ["batch", "batch", "query"]  # once per mini-batch, once for the queries
+
+
+@pytest.mark.parametrize(("objective", "expected_parts"), [("greedy", 2), ("truncated", 3), ("full", 1)])
+def test_an_objective_yields_parts_that_sum_to_it_and_marks_only_the_last(objective, expected_parts):
+    """Greedy with chunk 3 over 6 steps: 2 parts; truncated windows of 2: 3 parts; full: 1."""
+    learner = LearnedUpdate(Linear(2), rule=TINY)
+    tasks = FAMILY.sample(4, 24, 4, torch.Generator().manual_seed(0))
+    batches = list(minibatches(tasks.x_train, tasks.y_train, 4, 6, torch.Generator().manual_seed(1)))
+    options = {"objective": objective, "chunk": 3, "truncation": 2}
+    parts = list(loss_parts(learner, tasks, batches, **options))
+    assert len(parts) == expected_parts
+    assert [last for _, last in parts] == [False] * (expected_parts - 1) + [True]
+    total = sum(loss.item() for loss, _ in parts)
+    learner.zero_grad()
+    assert meta_loss(learner, tasks, batches, **options) == pytest.approx(total, rel=1e-6)

@@ -160,38 +160,132 @@ def draw_num_steps(num_steps: int | tuple[int, int], generator: torch.Generator)
     return min(high, int(math.exp(math.log(low) + u * (math.log(high + 1) - math.log(low)))))
 
 
-def _query_loss(
-    learner: Learner, state: State, tasks: TaskBatch, loss_scale: str, repeats: int = 1
-) -> Tensor:
-    """Per-task query loss ``[tasks * repeats]`` for a state stacked over ``repeats`` copies."""
-    x_query = tasks.x_query.repeat(repeats, 1, 1)
-    y_query = tasks.y_query.repeat(repeats, *([1] * (tasks.y_query.dim() - 1)))
-    loss = learner.query_loss(state, x_query, y_query)
-    return torch.log(loss + 1e-6) if loss_scale == "log" else loss
+@dataclass(frozen=True)
+class _QueryLoss:
+    """The per-task query loss of one task batch, on the objective's scale (``loss_scale``)."""
+
+    tasks: TaskBatch
+    loss_scale: str
+
+    def __call__(self, learner: Learner, state: State, repeats: int = 1) -> Tensor:
+        """``[tasks * repeats]`` for a state stacked over ``repeats`` copies of the tasks."""
+        x_query = self.tasks.x_query.repeat(repeats, 1, 1)
+        y_query = self.tasks.y_query.repeat(repeats, *([1] * (self.tasks.y_query.dim() - 1)))
+        loss = learner.query_loss(state, x_query, y_query)
+        return torch.log(loss + 1e-6) if self.loss_scale == "log" else loss
 
 
 def _step_loss(
-    learner: Learner, state: State, x: Tensor, y: Tensor, tasks: TaskBatch, loss_scale: str, repeats: int
+    learner: Learner, state: State, x: Tensor, y: Tensor, query_loss: _QueryLoss, repeats: int
 ) -> Tensor:
     """Per-task query loss ``[tasks * repeats]`` after one step from a state stacked over ``repeats``."""
-    return _query_loss(learner, learner._step(state, x, y), tasks, loss_scale, repeats)
+    return query_loss(learner, learner._step(state, x, y), repeats)
 
 
 def _window_loss(
-    learner: Learner, state: State, batches: list, tasks: TaskBatch, loss_scale: str, num_steps: int
+    learner: Learner, state: State, batches: list, query_loss: _QueryLoss, num_steps: int
 ) -> tuple[Tensor, State]:
     """Summed query losses (each over ``num_steps``) of the steps from ``state``, and the last state."""
     total = None
     for batch_x, batch_y in batches:
         state = learner._step(state, batch_x, batch_y)
-        loss = _query_loss(learner, state, tasks, loss_scale).mean() / num_steps
+        loss = query_loss(learner, state).mean() / num_steps
         total = loss if total is None else total + loss
     return total, state
 
 
-def _forward(replicas: Replicas | None, last: bool, compute: Callable[..., T], *args: Any) -> T:
-    """``compute(*args)``; in a distributed run through DDP (``last``: the part whose backward syncs)."""
-    return compute(*args) if replicas is None else replicas.forward(compute, *args, last=last)
+Forward = Callable[..., Any]
+"""How a part of the objective is computed: ``forward(compute, *args, last=...)`` calls ``compute(*args)``
+(:meth:`~amortized.distributed.Replicas.forward` does it through DDP, syncing on the ``last`` part)."""
+
+
+def _direct(compute: Callable[..., T], *args: Any, last: bool) -> T:
+    """``compute(*args)``: the forward of a single process."""
+    return compute(*args)
+
+
+def _greedy(
+    learner: Learner, tasks: TaskBatch, batches: list, chunk: int, query_loss: _QueryLoss, forward: Forward
+) -> Iterator[tuple[Tensor, bool]]:
+    """Greedy objective: each step's loss from the detached previous state, ``chunk`` steps per part."""
+    num_steps = len(batches)
+    states = [learner.init_state(tasks.num_tasks, tasks.x_query)]
+    with torch.no_grad():
+        for batch_x, batch_y in batches[:-1]:
+            states.append(learner._step(states[-1].detach(), batch_x, batch_y))
+    if len({batch_x.shape[1] for batch_x, _ in batches}) > 1:
+        chunk = 1
+    for start in range(0, num_steps, chunk):
+        group = range(start, min(start + chunk, num_steps))
+        last = group.stop == num_steps
+        losses = forward(
+            _step_loss,
+            learner,
+            State.cat([states[i] if i == 0 else states[i].detach() for i in group]),
+            torch.cat([batches[i][0] for i in group]),
+            torch.cat([batches[i][1] for i in group]),
+            query_loss,
+            len(group),
+            last=last,
+        )
+        yield losses.sum() / (tasks.num_tasks * num_steps), last
+
+
+def _windowed(
+    learner: Learner, tasks: TaskBatch, batches: list, window: int, query_loss: _QueryLoss, forward: Forward
+) -> Iterator[tuple[Tensor, bool]]:
+    """Gradients through ``window`` consecutive steps, the state cut between windows: one part each."""
+    num_steps = len(batches)
+    state = learner.init_state(tasks.num_tasks, tasks.x_query)
+    for start in range(0, num_steps, window):
+        last = start + window >= num_steps
+        loss, state = forward(
+            _window_loss,
+            learner,
+            state.detach() if start else state,
+            batches[start : start + window],
+            query_loss,
+            num_steps,
+            last=last,
+        )
+        yield loss, last
+
+
+def loss_parts(
+    learner: Learner,
+    tasks: TaskBatch,
+    batches: list[tuple[Tensor, Tensor]],
+    *,
+    objective: str = "greedy",
+    truncation: int = 4,
+    chunk: int = 8,
+    loss_scale: str = "linear",
+    forward: Forward = _direct,
+) -> Iterator[tuple[Tensor, bool]]:
+    """One task batch's meta-objective as parts ``(loss, last)`` to backpropagate one after another.
+
+    The objective is the query loss after every step over ``batches``, averaged over steps and tasks
+    (the parts sum to it), with gradients crossing steps as ``objective`` says (see the module
+    docstring); ``last`` marks the final part, whose backward syncs a distributed run. The
+    mini-batches and query points are checked here, once (cast to the learner's dtype and moved to
+    its device); the steps then run unchecked.
+    """
+    check_choice("objective", objective, OBJECTIVES)
+    check_choice("loss_scale", loss_scale, LOSS_SCALES)
+    batches = [learner.check_data("batch", x, y) for x, y in batches]
+    x_query, y_query = learner.check_data("query", tasks.x_query, tasks.y_query)
+    for x, _ in batches:
+        if x.shape[0] != tasks.num_tasks:
+            raise ShapeError(
+                f"a mini-batch holds {x.shape[0]} tasks but tasks {tasks.num_tasks}; they must match"
+            )
+    tasks = replace(tasks, x_query=x_query, y_query=y_query)
+    query_loss = _QueryLoss(tasks, loss_scale)
+    if objective == "greedy":
+        yield from _greedy(learner, tasks, batches, chunk, query_loss, forward)
+    else:
+        window = truncation if objective == "truncated" else len(batches)
+        yield from _windowed(learner, tasks, batches, window, query_loss, forward)
 
 
 def _backward(loss: Tensor, replicas: Replicas | None, last: bool) -> float:
@@ -212,106 +306,15 @@ def _backward(loss: Tensor, replicas: Replicas | None, last: bool) -> float:
     return loss.item()
 
 
-def _greedy(
-    learner: Learner,
-    tasks: TaskBatch,
-    batches: list,
-    chunk: int,
-    loss_scale: str,
-    replicas: Replicas | None = None,
-) -> float:
-    """Greedy objective: backpropagate each step's loss from the detached previous state."""
-    num_steps = len(batches)
-    states = [learner.init_state(tasks.num_tasks, tasks.x_query)]
-    with torch.no_grad():
-        for batch_x, batch_y in batches[:-1]:
-            states.append(learner._step(states[-1].detach(), batch_x, batch_y))
-    if len({batch_x.shape[1] for batch_x, _ in batches}) > 1:
-        chunk = 1
-    total = 0.0
-    for start in range(0, num_steps, chunk):
-        group = range(start, min(start + chunk, num_steps))
-        last = group.stop == num_steps
-        stacked = State.cat([states[i] if i == 0 else states[i].detach() for i in group])
-        losses = _forward(
-            replicas,
-            last,
-            _step_loss,
-            learner,
-            stacked,
-            torch.cat([batches[i][0] for i in group]),
-            torch.cat([batches[i][1] for i in group]),
-            tasks,
-            loss_scale,
-            len(group),
-        )
-        loss = losses.sum() / (tasks.num_tasks * num_steps)
-        total += _backward(loss, replicas, last)
-    return total
-
-
-def _windowed(
-    learner: Learner,
-    tasks: TaskBatch,
-    batches: list,
-    window: int,
-    loss_scale: str,
-    replicas: Replicas | None = None,
-) -> float:
-    """Backpropagate through ``window`` consecutive steps, cutting the state between windows."""
-    num_steps = len(batches)
-    state = learner.init_state(tasks.num_tasks, tasks.x_query)
-    total = 0.0
-    for start in range(0, num_steps, window):
-        last = start + window >= num_steps
-        loss, state = _forward(
-            replicas,
-            last,
-            _window_loss,
-            learner,
-            state.detach() if start else state,
-            batches[start : start + window],
-            tasks,
-            loss_scale,
-            num_steps,
-        )
-        total += _backward(loss, replicas, last)
-    return total
-
-
 def meta_loss(
-    learner: Learner,
-    tasks: TaskBatch,
-    batches: list[tuple[Tensor, Tensor]],
-    *,
-    objective: str = "greedy",
-    truncation: int = 4,
-    chunk: int = 8,
-    loss_scale: str = "linear",
-    replicas: Replicas | None = None,
+    learner: Learner, tasks: TaskBatch, batches: list[tuple[Tensor, Tensor]], **objective: Any
 ) -> float:
     """Backpropagate one task batch's meta-objective into the learner's ``.grad``; return its value.
 
-    The objective is the query loss after every step over ``batches``, averaged over steps and tasks,
-    with gradients crossing steps as ``objective`` says (see the module docstring). With ``replicas``
-    of a distributed run, ``tasks`` is this rank's slice and the gradients are averaged across ranks.
-    The mini-batches and query points are checked here, once (cast to the learner's dtype and moved
-    to its device); the steps then run unchecked, and ``train`` checks the loss.
+    ``objective`` holds :func:`loss_parts`' options (``objective``, ``truncation``, ``chunk``,
+    ``loss_scale``); this is what one iteration of :func:`train` does in a single process.
     """
-    check_choice("objective", objective, OBJECTIVES)
-    check_choice("loss_scale", loss_scale, LOSS_SCALES)
-    batches = [learner.check_data("batch", x, y) for x, y in batches]
-    x_query, y_query = learner.check_data("query", tasks.x_query, tasks.y_query)
-    for x, _ in batches:
-        if x.shape[0] != tasks.num_tasks:
-            raise ShapeError(
-                f"a mini-batch holds {x.shape[0]} tasks but tasks {tasks.num_tasks}; they must match"
-            )
-    tasks = replace(tasks, x_query=x_query, y_query=y_query)
-    if objective == "greedy":
-        return _greedy(learner, tasks, batches, chunk, loss_scale, replicas)
-    window = truncation if objective == "truncated" else len(batches)
-    return _windowed(learner, tasks, batches, window, loss_scale, replicas)
+    return sum(_backward(loss, None, last) for loss, last in loss_parts(learner, tasks, batches, **objective))
 
 
 class _NonFiniteLoss(Exception):
@@ -617,7 +620,7 @@ def _train(
             optimizer.zero_grad(set_to_none=True)
             try:
                 with replicas.guard(f"meta-training iteration {iteration + 1}"):
-                    loss = meta_loss(
+                    parts = loss_parts(
                         learner,
                         tasks,
                         batches,
@@ -625,9 +628,9 @@ def _train(
                         truncation=config.truncation,
                         chunk=config.chunk,
                         loss_scale=config.loss_scale,
-                        replicas=replicas,
+                        forward=replicas.forward,
                     )
-                    loss = replicas.mean(loss)
+                    loss = replicas.mean(sum(_backward(part, replicas, last) for part, last in parts))
                 if not math.isfinite(loss):
                     raise _NonFiniteLoss
                 grad_norm = torch.nn.utils.clip_grad_norm_(learner.parameters(), config.grad_clip)
