@@ -313,9 +313,9 @@ class InContext(Learner):
             entries = zip(carry.history.unbind(1), flags.unbind(1), strict=True)
             past = [self._shown(entry) * flag[:, None, None] for entry, flag in entries]
         scale = state.share(points)[:, None, None] if spec.scale_by_share else 1
-        counts = refinement_counts(state, points, spec.refinements, spec.taper_refinements)
+        counts, passes = refinement_counts(state, points, spec.refinements, spec.taper_refinements)
         context = self.context(x, y, batch_readout)
-        for refinement in range(int(counts.max())):
+        for refinement in range(passes):
             active = (counts > refinement)[:, None, None]
             features, progress = [query_x, self._shown(value)], step_progress
             if spec.refinements > 1:

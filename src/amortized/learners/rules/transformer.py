@@ -179,12 +179,16 @@ def pushed(history: Tensor, value: Tensor) -> Tensor:
     return torch.cat([value[:, None], history[:, :-1]], 1)
 
 
-def refinement_counts(state: State, batch_points: int, refinements: int, taper: bool) -> Tensor:
-    """Transformer passes per task ``[tasks]`` for a step: all, or tapered by the batch's share."""
+def refinement_counts(
+    state: State, batch_points: int, refinements: int, taper: bool
+) -> tuple[Tensor, int]:
+    """Transformer passes per task ``[tasks]`` for a step, all or tapered by the batch's share, and
+    the most of them. Untapered, that is ``refinements`` and the step never waits on the device;
+    tapered, it is read from the counts (a step's one host sync, the price of skipping passes)."""
     if not taper:
-        return torch.full(state.num_seen.shape, refinements, device=state.num_seen.device)
-    counts = torch.ceil(refinements * state.share(batch_points) - 1e-6)
-    return counts.long().clamp(min=1)
+        return torch.full(state.num_seen.shape, refinements, device=state.num_seen.device), refinements
+    counts = torch.ceil(refinements * state.share(batch_points) - 1e-6).long().clamp(min=1)
+    return counts, int(counts.max())
 
 
 def _rows(active: Tensor) -> slice | Tensor:
@@ -243,11 +247,11 @@ class TransformerRule(nn.Module):
         step_progress = state.progress_features(points)
         if spec.history:
             step_progress = torch.cat([step_progress, history_flags(state, spec.history)], -1)
-        counts = refinement_counts(state, points, spec.refinements, spec.taper_refinements)
+        counts, passes = refinement_counts(state, points, spec.refinements, spec.taper_refinements)
         num_chunks = self.chunks.num_chunks
         last_output = last_grad = last_rms = None
-        for refinement in range(int(counts.max())):
-            rows = _rows(counts > refinement)
+        for refinement in range(passes):
+            rows = _rows(counts > refinement) if spec.taper_refinements else slice(None)
             task_value, task_x, task_y = value[rows], x[rows], y[rows]
             progress = step_progress[rows]
             features = [task_value]
