@@ -17,8 +17,8 @@ import itertools
 import math
 import time
 import weakref
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import torch
@@ -27,7 +27,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from amortized.errors import ConfigError
-from amortized.learners.base import Learner, adapt, adaptation, last_state, minibatches, refinements
+from amortized.learners.base import Learner, last_state, minibatches, refinements
 from amortized.learners.baselines import tune_learning_rate
 from amortized.learners.state import State
 from amortized.models.likelihoods import Categorical, Gaussian, likelihood
@@ -110,10 +110,22 @@ def _first_pass(x: Tensor, y: Tensor, batch_size: int, seed: int) -> list[tuple[
     return list(minibatches(x, y, batch_size, None, torch.Generator().manual_seed(seed)))
 
 
+def _checked(learner: Learner, tasks: TaskBatch) -> TaskBatch:
+    """``tasks`` on the learner's device, their training points and query inputs checked once."""
+    tasks = learner.place(tasks)
+    x, y = learner.check_data("train", tasks.x_train, tasks.y_train)
+    return replace(tasks, x_train=x, y_train=y, x_query=learner.check_inputs("query_x", tasks.x_query))
+
+
+def _states(learner: Learner, query_x: Tensor, batches: Iterable[tuple[Tensor, Tensor]]) -> Iterator[State]:
+    """The states of an adaptation over checked ``batches`` (not checked again), for tasks whose
+    query inputs are ``query_x``."""
+    return refinements(learner, learner.init_state(len(query_x), query_x), batches)
+
+
 def _one_step(learner: Learner, tasks: TaskBatch, x: Tensor, y: Tensor) -> tuple[State, float]:
     began = time.perf_counter()
-    state = learner.init_state(tasks.num_tasks, tasks.x_query)
-    state = learner.step(state, x, y)
+    state = last_state(_states(learner, tasks.x_query, [(x, y)]))
     return state, time.perf_counter() - began
 
 
@@ -135,8 +147,8 @@ def step_curve(
     of the adaptation up to ``k`` for the whole batch of tasks.
     """
     metrics_of = metrics_of or learner.likelihood
-    tasks = learner.place(tasks)
-    x, y = learner.check_data("train", tasks.x_train, tasks.y_train)
+    tasks = _checked(learner, tasks)
+    x, y = tasks.x_train, tasks.y_train
     steps = sorted(steps)
     points: list[dict[str, float]] = []
     with torch.no_grad():
@@ -158,9 +170,7 @@ def step_curve(
             return points
         wanted, seconds = set(steps), 0.0
         order = torch.Generator().manual_seed(seed)
-        states = adaptation(
-            learner, x, y, batch_size=batch_size, num_steps=steps[-1], query_x=tasks.x_query, generator=order
-        )
+        states = _states(learner, tasks.x_query, minibatches(x, y, batch_size, steps[-1], order))
         for k in range(1, steps[-1] + 1):
             began = time.perf_counter()
             state = next(states)
@@ -189,8 +199,8 @@ def size_curve(
     ``N`` points in one step.
     """
     metrics_of = metrics_of or learner.likelihood
-    tasks = learner.place(tasks)
-    x, y = learner.check_data("train", tasks.x_train, tasks.y_train)
+    tasks = _checked(learner, tasks)
+    x, y = tasks.x_train, tasks.y_train
     if max(sizes) > x.shape[1]:
         raise ConfigError(f"size curve needs {max(sizes)} training points per task, tasks have {x.shape[1]}")
     points: list[dict[str, float]] = []
@@ -203,8 +213,8 @@ def size_curve(
             else:
                 order = torch.Generator().manual_seed(seed)
                 began = time.perf_counter()
-                state = adapt(
-                    learner, subset_x, subset_y, batch_size=batch_size, query_x=tasks.x_query, generator=order
+                state = last_state(
+                    _states(learner, tasks.x_query, minibatches(subset_x, subset_y, batch_size, None, order))
                 )
                 k = int(state.num_steps[0])
                 seconds = time.perf_counter() - began
@@ -391,11 +401,6 @@ class PeakTensorMemory(TorchDispatchMode):
         return out
 
 
-def _adapt_over(learner: Learner, query_x: Tensor, batches: list[tuple[Tensor, Tensor]]) -> State:
-    """The last state of an adaptation over checked ``batches`` (what the cost curve times)."""
-    return last_state(refinements(learner, learner.init_state(len(query_x), query_x), batches))
-
-
 def cost_curve(
     learner: Learner,
     family: TaskFamily,
@@ -423,10 +428,10 @@ def cost_curve(
             order = torch.Generator().manual_seed(seed)
             batches = list(minibatches(x[:, :size], y[:, :size], chunk, None, order))
             began = time.perf_counter()
-            _adapt_over(learner, query_x, batches)
+            last_state(_states(learner, query_x, batches))
             seconds = time.perf_counter() - began
             with PeakTensorMemory() as meter:
-                _adapt_over(learner, query_x, batches)
+                last_state(_states(learner, query_x, batches))
             points.append({"n": size, "k": len(batches), "seconds": seconds, "peak_bytes": meter.peak})
     return points[1:]
 
