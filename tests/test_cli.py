@@ -108,7 +108,7 @@ def test_without_a_command_prints_help(capsys):
         (["run", "quickstrat"], "unknown preset 'quickstrat'; valid presets: alphabet, digits"),
         (
             ["run", "tiny", "--set", "train.iterations=abc"],
-            "train.iterations must be an integer, got str 'abc'",
+            "train: iterations must be an integer, got str 'abc'",
         ),
         (["run", "tiny", "--set", "train.iteration=3"], "unknown key(s) train.iteration; valid:"),
         (["train", "mnist"], "pass --set data.root=DIR"),

@@ -1,12 +1,14 @@
+import inspect
 import re
 import sys
+import typing
 
 import numpy as np
 import pytest
 import torch
 
 from amortized.config import Experiment
-from amortized.errors import ConfigError, DataError
+from amortized.errors import AmortizedError, ConfigError, DataError
 from amortized.learners import InContext, LearnedInit, LearnedUpdate
 from amortized.preset_files import (
     apply_overrides,
@@ -131,28 +133,31 @@ def test_overrides_reach_tables_and_named_learners():
     ("override", "match"),
     [
         ("train.iterationz=3", r"unknown key\(s\) train\.iterationz; valid: .*iterations"),
-        ("train.iterations=abc", r"train\.iterations must be an integer, got str 'abc'"),
-        ("train.lr=fast", r"train\.lr must be a number"),
-        ("train.num_steps=[1, 2, 3]", r"train\.num_steps must be"),
-        ("family.noise=loud", r"family\.noise must be a number"),
+        ("train.iterations=abc", r"train: iterations must be an integer, got str 'abc'"),
+        ("train.lr=fast", r"train: lr must be a finite number, got str 'fast'"),
+        ("train.num_steps=[1, 2, 3]", r"train: num_steps range must be \(low, high\)"),
+        ("family.noise=loud", r"family: noise must be a finite number, got str 'loud'"),
         ("family.colour=red", r"unknown key\(s\) family\.colour; valid: .*noise"),
         ("family.class=Spiral", r"unknown task family 'Spiral'.*valid: .*LinearRegression"),
-        ("evaluation.steps=4", r"evaluation\.steps must be a list of integers"),
+        ("evaluation.steps=4", r"evaluation\.steps must be a non-empty list of positive integers, got 4"),
         (
             "learners.LearnedUpdate.kwargs.rule.width=wide",
-            r"learners\.LearnedUpdate\.kwargs\.rule\.width must be an integer",
+            r"learners\.LearnedUpdate: rule: width must be an integer, got str 'wide'",
         ),
         ("learners.LearnedUpdate.kwargs.depht=2", r"learners\.LearnedUpdate\.kwargs\.depht; valid: .*rule"),
         (
             "learners.LearnedUpdate.kwargs.rule.depht=2",
-            r"learners\.LearnedUpdate\.kwargs\.rule\.depht; valid: .*depth",
+            r"learners\.LearnedUpdate: unknown key\(s\) rule\.depht; valid: .*depth",
         ),
         ("learners.LearnedUpdate.class=Oracle", r"unknown learner class 'Oracle'.*valid: .*InContext"),
         ("learners.LearnedUpdate.one_shot=yes", r"learners\.LearnedUpdate\.one_shot must be true or false"),
         ("learners.Oracle.train.lr=1", r"no learner named 'Oracle'; valid: LearnedUpdate, MAML"),
         ("learners.MAML.train.objective=magic", r"unknown objective 'magic'"),
         ("baselines.SGD.kwargs.lr=0.1", r"tuned from lr_grid"),
-        ("baselines.SGD.tune=sometimes", r"baselines\.SGD\.tune must be 'per_k' or 'once'"),
+        (
+            "baselines.SGD.tune=sometimes",
+            r"unknown baselines\.SGD\.tune 'sometimes'; choose one of 'per_k', 'once'",
+        ),
         ("baselines.Bayes.lr_grid=[1.0]", r"takes its options from the family"),
         (
             "baselines.SGD.lr_grid=[0.1, inf]",
@@ -250,3 +255,65 @@ def test_apply_overrides_does_not_touch_the_original():
     config = load_preset("tiny")[1]
     apply_overrides(config, ["train.iterations=1", "learners.MAML.kwargs.rule.inner_lr=0.5"])
     assert config["train"]["iterations"] == 20 and config["learners"][1]["kwargs"]["rule"]["inner_lr"] == 0.1
+
+
+class _Unknown:
+    """A value of no type any option takes."""
+
+    def __repr__(self) -> str:
+        return "Unknown()"
+
+
+def _wrong_values(hint: object) -> list[object]:
+    """Values of a type an option annotated ``hint`` does not take."""
+    text = str(hint)
+    wrong: list[object] = [_Unknown()]
+    if "str" not in text:
+        wrong.append("zzz")
+    if "float" not in text and ("int" in text or "bool" in text):
+        wrong.append(2.5)
+    if text == "<class 'bool'>":
+        wrong.append(1)
+    if "int" in text and "bool" not in text:
+        wrong.append(True)
+    return wrong
+
+
+DATA_FAMILIES = ("Digits", "MNIST1D", "MNIST", "FashionMNIST", "FeaturesFile", "NPZDataset", "IDXDataset")
+"""Families read from files or generated at length: their file options are tested with the loaders."""
+REQUIRED = {"input_dim": 2, "dim": 2, "lr": 0.1, "noise": 0.5, "output_dim": 1}
+"""Values for the positional arguments a preset fills in from the family."""
+
+
+def _presettable():
+    """(constructor, its required arguments, an option, a value of the wrong type for it)."""
+    from amortized.config import FAMILIES, PREDICTORS
+    from amortized.learners import Learner
+    from amortized.learners.rules import GradientStep, TransformerUpdate
+    from amortized.models import Linear
+
+    factories = [family for name, family in FAMILIES.items() if name not in DATA_FAMILIES]
+    factories += [*PREDICTORS.values(), *Learner.registry.values(), TransformerUpdate, GradientStep]
+    for factory in factories:
+        parameters = inspect.signature(factory).parameters
+        hints = typing.get_type_hints(factory.__init__)
+        needed = {
+            name: REQUIRED[name]
+            for name, parameter in parameters.items()
+            if name in REQUIRED and parameter.default is parameter.empty
+        }
+        if "model" in parameters:
+            needed["model"] = Linear(2)
+        for name, parameter in parameters.items():
+            if name in needed or name == "seed" or parameter.default is parameter.empty or name not in hints:
+                continue
+            for value in _wrong_values(hints[name]):
+                yield pytest.param(factory, needed, name, value, id=f"{factory.__name__}.{name}={value!r}")
+
+
+@pytest.mark.parametrize(("factory", "needed", "name", "value"), list(_presettable()))
+def test_every_presettable_option_is_checked_by_its_own_constructor(factory, needed, name, value):
+    """What a preset can name refuses a value of the wrong type itself, with the library's error
+    naming the option: presets need no type checker of their own."""
+    with pytest.raises(AmortizedError, match=name.split("_")[0]):
+        factory(**needed, **{name: value})

@@ -147,7 +147,7 @@ def test_one_shot_memory_grows_with_n_while_iterative_memory_is_bounded():
 @pytest.mark.parametrize(
     ("values", "match"),
     [
-        ({"step": [1]}, "unknown evaluation option.*valid: steps"),
+        ({"step": [1]}, r"unknown key\(s\) evaluation.step; valid: .*steps"),
         ({"steps": [1, 1]}, "duplicates"),
         ({"steps": []}, "non-empty list"),
         ({"batch_size": 0}, "evaluation.batch_size must be > 0"),

@@ -270,7 +270,7 @@ def test_a_skipped_last_iteration_still_finishes_the_run(tmp_path, monkeypatch):
         ({"num_steps": (4, 2)}, "num_steps"),
         ({"batch_size": (0, 8)}, "batch_size must be > 0"),
         ({"batch_size": [8, 16, 32]}, r"batch_size range must be \(low, high\)"),
-        ({"learning_rate": 0.1}, "unknown training option.*valid:"),
+        ({"learning_rate": 0.1}, r"unknown key\(s\) train.learning_rate; valid:"),
         ({"seed": 2**63}, r"seed must be < 2\*\*63"),
         ({"seed": np.int64(-1)}, "seed must be >= 0"),
         ({"lr": float("inf")}, "lr must be a finite number"),

@@ -151,3 +151,32 @@ def test_devices_are_checked_against_what_this_torch_can_use():
 def test_cuda_without_a_gpu_says_so():
     with pytest.raises(ConfigError, match=r"--device 'cuda:1': torch .* sees no CUDA GPU on this machine"):
         check_device("--device", "cuda:1")
+
+
+def test_the_option_vocabulary_names_the_option_and_the_rule():
+    from amortized.validation import check_int, check_keys, check_real_list, check_str, check_widths
+
+    assert check_int("ways", 3, low=2, high=5) == 3
+    with pytest.raises(ConfigError, match="ways must be >= 2, got 1"):
+        check_int("ways", 1, low=2)
+    with pytest.raises(ConfigError, match="ways must be <= 5, got 6"):
+        check_int("ways", 6, high=5)
+    assert check_widths("hidden", [64, 32]) == (64, 32) and check_widths("hidden", []) == ()
+    with pytest.raises(ConfigError, match=r"hidden must be a list of layer widths \(at least one\)"):
+        check_widths("hidden", [], allow_empty=False)
+    with pytest.raises(ConfigError, match="hidden must be a list of layer widths"):
+        check_widths("hidden", "64")
+    assert check_real_list("grid", [0.1, 1], positive=True) == [0.1, 1.0]
+    with pytest.raises(ConfigError, match=r"grid must be > 0, got -1\.0"):
+        check_real_list("grid", [0.1, -1], positive=True)
+    with pytest.raises(ConfigError, match="grid must be a non-empty list of numbers"):
+        check_real_list("grid", [])
+    with pytest.raises(ConfigError, match="path must be a string, got int 3"):
+        check_str("path", 3)
+    assert check_keys("train", {"lr": 1}, ["lr", "iterations"]) == {"lr": 1}
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) train\.lrr; valid: iterations, lr"):
+        check_keys("train", {"lrr": 1}, ["lr", "iterations"])
+    with pytest.raises(ConfigError, match=r"learners\.X needs a 'class' key"):
+        check_keys("learners.X", {}, ["class"], required=["class"])
+    with pytest.raises(ConfigError, match="data must be a table, got str"):
+        check_keys("data", "here", ["root"])

@@ -13,9 +13,10 @@ A preset has these parts (the shipped ones are in ``amortized/presets/*.toml``):
     [[baselines]] name, class, kwargs, lr_grid, tune ("per_k" | "once"), tune_steps
 
 Widths and the kind of task are filled in from the family, so a learner's ``kwargs`` hold only
-what matters (a parametric learner's ``model = {kind = "mlp", hidden = [40, 40]}``). Every key and
-value is checked against the constructors' and dataclasses' annotations: an unknown key lists the
-valid ones, a value of the wrong type names its key.
+what matters (a parametric learner's ``model = {kind = "mlp", hidden = [40, 40]}``). An unknown key
+is named with the valid ones listed (:func:`~amortized.validation.check_keys`); every value is checked
+where it goes, by the constructor or dataclass that takes it (the same checkers as in Python), and a
+refusal is prefixed with where in the preset it came from (``family: noise must be ...``).
 """
 
 from __future__ import annotations
@@ -23,17 +24,14 @@ from __future__ import annotations
 import copy
 import dataclasses
 import inspect
-import os
 import re
-import types
-import typing
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from amortized import tasks as task_families
 from amortized.errors import ConfigError, DataError
-from amortized.evaluation import EvaluationConfig
+from amortized.evaluation import TUNE_MODES, EvaluationConfig
 from amortized.learners import BayesLinearRegression, Learner
 from amortized.memory import check_memory
 from amortized.models.predictors import MLP, Linear
@@ -41,7 +39,15 @@ from amortized.preset_files import read_preset
 from amortized.tasks.base import TaskFamily
 from amortized.tasks.datasets import LabelledDataset
 from amortized.training import TrainConfig
-from amortized.validation import MAX_MAGNITUDE, check_real
+from amortized.validation import (
+    MAX_MAGNITUDE,
+    check_bool,
+    check_choice,
+    check_keys,
+    check_positive_int,
+    check_real_list,
+    check_str,
+)
 
 FAMILIES: dict[str, Callable[..., TaskFamily]] = {
     name: getattr(task_families, name)
@@ -70,113 +76,24 @@ REFERENCE = "BayesLinearRegression"
 FIXED_BASELINES = ("GaussianMixtureFit", "EmpiricalSamples", "RandomOrder", "VarianceOrder")
 """References with nothing to learn or tune (of generative and causal tasks): run as they are."""
 PREDICTORS = {"linear": Linear, "mlp": MLP}
+TRAIN_KEYS = tuple(field.name for field in dataclasses.fields(TrainConfig))
+EVALUATION_KEYS = tuple(field.name for field in dataclasses.fields(EvaluationConfig))
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 # --------------------------------------------------------------------------------------------------
-# Type checking of preset values against constructor and dataclass annotations
+# Keys of preset tables (each value is checked by the constructor or dataclass it goes to)
 
 
-def _describe_type(hint: Any) -> str:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        described = [_describe_type(a) for a in typing.get_args(hint) if a is not type(None)]
-        readable = [d for d in described if d.startswith(("a ", "an ", "true"))]
-        return " or ".join(dict.fromkeys(readable or described))
-    if hint is bool:
-        return "true or false"
-    if hint is int:
-        return "an integer"
-    if hint is float:
-        return "a number"
-    if hint is str or hint is os.PathLike:
-        return "a string"
-    if hint is dict or origin is dict:
-        return "a table"
-    if origin in (tuple, list, Sequence) or hint in (tuple, list):
-        items = [a for a in typing.get_args(hint) if a is not Ellipsis]
-        return (
-            f"a list of {_describe_type(items[0]).removeprefix('an ').removeprefix('a ')}s"
-            if items
-            else "a list"
-        )
-    return getattr(hint, "__name__", str(hint))
-
-
-def _conforms(value: Any, hint: Any) -> bool:
-    """Whether a TOML value fits a type annotation (lists stand for tuples and sequences)."""
-    origin = typing.get_origin(hint)
-    if hint is None or hint is Any or hint is inspect.Parameter.empty:
-        return True
-    if origin in (typing.Union, types.UnionType):
-        return any(_conforms(value, a) for a in typing.get_args(hint) if a is not type(None))
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if hint is str or hint is os.PathLike:
-        return isinstance(value, str)
-    if hint is dict or origin is dict:
-        return isinstance(value, dict)
-    if origin in (tuple, list, Sequence) or hint in (tuple, list):
-        if not isinstance(value, list):
-            return False
-        items = [a for a in typing.get_args(hint) if a is not Ellipsis]
-        if origin is tuple and Ellipsis not in typing.get_args(hint) and items and len(items) != len(value):
-            return False
-        return not items or all(_conforms(v, items[0] if len(set(items)) == 1 else Any) for v in value)
-    return False
-
-
-def _parameters(factory: Callable[..., Any]) -> dict[str, Any]:
-    """Constructor parameter names and their annotations (or default's type, where unannotated)."""
-    target = factory.__init__ if isinstance(factory, type) else factory
-    try:
-        hints = typing.get_type_hints(target)
-    except Exception:
-        hints = {}
-    out = {}
-    for name, parameter in inspect.signature(factory).parameters.items():
-        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
-            continue
-        default = parameter.default
-        fallback = type(default) if default not in (None, inspect.Parameter.empty) else Any
-        out[name] = hints.get(name, fallback)
-    return out
-
-
-def _dataclass_in(hint: Any) -> type | None:
-    """The dataclass an annotation names (alone or in a union), whose fields a table must match."""
-    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
-    return next((option for option in options if dataclasses.is_dataclass(option)), None)
-
-
-def _check_table(where: str, values: Any, schema: dict[str, Any], *, required: Sequence[str] = ()) -> dict:
-    """Check that ``values`` is a table whose keys are in ``schema`` and whose values fit their types."""
-    if not isinstance(values, dict):
-        raise ConfigError(f"{where} must be a table, got {type(values).__name__} {values!r}")
-    unknown = sorted(set(values) - set(schema))
-    if unknown:
-        label = f"{where}." if where else ""
-        raise ConfigError(
-            f"unknown key(s) {', '.join(label + k for k in unknown)}; valid: {', '.join(sorted(schema))}"
-        )
-    for key in required:
-        if key not in values:
-            raise ConfigError(f"{where or 'the preset'} needs a {key!r} key")
-    for key, value in values.items():
-        hint = schema[key]
-        spec = _dataclass_in(hint)
-        if spec is not None and isinstance(value, dict):
-            _check_table(f"{where}.{key}" if where else key, value, typing.get_type_hints(spec))
-            continue
-        if not _conforms(value, hint):
-            label = f"{where}.{key}" if where else key
-            raise ConfigError(f"{label} must be {_describe_type(hint)}, got {type(value).__name__} {value!r}")
-    return values
+def _parameter_names(factory: Callable[..., Any]) -> list[str]:
+    """The options a constructor takes by name: the keys its table may hold."""
+    kinds = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    return [
+        name
+        for name, parameter in inspect.signature(factory).parameters.items()
+        if parameter.kind not in kinds
+    ]
 
 
 def _check_class(where: str, name: Any, registry: dict[str, Any], kind: str) -> Any:
@@ -191,13 +108,15 @@ def _check_class(where: str, name: Any, registry: dict[str, Any], kind: str) -> 
 
 def build_family(table: dict[str, Any], data: dict[str, Any], where: str = "family") -> TaskFamily:
     """A task family from its table (``class`` plus options); ``root`` comes from ``data.root``."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table of the family's class and options, got {table!r}")
     table = dict(table)
     if "class" not in table:
         raise ConfigError(f"{where} needs a 'class' key; valid: {', '.join(FAMILIES)}")
     name = table.pop("class")
     factory = _check_class(f"{where}.class", name, FAMILIES, "task family")
-    schema = _parameters(factory)
-    _check_table(where, table, {**schema, "holdout_classes": int | list[int]})
+    schema = _parameter_names(factory)
+    check_keys(where, table, [*schema, "holdout_classes"])
     table.pop("holdout_classes", None)
     if "root" in schema and "root" not in table:
         root = data.get("root", "")
@@ -213,10 +132,7 @@ def build_family(table: dict[str, Any], data: dict[str, Any], where: str = "fami
             f"the {name} family reads a features file: pass --set {where}.path=FILE (.npz; .npy with "
             f"--set {where}.labels_path=FILE; .pt); nothing is downloaded"
         )
-    try:
-        return factory(**table)
-    except TypeError as error:
-        raise ConfigError(f"{where}: {error}") from None
+    return _construct(where, factory, table)
 
 
 def _families(config: dict[str, Any]) -> tuple[TaskFamily, dict[str, TaskFamily]]:
@@ -267,7 +183,7 @@ def _predictor(where: str, spec: Any, family: TaskFamily) -> dict[str, Any]:
         )
     spec = {"kind": "linear", **spec}
     factory = _check_class(f"{where}.kind", spec["kind"], PREDICTORS, "model kind")
-    _check_table(where, {k: v for k, v in spec.items() if k != "kind"}, _parameters(factory))
+    check_keys(where, {k: v for k, v in spec.items() if k != "kind"}, _parameter_names(factory))
     return {"input_dim": family.input_dim, "output_dim": family.output_dim, **spec}
 
 
@@ -375,6 +291,20 @@ class BaselineSpec:
         return _construct(f"baselines.{self.name}", BayesLinearRegression, {**options, "bias": family.bias})
 
 
+def _check_name(where: str, name: Any) -> str:
+    """A learner's or baseline's name: how ``--set`` and the report address it."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ConfigError(f"{where} must be letters, digits, '.', '_' or '-' (a string), got {name!r}")
+    return name
+
+
+def _entries(where: str, entries: Any) -> list[Any]:
+    """``[[learners]]`` or ``[[baselines]]``: a list of tables."""
+    if not isinstance(entries, list):
+        raise ConfigError(f"{where} must be a list of tables ([[{where}]]), got {type(entries).__name__}")
+    return entries
+
+
 def _entry_label(table: str, index: int, entry: Any) -> str:
     """``learners.NAME`` (how ``--set`` addresses an entry), or ``learners[INDEX]`` if it has no name."""
     name = entry.get("name") if isinstance(entry, dict) else None
@@ -383,16 +313,13 @@ def _entry_label(table: str, index: int, entry: Any) -> str:
 
 def _learner_spec(index: int, entry: Any, shared: dict[str, Any]) -> LearnerSpec:
     where = _entry_label("learners", index, entry)
-    schema = {"name": str, "class": str, "one_shot": bool, "kwargs": dict, "train": dict}
-    _check_table(where, entry, schema, required=("name", "class"))
-    name = entry["name"]
+    check_keys(where, entry, ("name", "class", "one_shot", "kwargs", "train"), required=("name", "class"))
+    name = _check_name(f"{where}.name", entry["name"])
     learned = {k: v for k, v in Learner.registry.items() if v.regime != "baseline"}
     factory = _check_class(f"{where}.class", entry["class"], learned, "learner class")
-    kwargs = entry.get("kwargs", {})
-    _check_table(f"{where}.kwargs", kwargs, _parameters(factory))
-    overrides = entry.get("train", {})
-    _check_table(f"{where}.train", overrides, typing.get_type_hints(TrainConfig))
-    one_shot = entry.get("one_shot", False)
+    kwargs = check_keys(f"{where}.kwargs", entry.get("kwargs", {}), _parameter_names(factory))
+    overrides = check_keys(f"{where}.train", entry.get("train", {}), TRAIN_KEYS)
+    one_shot = check_bool(f"{where}.one_shot", entry.get("one_shot", False))
     options = {**shared, **overrides}
     if one_shot and "num_steps" not in overrides:
         options["num_steps"] = 1
@@ -405,19 +332,12 @@ def _learner_spec(index: int, entry: Any, shared: dict[str, Any]) -> LearnerSpec
 
 def _baseline_spec(index: int, entry: Any) -> BaselineSpec:
     where = _entry_label("baselines", index, entry)
-    schema = {
-        "name": str,
-        "class": str,
-        "kwargs": dict,
-        "lr_grid": list[float],
-        "tune": str,
-        "tune_steps": int,
-    }
-    _check_table(where, entry, schema, required=("name", "class"))
-    name = entry["name"]
+    schema = ("name", "class", "kwargs", "lr_grid", "tune", "tune_steps")
+    check_keys(where, entry, schema, required=("name", "class"))
+    name = _check_name(f"{where}.name", entry["name"])
     valid = {k: Learner.registry[k] for k in (*TUNED_BASELINES, REFERENCE, *FIXED_BASELINES)}
     factory = _check_class(f"{where}.class", entry["class"], valid, "baseline class")
-    kwargs = entry.get("kwargs", {})
+    kwargs = check_keys(f"{where}.kwargs", entry.get("kwargs", {}), _parameter_names(factory))
     if entry["class"] == REFERENCE:
         extra = sorted(set(entry) - {"name", "class"})
         if extra or kwargs:
@@ -427,26 +347,18 @@ def _baseline_spec(index: int, entry: Any) -> BaselineSpec:
         extra = sorted(set(entry) - {"name", "class", "kwargs"})
         if extra:
             raise ConfigError(f"{where}: {entry['class']} has no learning rate to tune; drop {extra}")
-        _check_table(f"{where}.kwargs", kwargs, _parameters(factory))
         return BaselineSpec(name, entry["class"], kwargs, [], "none", None)
-    parameters = {k: v for k, v in _parameters(factory).items() if k != "lr"}
     if "lr" in kwargs:
         raise ConfigError(
             f"{where}.kwargs.lr: the rate is tuned from lr_grid; use lr_grid = [{kwargs['lr']}]"
         )
-    _check_table(f"{where}.kwargs", kwargs, parameters)
     grid = entry.get("lr_grid", [0.001, 0.01, 0.1, 1.0])
-    if not grid:
-        raise ConfigError(f"{where}.lr_grid must be a non-empty list of rates > 0, got {grid!r}")
-    for rate in grid:
-        check_real(f"{where}.lr_grid", rate, positive=True, high=MAX_MAGNITUDE)
-    tune = entry.get("tune", "per_k")
-    if tune not in ("per_k", "once"):
-        raise ConfigError(f"{where}.tune must be 'per_k' or 'once', got {tune!r}")
+    grid = check_real_list(f"{where}.lr_grid", grid, positive=True, high=MAX_MAGNITUDE)
+    tune = check_choice(f"{where}.tune", entry.get("tune", "per_k"), TUNE_MODES)
     tune_steps = entry.get("tune_steps")
-    if tune_steps is not None and tune_steps < 1:
-        raise ConfigError(f"{where}.tune_steps must be >= 1, got {tune_steps}")
-    return BaselineSpec(name, entry["class"], kwargs, [float(v) for v in grid], tune, tune_steps)
+    if tune_steps is not None:
+        tune_steps = check_positive_int(f"{where}.tune_steps", tune_steps)
+    return BaselineSpec(name, entry["class"], kwargs, grid, tune, tune_steps)
 
 
 @dataclass
@@ -466,32 +378,23 @@ class Experiment:
     @classmethod
     def from_config(cls, name: str, config: dict[str, Any]) -> Experiment:
         """Check every key and value of a preset (naming the first bad one) and build its families."""
-        top = {
-            "preset": str,
-            "description": str,
-            "data": dict,
-            "family": dict,
-            "train": dict,
-            "evaluation": dict,
-            "learners": list[dict],
-            "baselines": list[dict],
-        }
-        _check_table("", config, top, required=("family", "learners"))
-        _check_table("data", config.get("data", {}), {"root": str})
-        _check_table("train", config.get("train", {}), typing.get_type_hints(TrainConfig))
-        evaluation_table = config.get("evaluation", {})
-        _check_table("evaluation", evaluation_table, typing.get_type_hints(EvaluationConfig))
-        evaluation = EvaluationConfig.from_dict(evaluation_table)
-        try:
-            shared = asdict(TrainConfig.from_dict(config.get("train", {})))
-        except ConfigError as error:
-            raise ConfigError(f"train: {error}") from None
-        learners = [_learner_spec(i, e, config.get("train", {})) for i, e in enumerate(config["learners"])]
-        baselines = [_baseline_spec(i, e) for i, e in enumerate(config.get("baselines", []))]
+        top = ("preset", "description", "data", "family", "train", "evaluation", "learners", "baselines")
+        check_keys("", config, top, required=("family", "learners"))
+        description = check_str("description", config.get("description", ""))
+        data = check_keys("data", config.get("data", {}), ("root",))
+        if "root" in data:
+            check_str("data.root", data["root"])
+        train_table = check_keys("train", config.get("train", {}), TRAIN_KEYS)
+        evaluation_table = check_keys("evaluation", config.get("evaluation", {}), EVALUATION_KEYS)
+        evaluation = EvaluationConfig.from_dict(evaluation_table)  # its messages name evaluation.KEY
+        shared = asdict(_construct("train", TrainConfig.from_dict, {"values": train_table}))
+        learners = [
+            _learner_spec(i, e, train_table) for i, e in enumerate(_entries("learners", config["learners"]))
+        ]
+        baselines = [
+            _baseline_spec(i, e) for i, e in enumerate(_entries("baselines", config.get("baselines", [])))
+        ]
         names = [spec.name for spec in [*learners, *baselines]]
-        for entry_name in names:
-            if not _NAME.match(entry_name):
-                raise ConfigError(f"learner name {entry_name!r} must be letters, digits, '.', '_' or '-'")
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ConfigError(f"learner and baseline names must be unique; repeated: {duplicates}")
@@ -503,7 +406,7 @@ class Experiment:
         _check_sizes(family, shifted, evaluation, learners)
         experiment = cls(
             name,
-            str(config.get("description", "")),
+            description,
             copy.deepcopy(config),
             family,
             shifted,

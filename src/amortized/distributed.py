@@ -43,6 +43,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from amortized.errors import ConfigError, DistributedError
 from amortized.tasks.base import TaskBatch
+from amortized.validation import check_choice
 
 T = TypeVar("T")
 
@@ -120,8 +121,7 @@ def init(
             )
     if backend is None:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if backend not in BACKENDS:
-        raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    check_choice("backend", backend, BACKENDS)
     if not dist.is_available():
         raise DistributedError("this torch build has no torch.distributed; install one that has")
     device = torch.device("cpu")

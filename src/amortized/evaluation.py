@@ -33,7 +33,7 @@ from amortized.learners.state import State
 from amortized.models.likelihoods import Categorical, Gaussian, likelihood
 from amortized.progress import Progress
 from amortized.tasks.base import TaskBatch, TaskFamily
-from amortized.validation import check_int_list, check_positive_int, check_seed
+from amortized.validation import check_choice, check_int_list, check_keys, check_positive_int, check_seed
 
 TUNE_SEED_OFFSET = 100_003
 """Learning rates are tuned on tasks drawn from ``seed + TUNE_SEED_OFFSET``, never the evaluation tasks."""
@@ -74,14 +74,12 @@ class EvaluationConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> EvaluationConfig:
         """Build from plain data, naming any unknown key and listing the valid ones."""
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise ConfigError(f"unknown evaluation option(s) {unknown}; valid: {', '.join(known)}")
-        return cls(**values)
+        return cls(**check_keys("evaluation", values, [f.name for f in fields(cls)]))
 
 
 Likelihood = Gaussian | Categorical
+TUNE_MODES = ("per_k", "once")
+"""How a baseline's learning rate is tuned: for every ``k`` (and ``N``), or once for the largest."""
 
 
 def family_likelihood(family: TaskFamily) -> Likelihood:
@@ -304,8 +302,7 @@ def baseline_curves(
     its ``lr``. ``progress`` is told each tuning and curve as it starts.
     """
     progress = progress or Progress("", "", enabled=False)
-    if tune not in ("per_k", "once"):
-        raise ConfigError(f"unknown tune {tune!r}; choose 'per_k' or 'once'")
+    check_choice("tune", tune, TUNE_MODES)
     common = {"batch_size": config.batch_size, "num_tasks": config.tune_tasks, "num_query": config.num_query}
     seed = config.seed + TUNE_SEED_OFFSET
 

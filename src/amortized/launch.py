@@ -17,6 +17,7 @@ from amortized.distributed import check_split, init, is_main, launched_by_torchr
 from amortized.errors import ConfigError, DistributedError
 from amortized.folders import HELD_ENV
 from amortized.lifeline import PARENT_ENV, end_with_launcher, torchrun_command
+from amortized.validation import check_positive_int
 
 
 @contextmanager
@@ -112,8 +113,7 @@ def launch_training(
     prints itself) is dropped. They end if this process ends, even by SIGKILL. Raises
     :class:`DistributedError` if they fail.
     """
-    if nproc < 1:
-        raise ConfigError(f"--nproc must be a positive integer, got {nproc}")
+    check_positive_int("--nproc", nproc)
     for size in tasks_per_batch:
         check_split(size, nproc)
     command = train_command(run_dir, nproc, quiet=quiet, threads=threads, device=device)

@@ -52,6 +52,7 @@ from amortized.validation import (
     check_choice,
     check_device,
     check_int_or_range,
+    check_keys,
     check_positive_int,
     check_real,
     check_seed,
@@ -126,11 +127,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         """Build from plain data, naming any unknown key and listing the valid ones."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown training option(s) {unknown}; valid: {', '.join(sorted(known))}")
-        return cls(**values)
+        return cls(**check_keys("train", values, [f.name for f in fields(cls)]))
 
 
 @dataclass

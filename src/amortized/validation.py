@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -20,18 +21,24 @@ MAX_SEED = 2**63
 """Seeds are integers in ``[0, 2**63)``: torch's generators take 64 bits, and derived seeds need room."""
 
 
-def check_positive_int(name: str, value: object, *, allow_zero: bool = False) -> int:
-    """Return ``value`` as an int, or raise naming ``name`` if it is not a (strictly) positive integer.
+def check_int(name: str, value: object, *, low: int | None = None, high: int | None = None) -> int:
+    """Return ``value`` as an int in ``[low, high]`` (either bound optional), or raise naming ``name``.
 
     Any integral number is accepted (``numpy.int64`` included), but not a bool.
     """
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise ConfigError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
     value = int(value)
-    if value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ConfigError(f"{name} must be {bound}, got {value}")
+    if low is not None and value < low:
+        raise ConfigError(f"{name} must be {'> 0' if low == 1 else f'>= {low}'}, got {value}")
+    if high is not None and value > high:
+        raise ConfigError(f"{name} must be <= {high}, got {value}")
     return value
+
+
+def check_positive_int(name: str, value: object, *, allow_zero: bool = False) -> int:
+    """Return ``value`` as an int if it is a positive integer (or zero, with ``allow_zero``)."""
+    return check_int(name, value, low=0 if allow_zero else 1)
 
 
 def check_int_list(name: str, values: object) -> list[int]:
@@ -42,6 +49,21 @@ def check_int_list(name: str, values: object) -> list[int]:
     if len(set(checked)) != len(checked):
         raise ConfigError(f"{name} holds duplicates: {checked}")
     return sorted(checked)
+
+
+def check_real_list(name: str, values: object, **bounds: Any) -> list[float]:
+    """A non-empty list of finite numbers, each within ``bounds`` (:func:`check_real`'s), in order."""
+    if isinstance(values, str) or not isinstance(values, Sequence) or not values:
+        raise ConfigError(f"{name} must be a non-empty list of numbers, got {values!r}")
+    return [check_real(name, value, **bounds) for value in values]
+
+
+def check_widths(name: str, values: object, *, allow_empty: bool = True) -> tuple[int, ...]:
+    """Layer widths: a list of positive integers in the order given (empty: no hidden layer)."""
+    if isinstance(values, str) or not isinstance(values, Sequence) or (not values and not allow_empty):
+        least = "" if allow_empty else " (at least one)"
+        raise ConfigError(f"{name} must be a list of layer widths{least}, e.g. [64], got {values!r}")
+    return tuple(check_positive_int(f"{name} entry", value) for value in values)
 
 
 def check_int_or_range(name: str, value: object) -> int | tuple[int, int]:
@@ -56,12 +78,42 @@ def check_int_or_range(name: str, value: object) -> int | tuple[int, int]:
     return check_positive_int(name, value)
 
 
-def check_seed(name: str, value: object) -> int:
-    """Return ``value`` as an int if it is a seed torch can take, an integer in ``[0, 2**63)``."""
-    seed = check_positive_int(name, value, allow_zero=True)
-    if seed >= MAX_SEED:
-        raise ConfigError(f"{name} must be < 2**63, got {seed}")
+def check_seed(name: str, value: object, *, bits: int = 63) -> int:
+    """Return ``value`` as an int if it is a seed, an integer in ``[0, 2**bits)`` (torch takes 63 bits;
+    numpy's legacy and scikit-learn's ``random_state`` 32)."""
+    seed = check_int(name, value, low=0)
+    if seed >= min(MAX_SEED, 2**bits):
+        raise ConfigError(f"{name} must be < 2**{bits}, got {seed}")
     return seed
+
+
+def check_str(name: str, value: object) -> str:
+    """Return ``value`` if it is a string (a name, a path)."""
+    if not isinstance(value, str):
+        raise ConfigError(f"{name} must be a string, got {type(value).__name__} {value!r}")
+    return value
+
+
+def check_keys(
+    name: str, table: object, valid: Iterable[str], *, required: Iterable[str] = ()
+) -> dict[str, Any]:
+    """Return ``table`` if it is a mapping whose keys are all ``valid`` and include ``required``.
+
+    An unknown key is named as ``name.key`` (``key`` if ``name`` is empty) and the valid ones listed,
+    so a typo in a preset or an options table says what was meant.
+    """
+    label = f"{name}." if name else ""
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{name or 'the preset'} must be a table, got {type(table).__name__} {table!r}")
+    valid = list(valid)
+    unknown = sorted(set(table) - set(valid))
+    if unknown:
+        named = ", ".join(label + str(key) for key in unknown)
+        raise ConfigError(f"unknown key(s) {named}; valid: {', '.join(sorted(valid))}")
+    for key in required:
+        if key not in table:
+            raise ConfigError(f"{name or 'the preset'} needs a {key!r} key")
+    return dict(table)
 
 
 def check_bool(name: str, value: object) -> bool:

@@ -40,7 +40,9 @@ def test_any_linear_model_is_one_latent_away():
     torch.testing.assert_close(decoder(z, x), expected, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize(("hidden", "match"), [((), "at least one hidden width"), ((0,), "decoder_hidden")])
+@pytest.mark.parametrize(
+    ("hidden", "match"), [((), r"layer widths \(at least one\)"), ((0,), "decoder_hidden")]
+)
 def test_the_latent_decoder_needs_hidden_widths(hidden, match):
     with pytest.raises(ConfigError, match=match):
         Latent(2, 1, 4, hidden)

@@ -19,7 +19,14 @@ from amortized.learners.state import State
 from amortized.memory import check_memory
 from amortized.models.predictors import Linear, Predictor, predictor_from_config
 from amortized.tasks.base import TaskFamily
-from amortized.validation import MAX_MAGNITUDE, check_real, check_seed
+from amortized.validation import (
+    MAX_MAGNITUDE,
+    check_bool,
+    check_choice,
+    check_real,
+    check_real_list,
+    check_seed,
+)
 
 
 class _PerTaskOptimizer(Learner):
@@ -40,8 +47,7 @@ class _PerTaskOptimizer(Learner):
         super().__init__(model.input_dim, model.output_dim, task, None)
         self.model = model
         self.lr = check_real("lr", lr, positive=True, high=MAX_MAGNITUDE)
-        if init not in ("zeros", "random"):
-            raise ConfigError(f"unknown init {init!r}; choose 'zeros' or 'random'")
+        check_choice("init", init, ("zeros", "random"))
         theta0 = model.init(torch.Generator().manual_seed(check_seed("seed", seed)))
         self.register_buffer("theta0", torch.zeros_like(theta0) if init == "zeros" else theta0)
         self.config = config
@@ -124,7 +130,7 @@ class BayesLinearRegression(Learner):
         weight_std = check_real("weight_std", weight_std, positive=True, high=MAX_MAGNITUDE)
         super().__init__(input_dim, 1, "regression", noise)
         self.model = Linear(input_dim, 1, bias=bias)
-        self.noise, self.weight_std, self.bias = noise, weight_std, bool(bias)
+        self.noise, self.weight_std, self.bias = noise, weight_std, check_bool("bias", bias)
         self.config = config
 
     def _features(self, x: Tensor) -> Tensor:
@@ -189,8 +195,7 @@ def tune_learning_rate(
     Returns the best rate and the loss at every rate (a diverged rate scores infinity); if every
     rate diverges, that is a :class:`NonFiniteError`.
     """
-    if not grid:
-        raise ConfigError("grid must hold at least one learning rate")
+    grid = check_real_list("grid", grid, positive=True, high=MAX_MAGNITUDE)
     generator = torch.Generator().manual_seed(check_seed("seed", seed))
     tasks = family.sample(num_tasks, num_train or num_steps * batch_size, num_query, generator)
     losses = {}

@@ -68,6 +68,7 @@ class OrderScores(Learner):
         config = plain_arguments(locals())
         super().__init__(input_dim, input_dim, "order")
         self.pair_width = check_positive_int("pair_width", pair_width)
+        width = check_positive_int("width", width)
         with seeded(seed):
             self.pairs = mlp(2, pair_width)
             self.singles = mlp(1, pair_width)

@@ -57,9 +57,7 @@ class LatentUpdate(ComposedLearner):
             spec = replace(spec, inputs=DEFAULT_INPUTS)
         super().__init__(input_dim, output_dim, task, None)
         with seeded(seed):
-            self.representation = Latent(
-                input_dim, output_dim, latent_dim, tuple(decoder_hidden), linear_skip
-            )
+            self.representation = Latent(input_dim, output_dim, latent_dim, decoder_hidden, linear_skip)
             self.rule = spec.build(self)
         self.config = {**config, "rule": self.rule.spec.as_dict()}
 
@@ -92,8 +90,6 @@ class LatentSGD(ComposedLearner):
         spec = GradientStep.from_value(rule)
         super().__init__(input_dim, output_dim, task, None)
         with seeded(seed):
-            self.representation = Latent(
-                input_dim, output_dim, latent_dim, tuple(decoder_hidden), linear_skip
-            )
+            self.representation = Latent(input_dim, output_dim, latent_dim, decoder_hidden, linear_skip)
         self.rule = spec.build(self)
         self.config = {**config, "rule": spec.as_dict()}

@@ -79,6 +79,7 @@ class FlowMatching(Learner):
         super().__init__(input_dim, input_dim, "generative")
         self.memory_tokens = check_positive_int("memory_tokens", memory_tokens)
         self.integration_steps = check_positive_int("integration_steps", integration_steps)
+        width = check_positive_int("width", width)
         check_parameters(f"memory_tokens={memory_tokens}, width={width}", memory_tokens * width)
         with seeded(seed):
             self.samples = mlp(input_dim, width)
@@ -214,9 +215,7 @@ class GaussianMixtureFit(_Collector):
         config = plain_arguments(locals())
         super().__init__(input_dim, capacity)
         self.max_components = check_positive_int("max_components", max_components)
-        self.seed = check_seed("seed", seed)
-        if self.seed >= 2**32:
-            raise ConfigError(f"seed must be < 2**32 (scikit-learn's limit for GaussianMixture), got {seed}")
+        self.seed = check_seed("seed (scikit-learn's GaussianMixture takes 32 bits)", seed, bits=32)
         self.config = config
 
     def _fit(self, points: np.ndarray):

@@ -14,10 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from amortized.errors import ConfigError
 from amortized.memory import check_parameters
 from amortized.models.predictors import Predictor
-from amortized.validation import check_bool, check_positive_int, check_seed
+from amortized.validation import check_bool, check_positive_int, check_seed, check_widths
 
 
 class ModelParameters(nn.Module):
@@ -99,11 +98,8 @@ class Latent(nn.Module):
         super().__init__()
         check_positive_int("latent_dim", latent_dim)
         check_bool("linear_skip", linear_skip)
-        if not decoder_hidden:
-            raise ConfigError("decoder_hidden must list at least one hidden width, e.g. [64]")
-        for width in decoder_hidden:
-            check_positive_int("decoder_hidden entry", width)
-        self.decoder = LatentDecoder(input_dim, latent_dim, output_dim, tuple(decoder_hidden), linear_skip)
+        decoder_hidden = check_widths("decoder_hidden", decoder_hidden, allow_empty=False)
+        self.decoder = LatentDecoder(input_dim, latent_dim, output_dim, decoder_hidden, linear_skip)
         self.z0 = nn.Parameter(torch.zeros(latent_dim))
 
     @property

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from amortized.errors import ConfigError, ShapeError
 from amortized.memory import check_parameters
-from amortized.validation import check_choice, check_positive_int
+from amortized.validation import check_bool, check_choice, check_positive_int, check_widths
 
 ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh, "gelu": torch.nn.functional.gelu}
 
@@ -30,7 +30,7 @@ class Predictor:
     def __init__(self, widths: list[int], activation: str, bias: bool) -> None:
         self.widths = widths
         self.activation = check_choice("activation", activation, tuple(ACTIVATIONS))
-        self.bias = bool(bias)
+        self.bias = check_bool("bias", bias)
         self.shapes: list[tuple[int, int]] = list(itertools.pairwise(widths))
         sizes = [fan_in * fan_out + (fan_out if bias else 0) for fan_in, fan_out in self.shapes]
         self.num_params = sum(sizes)
@@ -130,7 +130,7 @@ class MLP(Predictor):
     ) -> None:
         check_positive_int("input_dim", input_dim)
         check_positive_int("output_dim", output_dim)
-        hidden = tuple(check_positive_int("hidden width", h) for h in hidden)
+        hidden = check_widths("hidden", hidden)
         super().__init__([input_dim, *hidden, output_dim], activation, bias)
         self.hidden = hidden
 

@@ -34,7 +34,7 @@ from amortized.errors import ConfigError, ShapeError
 from amortized.memory import FLOAT_BYTES
 from amortized.tasks import _sampling as draw
 from amortized.tasks.base import TaskBatch, TaskFamily
-from amortized.validation import MAX_MAGNITUDE, check_positive_int, check_range, check_real
+from amortized.validation import MAX_MAGNITUDE, check_bool, check_positive_int, check_range, check_real
 
 
 def order_ranks(scores: Tensor) -> Tensor:
@@ -127,7 +127,7 @@ class RandomSCM(TaskFamily):
         self.weight = check_range("weight", weight, high=MAX_MAGNITUDE)
         self.noise = check_range("noise", noise, high=MAX_MAGNITUDE)
         self.hidden = check_positive_int("hidden", hidden)
-        self.standardize = bool(standardize)
+        self.standardize = check_bool("standardize", standardize)
         self.input_dim = self.output_dim = high
 
     @property

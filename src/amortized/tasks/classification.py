@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import torch
 
-from amortized.errors import ConfigError
 from amortized.tasks import _sampling as draw
 from amortized.tasks.base import TaskBatch, TaskFamily
-from amortized.validation import MAX_MAGNITUDE, check_choice, check_positive_int, check_real
+from amortized.validation import (
+    MAX_MAGNITUDE,
+    check_choice,
+    check_int,
+    check_positive_int,
+    check_real,
+    check_widths,
+)
 
 
 def _labelled(x, logits, num_train, generator) -> TaskBatch:
@@ -34,9 +40,7 @@ class LinearClassification(TaskFamily):
         self, dim: int, num_classes: int = 2, temperature: float = 1.0, inputs: str = "normal"
     ) -> None:
         self.dim = check_positive_int("dim", dim)
-        self.num_classes = check_positive_int("num_classes", num_classes)
-        if num_classes < 2:
-            raise ConfigError(f"num_classes must be >= 2, got {num_classes}")
+        self.num_classes = check_int("num_classes", num_classes, low=2)
         self.temperature = check_real("temperature", temperature, low=1 / MAX_MAGNITUDE)
         self.inputs = check_choice("inputs", inputs, ("normal", "uniform"))
         self.input_dim, self.output_dim = dim, num_classes
@@ -62,10 +66,8 @@ class NonlinearClassification(TaskFamily):
         inputs: str = "normal",
     ) -> None:
         self.dim = check_positive_int("dim", dim)
-        self.num_classes = check_positive_int("num_classes", num_classes)
-        if num_classes < 2:
-            raise ConfigError(f"num_classes must be >= 2, got {num_classes}")
-        self.hidden = tuple(check_positive_int("hidden width", h) for h in hidden)
+        self.num_classes = check_int("num_classes", num_classes, low=2)
+        self.hidden = check_widths("hidden", hidden)
         self.activation = check_choice("activation", activation, tuple(draw.ACTIVATIONS))
         self.temperature = check_real("temperature", temperature, low=1 / MAX_MAGNITUDE)
         self.inputs = check_choice("inputs", inputs, ("normal", "uniform"))

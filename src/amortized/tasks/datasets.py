@@ -27,7 +27,7 @@ from amortized.errors import ConfigError, DataError, DTypeError, NonFiniteError,
 from amortized.memory import check_memory
 from amortized.statistics import safe_scale, streaming_moments
 from amortized.tasks.base import TaskBatch, TaskFamily
-from amortized.validation import check_choice, check_positive_int, check_seed
+from amortized.validation import check_choice, check_int, check_positive_int, check_seed
 
 IMAGES_MAGIC = 2051
 LABELS_MAGIC = 2049
@@ -63,9 +63,7 @@ def _check_arrays(features: object, labels: object) -> tuple[np.ndarray, np.ndar
 
 def _check_classes(labels: np.ndarray, classes: Sequence[int] | None, num_ways: int) -> list[int]:
     """The family's class ids, sorted: each occurs in ``labels``, and at least ``num_ways``."""
-    check_positive_int("num_ways", num_ways)
-    if num_ways < 2:
-        raise ConfigError(f"num_ways must be >= 2, got {num_ways}")
+    check_int("num_ways", num_ways, low=2)
     present = np.unique(labels).tolist()
     if classes is None:
         chosen = present
@@ -281,9 +279,7 @@ def MNIST1D(
         from mnist1d.data import get_dataset_args, make_dataset
     except ImportError as error:
         raise ImportError('MNIST1D needs the mnist1d package: pip install "amortized[data]"') from error
-    check_positive_int("num_samples", num_samples)
-    if num_samples < 10:
-        raise ConfigError(f"num_samples must be >= 10 (one per class), got {num_samples}")
+    check_int("num_samples (at least one per class)", num_samples, low=10)
     check_seed("seed", seed)
     args = get_dataset_args()
     args.num_samples, args.seed = num_samples, seed

@@ -23,11 +23,17 @@ import math
 import torch
 from torch import Tensor
 
-from amortized.errors import ConfigError
 from amortized.memory import FLOAT_BYTES
 from amortized.tasks import _sampling as draw
 from amortized.tasks.base import TaskBatch, TaskFamily
-from amortized.validation import MAX_MAGNITUDE, check_positive_int, check_range, check_real
+from amortized.validation import (
+    MAX_MAGNITUDE,
+    check_int,
+    check_positive_int,
+    check_range,
+    check_real,
+    check_widths,
+)
 
 
 def _log_uniform(shape: tuple[int, ...], low: float, high: float, generator) -> Tensor:
@@ -56,11 +62,9 @@ class _TabularPrior(TaskFamily):
         correlation: float,
     ) -> None:
         self.max_dim = check_positive_int("max_dim", max_dim)
-        self.min_dim = check_positive_int("min_dim", min_dim)
-        if min_dim > max_dim:
-            raise ConfigError(f"min_dim must be <= max_dim, got min_dim={min_dim}, max_dim={max_dim}")
+        self.min_dim = check_int("min_dim", min_dim, low=1, high=self.max_dim)
         self.linear_share = check_real("linear_share", linear_share, low=0, high=1)
-        self.hidden = tuple(check_positive_int("hidden width", h) for h in hidden)
+        self.hidden = check_widths("hidden", hidden)
         self.correlation = check_real("correlation", correlation, low=0, high=MAX_MAGNITUDE)
         self.input_dim = max_dim
 
@@ -167,9 +171,7 @@ class MixtureClassification(_TabularPrior):
         imbalance: float = 0.5,
     ) -> None:
         super().__init__(max_dim, min_dim, linear_share, hidden, correlation)
-        self.max_classes = check_positive_int("max_classes", max_classes)
-        if max_classes < 2:
-            raise ConfigError(f"max_classes must be >= 2, got {max_classes}")
+        self.max_classes = check_int("max_classes", max_classes, low=2)
         self.sharpness = check_range("sharpness", sharpness, high=MAX_MAGNITUDE)
         self.imbalance = check_real("imbalance", imbalance, low=0, high=MAX_MAGNITUDE)
         self.num_classes = self.output_dim = max_classes

@@ -10,7 +10,15 @@ from torch import Tensor
 from amortized.errors import ConfigError
 from amortized.tasks import _sampling as draw
 from amortized.tasks.base import TaskBatch, TaskFamily
-from amortized.validation import MAX_MAGNITUDE, check_choice, check_positive_int, check_range, check_real
+from amortized.validation import (
+    MAX_MAGNITUDE,
+    check_bool,
+    check_choice,
+    check_positive_int,
+    check_range,
+    check_real,
+    check_widths,
+)
 
 
 def _split(batch_x: Tensor, batch_f: Tensor, noise: float, num_train: int, generator) -> TaskBatch:
@@ -42,7 +50,7 @@ class LinearRegression(TaskFamily):
     ) -> None:
         self.dim = check_positive_int("dim", dim)
         self.noise = check_real("noise", noise, low=0, high=MAX_MAGNITUDE)
-        self.bias = bool(bias)
+        self.bias = check_bool("bias", bias)
         self.weight_std = check_real("weight_std", weight_std, low=0, high=MAX_MAGNITUDE)
         self.inputs = check_choice("inputs", inputs, ("normal", "uniform"))
         self.input_dim, self.output_dim = dim, 1
@@ -73,7 +81,7 @@ class NonlinearRegression(TaskFamily):
     ) -> None:
         self.dim = check_positive_int("dim", dim)
         self.noise = check_real("noise", noise, low=0, high=MAX_MAGNITUDE)
-        self.hidden = tuple(check_positive_int("hidden width", h) for h in hidden)
+        self.hidden = check_widths("hidden", hidden)
         self.activation = check_choice("activation", activation, tuple(draw.ACTIVATIONS))
         self.inputs = check_choice("inputs", inputs, ("normal", "uniform"))
         self.input_dim, self.output_dim = dim, 1

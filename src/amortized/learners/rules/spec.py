@@ -9,6 +9,7 @@ from typing import Any, Protocol
 from torch import Tensor, nn
 
 from amortized.errors import ConfigError
+from amortized.validation import check_keys
 
 
 class Target(Protocol):
@@ -45,11 +46,11 @@ class RuleSpec:
         if isinstance(value, cls):
             return value
         if isinstance(value, Mapping):
-            known = [field.name for field in fields(cls)]
-            unknown = sorted(set(value) - set(known))
-            if unknown:
-                raise ConfigError(f"unknown {cls.__name__} option(s) {unknown}; valid: {', '.join(known)}")
-            return cls(**value)
+            options = check_keys("rule", value, [field.name for field in fields(cls)])
+            try:
+                return cls(**options)
+            except ConfigError as error:
+                raise ConfigError(f"rule: {error}") from None
         raise ConfigError(f"rule must be a {cls.__name__} or a table of its options, got {value!r}")
 
     def as_dict(self) -> dict[str, Any]:

@@ -98,7 +98,8 @@ class TransformerUpdate(RuleSpec):
         if self.momentum is None:
             object.__setattr__(self, "momentum", isinstance(self.refinements, int) and self.refinements > 1)
         if self.inputs is not None:
-            inputs = (self.inputs,) if isinstance(self.inputs, str) else tuple(self.inputs)
+            inputs = (self.inputs,) if isinstance(self.inputs, str) else self.inputs
+            inputs = tuple(inputs) if isinstance(inputs, list | tuple) else (inputs,)
             unknown = [name for name in inputs if name not in INPUT_CHOICES]
             if unknown or not inputs:
                 raise ConfigError(f"inputs must be a non-empty subset of {INPUT_CHOICES}, got {inputs!r}")
@@ -179,9 +180,7 @@ def pushed(history: Tensor, value: Tensor) -> Tensor:
     return torch.cat([value[:, None], history[:, :-1]], 1)
 
 
-def refinement_counts(
-    state: State, batch_points: int, refinements: int, taper: bool
-) -> tuple[Tensor, int]:
+def refinement_counts(state: State, batch_points: int, refinements: int, taper: bool) -> tuple[Tensor, int]:
     """Transformer passes per task ``[tasks]`` for a step, all or tapered by the batch's share, and
     the most of them. Untapered, that is ``refinements`` and the step never waits on the device;
     tapered, it is read from the counts (a step's one host sync, the price of skipping passes)."""
