@@ -30,3 +30,15 @@ def test_safe_scale_leaves_constant_columns_unscaled():
     assert statistics.safe_scale(std, magnitude).tolist() == [0.5, 1.0, 1.0, 1e-20]
     assert statistics.safe_scale(np.array([1e-4]), np.array([1.0]), np.float32).tolist() == [1e-4]
     assert statistics.safe_scale(np.array([1e-6]), np.array([1e3]), np.float32).tolist() == [1.0]
+
+
+def test_principal_directions_read_in_chunks_match_an_eigendecomposition_of_the_whole(monkeypatch):
+    monkeypatch.setattr(statistics, "STATISTICS_CHUNK_BYTES", 8 * 5 * 7)  # 7 rows per chunk
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((50, 5)) @ np.diag([5.0, 3.0, 1.0, 0.5, 0.1])
+    mean = X.mean(0)
+    directions = statistics.principal_directions(X, 2, lambda rows: rows - mean)
+    _, vectors = np.linalg.eigh(np.cov(X.T, bias=True))
+    for found, expected in zip(directions.T, vectors[:, ::-1].T, strict=False):
+        assert abs(found @ expected) == pytest.approx(1.0, abs=1e-9)  # the same axis, up to sign
+    assert directions.shape == (5, 2)

@@ -63,7 +63,7 @@ from amortized.checkpoints import load
 from amortized.errors import ConfigError, LabelError, NonFiniteError, ShapeError
 from amortized.learners.base import Learner, last_state, refinements
 from amortized.learners.state import State
-from amortized.statistics import chunk_rows, safe_scale, streaming_moments
+from amortized.statistics import principal_directions, safe_scale, streaming_moments
 from amortized.training import torch_threads
 from amortized.validation import check_bool, check_choice, check_positive_int
 
@@ -221,21 +221,11 @@ class _Amortized(BaseEstimator):
                 self.n_features_in_
             )
         else:
-            projection = self._principal_directions(X, width)
+            projection = principal_directions(X, width, self._standardise)
         mean, std = streaming_moments(X, lambda chunk: self._standardise(chunk) @ projection)
         scale = _unit_scale(std, mean)
         self.projection_ = projection / scale
         self.projection_offset_ = mean / scale
-
-    def _principal_directions(self, X: np.ndarray, width: int) -> np.ndarray:
-        """The ``width`` leading eigenvectors of the standardised features' covariance."""
-        covariance = np.zeros((self.n_features_in_, self.n_features_in_))
-        step = chunk_rows(X.shape[1])
-        for start in range(0, len(X), step):
-            chunk = self._standardise(np.asarray(X[start : start + step], dtype=np.float64))
-            covariance += chunk.T @ chunk
-        _, vectors = np.linalg.eigh(covariance / len(X))
-        return vectors[:, ::-1][:, :width]
 
     def _standardise(self, rows: np.ndarray) -> np.ndarray:
         return (rows - self.mean_) / self.scale_

@@ -59,3 +59,20 @@ def safe_scale(std: np.ndarray, magnitude: np.ndarray, dtype: type = np.float64)
     """
     tolerance = 100 * np.finfo(dtype).eps * np.abs(magnitude)
     return np.where(std > tolerance, std, 1.0)
+
+
+def principal_directions(
+    X: np.ndarray, count: int, transform: Callable[[np.ndarray], np.ndarray] | None = None
+) -> np.ndarray:
+    """The ``count`` leading eigenvectors ``[columns, count]`` of the second-moment matrix of the
+    rows of ``X`` (after ``transform``, e.g. standardisation: then of their covariance), read chunk by
+    chunk in float64, so memory holds one chunk and a ``columns × columns`` matrix."""
+    moments = np.zeros((X.shape[1], X.shape[1]))
+    step = chunk_rows(X.shape[1])
+    for start in range(0, len(X), step):
+        chunk = np.asarray(X[start : start + step], dtype=np.float64)
+        if transform is not None:
+            chunk = transform(chunk)
+        moments += chunk.T @ chunk
+    _, vectors = np.linalg.eigh(moments / len(X))
+    return vectors[:, ::-1][:, :count]

@@ -36,6 +36,13 @@ def check_int(name: str, value: object, *, low: int | None = None, high: int | N
     return value
 
 
+def check_divisible(name: str, value: int, by_name: str, by: int) -> int:
+    """Return ``value`` if ``by`` divides it (a width split over attention heads)."""
+    if value % by:
+        raise ConfigError(f"{name} {value} must be divisible by {by_name} {by}")
+    return value
+
+
 def check_positive_int(name: str, value: object, *, allow_zero: bool = False) -> int:
     """Return ``value`` as an int if it is a positive integer (or zero, with ``allow_zero``)."""
     return check_int(name, value, low=0 if allow_zero else 1)

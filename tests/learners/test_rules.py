@@ -42,7 +42,7 @@ def test_specs_are_frozen_plain_data():
         ({"history": -1}, "history must be >= 0"),
         ({"history": 1.5}, "history must be an integer"),
         ({"history": True}, "history must be an integer"),
-        ({"depht": 2}, r"unknown TransformerUpdate option\(s\) \['depht'\]; valid: inputs, width"),
+        ({"depht": 2}, r"unknown key\(s\) rule\.depht; valid: chunk_size, depth"),
     ],
 )
 def test_transformer_update_options_are_checked(options, match):

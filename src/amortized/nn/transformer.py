@@ -5,9 +5,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from amortized.errors import ConfigError
 from amortized.memory import check_parameters
-from amortized.validation import check_positive_int
+from amortized.validation import check_divisible, check_positive_int
 
 
 class Attention(nn.Module):
@@ -15,8 +14,7 @@ class Attention(nn.Module):
 
     def __init__(self, width: int, heads: int) -> None:
         super().__init__()
-        if width % heads:
-            raise ConfigError(f"width {width} must be divisible by heads {heads}")
+        check_divisible("width", width, "heads", heads)
         self.heads = heads
         self.qkv = nn.Linear(width, 3 * width)
         self.out = nn.Linear(width, width)

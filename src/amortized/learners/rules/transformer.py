@@ -53,7 +53,7 @@ from amortized.learners.rules.spec import RuleSpec, Target
 from amortized.learners.state import State
 from amortized.memory import check_parameters
 from amortized.nn import ChunkTokens, ObservationTokens, ProgressEmbedding, Transformer
-from amortized.validation import check_bool, check_positive_int
+from amortized.validation import check_bool, check_divisible, check_positive_int
 
 INPUT_CHOICES = ("observations", "gradients", "newton")
 NEWTON_DEFAULT_SIZE = 64
@@ -115,8 +115,7 @@ class TransformerUpdate(RuleSpec):
         )
         for name in ("scale_by_share", "momentum", "taper_refinements"):
             check_bool(name, getattr(self, name))
-        if self.width % self.heads:
-            raise ConfigError(f"width {self.width} must be divisible by heads {self.heads}")
+        check_divisible("width", self.width, "heads", self.heads)
         if self.momentum and self.refinements == 1:
             raise ConfigError("momentum needs refinements > 1: it reads the previous refinement's update")
 
