@@ -58,3 +58,12 @@ def apply_mlp(params: dict[str, Tensor], x: Tensor, activation: str) -> Tensor:
         if i < num_layers - 1:
             h = ACTIVATIONS[activation](h)
     return h
+
+
+def standardise_by_train(values: Tensor, num_train: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Centre and scale ``values`` ``[tasks, points, k]`` by the first ``num_train`` points' mean and
+    standard deviation per task and column (constant columns, such as padding, are only centred).
+    Returns the result and the statistics, to put other values on the same scale."""
+    std, mean = torch.std_mean(values[:, :num_train], dim=1, keepdim=True, correction=0)
+    scale = torch.where(std > 1e-6, std, torch.ones_like(std))
+    return (values - mean) / scale, mean, scale

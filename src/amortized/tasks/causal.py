@@ -201,8 +201,7 @@ class RandomSCM(TaskFamily):
 
         x[nonlinear] = self._propagate(noise[nonlinear], network)
         if self.standardize:
-            std, mean = torch.std_mean(x, dim=1, keepdim=True, correction=0)
-            x = (x - mean) / torch.where(std > 1e-6, std, torch.ones_like(std)) * mask
+            x = draw.standardise_by_train(x, num_train)[0] * mask
         queries = torch.diag_embed(present.float())
         return TaskBatch(
             x_train=x,

@@ -40,16 +40,6 @@ def _log_uniform(shape: tuple[int, ...], low: float, high: float, generator) -> 
     return torch.exp(draw.uniform(shape, math.log(low), math.log(high), generator))
 
 
-def _standardise_by_train(values: Tensor, num_train: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Centre and scale ``values`` ``[tasks, points, k]`` by the training points' mean and std.
-
-    Constant columns (the zero padding) are only centred. Returns the result and the statistics.
-    """
-    std, mean = torch.std_mean(values[:, :num_train], dim=1, keepdim=True, correction=0)
-    scale = torch.where(std > 1e-6, std, torch.ones_like(std))
-    return (values - mean) / scale, mean, scale
-
-
 class _TabularPrior(TaskFamily):
     """Shared draws: widths, correlated standardised inputs, linear or MLP functions of them."""
 
@@ -136,8 +126,8 @@ class MixtureRegression(_TabularPrior):
         f = self._function(x, mask, 1, generator)
         noise = _log_uniform((num_tasks, 1, 1), *self.noise, generator)
         y = f + noise * draw.normal(f.shape, generator)
-        x, _, _ = _standardise_by_train(x, num_train)
-        y, mean, scale = _standardise_by_train(y, num_train)
+        x, _, _ = draw.standardise_by_train(x, num_train)
+        y, mean, scale = draw.standardise_by_train(y, num_train)
         f = (f - mean) / scale
         return TaskBatch(
             x_train=x[:, :num_train] * mask,
@@ -187,7 +177,7 @@ class MixtureClassification(_TabularPrior):
         logits = logits.masked_fill(~present[:, None, :], -math.inf)
         probs = torch.softmax(logits, -1).reshape(-1, self.max_classes)
         y = torch.multinomial(probs, 1, generator=generator).view(num_tasks, num_points)
-        x, _, _ = _standardise_by_train(x, num_train)
+        x, _, _ = draw.standardise_by_train(x, num_train)
         x = x * mask
         return TaskBatch(
             x_train=x[:, :num_train],
