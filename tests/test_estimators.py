@@ -211,7 +211,8 @@ def test_torch_threads_are_set_during_fit_and_restored(monkeypatch, blobs):
 @pytest.mark.parametrize(
     ("make", "X", "y", "error", "match"),
     [
-        (AmortizedClassifier, [[np.nan, 1.0, 0.0, 0.0]] * 4, [0, 1, 0, 1], ValueError, "NaN"),
+        (AmortizedClassifier, [[np.inf, 1.0, 0.0, 0.0]] * 4, [0, 1, 0, 1], ValueError, "infinity"),
+        (AmortizedRegressor, np.ones((4, WIDTH)), [1.0, np.nan, 0.0, 1.0], ValueError, "NaN"),
         (AmortizedRegressor, np.ones((4, WIDTH)), ["a", "b", "a", "b"], ValueError, "y holds strings"),
         (
             AmortizedRegressor,
@@ -407,3 +408,33 @@ def test_a_learner_in_float64_adapts_to_the_same_predictions():
     single = AmortizedRegressor(learner, random_state=0).fit(X, y).predict(X)
     double = AmortizedRegressor(copy.deepcopy(learner).double(), random_state=0).fit(X, y).predict(X)
     np.testing.assert_allclose(double, single, rtol=1e-4, atol=1e-4)
+
+
+def test_a_missing_value_counts_as_its_column_mean(blobs):
+    """NaN in X is a missing value: left out of the column's statistics and read as the column's
+    mean, which after standardisation adds nothing to f(x; θ) (as the zero padding the prior saw)."""
+    X, y = blobs
+    holes = X.copy()
+    holes[::3, 1] = np.nan
+    model = AmortizedClassifier(tiny_learner(), random_state=0).fit(holes, y)
+    assert np.allclose(model.mean_[1], np.nanmean(holes[:, 1])) and np.allclose(
+        model.scale_[1], np.nanstd(holes[:, 1])
+    )
+    filled = holes.copy()
+    filled[::3, 1] = model.mean_[1]
+    assert np.allclose(model.predict_proba(holes), model.predict_proba(filled))
+    assert np.isfinite(model.predict_proba(np.full((2, WIDTH), np.nan))).all()
+
+
+def test_the_pretrained_classifier_keeps_most_of_its_accuracy_with_a_fifth_of_the_values_missing():
+    X, y = load_breast_cancer(return_X_y=True)
+    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.3, random_state=0, stratify=y)
+    holes = np.random.default_rng(0).random(X.shape) < 0.2
+    X_missing = np.where(holes, np.nan, X)
+    full = AmortizedClassifier(random_state=0).fit(X_train, y_train).score(X_test, y_test)
+    X_train_missing, X_test_missing, _, _ = train_test_split(
+        X_missing, y, test_size=0.3, random_state=0, stratify=y
+    )
+    missing = AmortizedClassifier(random_state=0).fit(X_train_missing, y_train).score(X_test_missing, y_test)
+    majority = np.mean(y_test == np.bincount(y_train).argmax())
+    assert missing > majority + 0.25 and missing > full - 0.05, (missing, full, majority)

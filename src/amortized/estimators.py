@@ -27,7 +27,10 @@ defaults (``"auto"``):
 
 Preprocessing, computed from ``X`` in a streaming pass:
 
-- features are standardised (zero mean, unit variance; constant features are only centred);
+- features are standardised (zero mean, unit variance; constant features are only centred); a
+  missing value (NaN) is left out of its column's statistics and read as the column's mean, 0 once
+  standardised, which adds nothing to ``f(x; θ)`` (the prior has no missing values, so the learner
+  is not told which values were imputed);
 - inputs narrower than the learner's width are padded with zero columns. A zero column contributes
   nothing to ``f(x; θ)`` whatever ``θ`` is, and the bundled learners were meta-trained on tasks with
   a random number of informative features, the rest zero, so padding is exactly the case they saw;
@@ -69,10 +72,14 @@ from amortized.validation import check_bool, check_choice, check_positive_int
 
 try:
     from sklearn.utils.validation import validate_data
+
+    ALLOW_NAN = {"ensure_all_finite": "allow-nan"}
 except ImportError:  # scikit-learn < 1.6
 
     def validate_data(estimator: BaseEstimator, *args: Any, **kwargs: Any) -> Any:
         return estimator._validate_data(*args, **kwargs)
+
+    ALLOW_NAN = {"force_all_finite": "allow-nan"}
 
 
 WIDE_INPUTS = ("project", "pca", "error")
@@ -228,7 +235,17 @@ class _Amortized(BaseEstimator):
         self.projection_offset_ = mean / scale
 
     def _standardise(self, rows: np.ndarray) -> np.ndarray:
-        return (rows - self.mean_) / self.scale_
+        """Standardised features; a missing value (NaN) at its column's mean, 0."""
+        z = (rows - self.mean_) / self.scale_
+        return np.where(np.isnan(z), 0.0, z)
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        return tags
+
+    def _more_tags(self) -> dict[str, bool]:  # scikit-learn < 1.6
+        return {"allow_nan": True}
 
     def _inputs(self, rows: np.ndarray) -> torch.Tensor:
         """Rows of ``X`` as learner inputs ``[1, rows, width]``: standardised, projected or padded."""
@@ -280,7 +297,7 @@ class _Amortized(BaseEstimator):
         Rows where they are NaN or infinite are a :class:`NonFiniteError` naming them.
         """
         check_is_fitted(self, "state_")
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32], **ALLOW_NAN)
         outputs = np.empty((len(X), self.learner_.output_dim), dtype=np.float64)
         with torch_threads(self.n_threads), torch.no_grad():
             for start in range(0, len(X), PREDICT_CHUNK_ROWS):
@@ -364,7 +381,7 @@ class AmortizedClassifier(ClassifierMixin, _Amortized):
     def fit(self, X: Any, y: Any) -> AmortizedClassifier:
         """Adapt the learner to ``(X, y)``; labels of any type are mapped to ``0..C-1``."""
         self._check_options()
-        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
+        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], **ALLOW_NAN)
         check_classification_targets(y)
         self.classes_, labels = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
@@ -476,7 +493,7 @@ class AmortizedRegressor(RegressorMixin, _Amortized):
         """Adapt the learner to ``(X, y)`` with ``y`` standardised; ``y`` must be numbers, not strings."""
         self._check_options()
         _refuse_strings(y)
-        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], y_numeric=True)
+        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], y_numeric=True, **ALLOW_NAN)
         self.learner_ = load_learner(self.learner, self._task)
         if self.learner_.output_dim != 1:
             outputs = self.learner_.output_dim

@@ -23,7 +23,8 @@ def streaming_moments(
     Chunks are combined with Chan et al.'s pairwise update, so no ``[rows, features]`` temporary
     beyond one chunk is made. Each column is divided by the largest magnitude read so far (the
     running sums rescaled when it grows), so squares cannot overflow: any finite values give finite
-    moments, up to float64's largest.
+    moments, up to float64's largest. NaN entries (missing values) are left out of their column's
+    moments; a column with no value has mean 0 and standard deviation 0.
     """
     count, mean, m2, scale = 0, None, None, None
     step = chunk_rows(X.shape[1])
@@ -31,6 +32,8 @@ def streaming_moments(
         chunk = np.asarray(X[start : start + step], dtype=np.float64)
         if transform is not None:
             chunk = transform(chunk)
+        present = ~np.isnan(chunk)
+        chunk = np.where(present, chunk, 0.0)
         largest = np.abs(chunk).max(0)
         if scale is None:
             scale = np.where(largest > 0, largest, 1.0)
@@ -38,18 +41,18 @@ def streaming_moments(
             grown = np.maximum(scale, largest)
             mean, m2, scale = mean * (scale / grown), m2 * np.square(scale / grown), grown
         chunk = chunk / scale
-        size = len(chunk)
-        chunk_mean = chunk.mean(0)
-        chunk_m2 = np.square(chunk - chunk_mean).sum(0)
+        size = present.sum(0)
+        chunk_mean = chunk.sum(0) / np.maximum(size, 1)
+        chunk_m2 = np.square(np.where(present, chunk - chunk_mean, 0.0)).sum(0)
         if mean is None:
             count, mean, m2 = size, chunk_mean, chunk_m2
             continue
         delta = chunk_mean - mean
-        total = count + size
+        total = np.maximum(count + size, 1)
         mean = mean + delta * size / total
         m2 = m2 + chunk_m2 + np.square(delta) * count * size / total
-        count = total
-    return mean * scale, np.sqrt(m2 / count) * scale
+        count = count + size
+    return mean * scale, np.sqrt(m2 / np.maximum(count, 1)) * scale
 
 
 def safe_scale(std: np.ndarray, magnitude: np.ndarray, dtype: type = np.float64) -> np.ndarray:
