@@ -41,7 +41,10 @@ Preprocessing, computed from ``X`` in a streaming pass:
 - class labels of any type are mapped to ``0..C-1`` (sorted) and restored on prediction. The
   bundled classifier has 10 outputs and was meta-trained on tasks whose ``C <= 10`` labels occupy the
   first ``C`` outputs; predictions use only those ``C`` logits (the absent classes' probability is
-  zero by construction), so ``predict_proba`` is a softmax over ``C`` logits.
+  zero by construction), so ``predict_proba`` is a softmax over ``C`` logits. With more classes
+  than the learner has outputs, each class is fitted against the rest (one binary task per class
+  on the same rows, adapted together as a batch of tasks) and a class's logit is its task's margin
+  over the rest.
 """
 
 from __future__ import annotations
@@ -260,7 +263,9 @@ class _Amortized(BaseEstimator):
         """Refine the learner's state over shuffled passes of mini-batches, in runs of ``horizon`` steps.
 
         The runs' states are averaged, weighted by rows read; run lengths are as equal as possible.
+        ``targets`` ``[rows, T]`` are ``T`` tasks on the same rows, adapted together (a state each).
         """
+        num_tasks = 1 if targets.ndim == 1 else targets.shape[1]
         rng = check_random_state(self.random_state)
         batch_size, num_passes = self._schedule(len(X))
         total_steps = num_passes * -(-len(X) // batch_size)
@@ -277,8 +282,11 @@ class _Amortized(BaseEstimator):
         value_sum, rows_read = 0.0, 0
         for first, stop in itertools.pairwise(bounds):
             run = itertools.islice(rows_of_steps, stop - first)
-            batches = ((self._inputs(X[rows]), self._targets(targets[rows])) for rows in run)
-            initial = self.learner_.init_state(1)
+            batches = (
+                (self._inputs(X[rows]).expand(num_tasks, -1, -1), self._targets(targets[rows]))
+                for rows in run
+            )
+            initial = self.learner_.init_state(num_tasks)
             state = last_state(refinements(self.learner_, initial, batches))
             run_rows = int(state.num_seen[0])
             value_sum, rows_read = value_sum + run_rows * state.value, rows_read + run_rows
@@ -298,17 +306,25 @@ class _Amortized(BaseEstimator):
         """
         check_is_fitted(self, "state_")
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32], **ALLOW_NAN)
-        outputs = np.empty((len(X), self.learner_.output_dim), dtype=np.float64)
+        outputs = None
         with torch_threads(self.n_threads), torch.no_grad():
             for start in range(0, len(X), PREDICT_CHUNK_ROWS):
                 rows = X[start : start + PREDICT_CHUNK_ROWS]
                 inputs = self._inputs(rows)
                 finite = torch.isfinite(inputs[0]).all(1).numpy()
                 _refuse_nonfinite_rows(finite, start, f"overflow {inputs.dtype} once standardised")
-                chunk = self.learner_.predict(self.state_, inputs, check_finite=False)[0].double().numpy()
+                inputs = inputs.expand(self.state_.num_tasks, -1, -1)
+                predicted = self.learner_.predict(self.state_, inputs, check_finite=False)
+                chunk = self._combine(predicted.double().numpy())
                 _refuse_nonfinite_rows(np.isfinite(chunk).all(1), start, "give NaN or infinite outputs")
+                if outputs is None:
+                    outputs = np.empty((len(X), chunk.shape[1]), dtype=np.float64)
                 outputs[start : start + len(rows)] = chunk
         return outputs
+
+    def _combine(self, outputs: np.ndarray) -> np.ndarray:
+        """The outputs ``[rows, ·]`` from the learner's ``[states, rows, outputs]`` (one state here)."""
+        return outputs[0]
 
 
 class AmortizedClassifier(ClassifierMixin, _Amortized):
@@ -350,7 +366,9 @@ class AmortizedClassifier(ClassifierMixin, _Amortized):
     classes_ : the class labels, sorted; ``learner_`` : the learner adapted; ``state_`` : its
     adapted state; ``mean_``, ``scale_`` : the feature standardisation; ``projection_``,
     ``projection_offset_`` : the reduction of wide inputs (``None`` if not needed);
-    ``batch_size_``, ``num_passes_``, ``n_steps_``, ``n_runs_`` : how the rows were read.
+    ``batch_size_``, ``num_passes_``, ``n_steps_``, ``n_runs_`` : how the rows were read;
+    ``one_vs_rest_`` : whether there were more classes than the learner's outputs, so that each was
+    fitted against the rest (``state_`` then holds a state per class).
     """
 
     _task = "classification"
@@ -389,19 +407,28 @@ class AmortizedClassifier(ClassifierMixin, _Amortized):
                 f"y holds 1 class ({self.classes_.tolist()}); a classifier needs at least 2 classes"
             )
         self.learner_ = load_learner(self.learner, self._task)
-        if len(self.classes_) > self.learner_.num_classes:
-            raise LabelError(
-                f"y holds {len(self.classes_)} classes but the learner supports at most "
-                f"{self.learner_.num_classes}; use a learner trained with more outputs"
-            )
+        self.one_vs_rest_ = len(self.classes_) > self.learner_.num_classes
         check_bool("calibrate", self.calibrate)
         self._fit_inputs(X)
         self.temperature_ = 1.0
         with torch_threads(self.n_threads), torch.no_grad():
             if self.calibrate and len(X) >= MIN_CALIBRATION_ROWS:
                 self.temperature_ = self._held_out_temperature(X, labels)
-            self._adapt(X, labels)
+            self._adapt_classes(X, labels)
         return self
+
+    def _adapt_classes(self, X: np.ndarray, labels: np.ndarray) -> None:
+        """Adapt to the labels, or with more classes than the learner has outputs, to each class
+        against the rest: one binary task per class on the same rows, adapted together."""
+        if self.one_vs_rest_:
+            labels = labels[:, None] == np.arange(len(self.classes_))
+        self._adapt(X, labels)
+
+    def _combine(self, outputs: np.ndarray) -> np.ndarray:
+        """One state's logits; one against the rest, each class's margin over the rest ``[rows, C]``."""
+        if not getattr(self, "one_vs_rest_", False):
+            return outputs[0]
+        return (outputs[..., 1] - outputs[..., 0]).T
 
     def _held_out_temperature(self, X: np.ndarray, labels: np.ndarray) -> float:
         """The temperature fitted on rows held out of an adaptation to the others.
@@ -413,11 +440,13 @@ class AmortizedClassifier(ClassifierMixin, _Amortized):
         order = check_random_state(self.random_state).permutation(len(X))
         size = min(CALIBRATION_ROWS, max(1, round(CALIBRATION_SHARE * len(X))))
         held_out, kept = np.sort(order[:size]), np.sort(order[size:])
-        self._adapt(X[kept], labels[kept])
+        self._adapt_classes(X[kept], labels[kept])
         return fit_temperature(self._logits(X[held_out]), labels[held_out])
 
     def _targets(self, rows: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(rows.astype(np.int64))[None]
+        """Labels ``[1, rows]``, or one binary task per column ``[classes, rows]``."""
+        labels = torch.from_numpy(rows.astype(np.int64))
+        return labels[None] if labels.dim() == 1 else labels.T.contiguous()
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities ``[rows, classes]``, columns in the order of ``classes_``."""
