@@ -324,6 +324,12 @@ def main(out_dir: Path, quick: bool = False) -> dict[str, Any]:
     }
 
 
+def _table(title: str, columns: list[str], rows: list[list[str]]) -> list[str]:
+    """A markdown table with its title, after a blank line."""
+    lines = ["", title, "", "| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
 def report(result: dict[str, Any]) -> str:
     """Markdown tables of the accuracy comparison and of the scale runs."""
     labels = list(next(iter(result["accuracy"].values())))[3:]
@@ -345,31 +351,24 @@ def report(result: dict[str, Any]) -> str:
         )
     if "calibration" in result:
         models = list(next(iter(result["calibration"].values())))
-        lines += [
-            "",
+        lines += _table(
             f"Test log loss, mean over {result['splits']} splits (`calibrate=True`: a temperature fitted on "
             "20% of the rows held out of a first adaptation)",
-            "",
-            "| data set | " + " | ".join(models) + " |",
-            "| --- |" + " --- |" * len(models),
-        ]
-        for name, row in result["calibration"].items():
-            lines.append(f"| {name} | " + " | ".join(f"{row[m]:.3f}" for m in models) + " |")
+            ["data set", *models],
+            [[name, *(f"{row[m]:.3f}" for m in models)] for name, row in result["calibration"].items()],
+        )
     if "missing" in result:
         models = list(next(iter(next(iter(result["missing"].values())).values())))
-        lines += [
-            "",
+        lines += _table(
             f"Test accuracy with a share of the entries of X missing (NaN), mean over {result['splits']} "
             "splits",
-            "",
-            "| data set | missing | " + " | ".join(models) + " |",
-            "| --- | --- |" + " --- |" * len(models),
-        ]
-        for name, shares in result["missing"].items():
-            for share, row in shares.items():
-                lines.append(
-                    f"| {name} | {float(share):.0%} | " + " | ".join(f"{row[m]:.3f}" for m in models) + " |"
-                )
+            ["data set", "missing", *models],
+            [
+                [name, f"{float(share):.0%}", *(f"{row[m]:.3f}" for m in models)]
+                for name, shares in result["missing"].items()
+                for share, row in shares.items()
+            ],
+        )
     regressors = list(next(iter(result["regression"].values())))[2:]
     lines += [
         "",
