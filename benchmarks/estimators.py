@@ -9,7 +9,7 @@ instead of the default PCA. Time is fit + predict on the split, in this process.
 Calibration: the same splits, test log loss of ``AmortizedClassifier`` with and without
 ``calibrate=True`` against ``LogisticRegression``.
 
-Missing values: the same splits with 20% and 50% of the entries of ``X`` (train and test) set to NaN
+Missing values: the same splits with none, 20% and 50% of the entries of ``X`` (train and test) set to NaN
 at random (``numpy.random.default_rng(seed)``); test accuracy of ``AmortizedClassifier`` (NaN read as
 the column mean) against ``LogisticRegression`` after a mean ``SimpleImputer`` and
 ``HistGradientBoostingClassifier`` (NaN handled natively).
@@ -311,7 +311,7 @@ def scale(sizes: tuple[int, ...]) -> list[dict[str, Any]]:
 
 
 def main(out_dir: Path, quick: bool = False) -> dict[str, Any]:
-    """Run both parts; ``quick`` uses 2 splits and one small size (a smoke run)."""
+    """Run every part; ``quick`` uses 2 splits and one small size (a smoke run)."""
     splits, sizes = (QUICK["splits"], QUICK["sizes"]) if quick else (5, SIZES)
     return {
         "accuracy": accuracy(splits),
@@ -331,7 +331,7 @@ def _table(title: str, columns: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def report(result: dict[str, Any]) -> str:
-    """Markdown tables of the accuracy comparison and of the scale runs."""
+    """Markdown tables of every part: accuracy, calibration, missing values, regression, horizon, scale."""
     labels = list(next(iter(result["accuracy"].values())))[3:]
     lines = [
         f"Test accuracy, mean ± std over {result['splits']} splits (fit + predict seconds)",

@@ -180,3 +180,16 @@ def test_the_option_vocabulary_names_the_option_and_the_rule():
         check_keys("learners.X", {}, ["class"], required=["class"])
     with pytest.raises(ConfigError, match="data must be a table, got str"):
         check_keys("data", "here", ["root"])
+
+
+def test_lists_of_options_may_be_any_collection_but_a_string():
+    import numpy as np
+
+    from amortized.learners.rules import TransformerUpdate
+    from amortized.validation import check_real_list, check_widths
+
+    assert check_widths("hidden", np.array([40, 40])) == (40, 40)
+    assert check_real_list("grid", np.array([0.1, 1.0])) == [0.1, 1.0]
+    assert TransformerUpdate(inputs={"gradients", "observations"}).inputs == ("observations", "gradients")
+    with pytest.raises(ConfigError, match=r"inputs must be a non-empty subset .* got 3$"):
+        TransformerUpdate(inputs=3)

@@ -148,7 +148,8 @@ def _families(config: dict[str, Any]) -> tuple[TaskFamily, dict[str, TaskFamily]
     if holdout is not None:
         if not isinstance(family, LabelledDataset):
             raise ConfigError(f"family.holdout_classes applies to labelled data sets, not {table['class']}")
-        family, shifted["held_out_classes"] = family.split(holdout, seed=table.get("seed", 0))
+        split = {"holdout_classes": holdout, "seed": table.get("seed", 0)}
+        family, shifted["held_out_classes"] = _construct("family", family.split, split)
     for name, overrides in config.get("evaluation", {}).get("ood", {}).items():
         if not isinstance(overrides, dict):
             raise ConfigError(f"evaluation.ood.{name} must be a table of family options, got {overrides!r}")
@@ -381,6 +382,7 @@ class Experiment:
         top = ("preset", "description", "data", "family", "train", "evaluation", "learners", "baselines")
         check_keys("", config, top, required=("family", "learners"))
         description = check_str("description", config.get("description", ""))
+        check_str("preset", config.get("preset", name))
         data = check_keys("data", config.get("data", {}), ("root",))
         if "root" in data:
             check_str("data.root", data["root"])

@@ -4,7 +4,8 @@
 the learner's state (``θ`` of a fixed model) is refined over mini-batches of the rows, with no
 gradient step on the network itself. Rows are streamed from the numpy array one mini-batch at a time,
 so memory beyond ``X`` is bounded by the mini-batch (plus one int64 per row for the shuffling order
-and, for classifiers, the mapped labels), and any number of rows can be read.
+and, for classifiers, the mapped labels: one byte per row and class when there are more classes than
+the learner's outputs), and any number of rows can be read.
 
 Which learner: a parametric learner (``LearnedUpdate`` over a ``Linear`` model, as bundled) ends
 adaptation with a state ``θ`` that predicts at any new point in one cheap forward pass. An implicit
@@ -307,9 +308,10 @@ class _Amortized(BaseEstimator):
         check_is_fitted(self, "state_")
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32], **ALLOW_NAN)
         outputs = None
+        chunk_rows = max(1, PREDICT_CHUNK_ROWS // self.state_.num_tasks)  # a state per task reads every row
         with torch_threads(self.n_threads), torch.no_grad():
-            for start in range(0, len(X), PREDICT_CHUNK_ROWS):
-                rows = X[start : start + PREDICT_CHUNK_ROWS]
+            for start in range(0, len(X), chunk_rows):
+                rows = X[start : start + chunk_rows]
                 inputs = self._inputs(rows)
                 finite = torch.isfinite(inputs[0]).all(1).numpy()
                 _refuse_nonfinite_rows(finite, start, f"overflow {inputs.dtype} once standardised")

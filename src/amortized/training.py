@@ -265,7 +265,7 @@ def loss_parts(
     (the parts sum to it), with gradients crossing steps as ``objective`` says (see the module
     docstring); ``last`` marks the final part, whose backward syncs a distributed run. The
     mini-batches and query points are checked here, once (cast to the learner's dtype and moved to
-    its device); the steps then run unchecked.
+    its device); the steps then run unchecked. Bad options are refused when it is called.
     """
     check_choice("objective", objective, OBJECTIVES)
     check_choice("loss_scale", loss_scale, LOSS_SCALES)
@@ -279,10 +279,9 @@ def loss_parts(
     tasks = replace(tasks, x_query=x_query, y_query=y_query)
     query_loss = _QueryLoss(tasks, loss_scale)
     if objective == "greedy":
-        yield from _greedy(learner, tasks, batches, chunk, query_loss, forward)
-    else:
-        window = truncation if objective == "truncated" else len(batches)
-        yield from _windowed(learner, tasks, batches, window, query_loss, forward)
+        return _greedy(learner, tasks, batches, chunk, query_loss, forward)
+    window = truncation if objective == "truncated" else len(batches)
+    return _windowed(learner, tasks, batches, window, query_loss, forward)
 
 
 def _backward(loss: Tensor, replicas: Replicas | None, last: bool) -> float:
@@ -304,14 +303,25 @@ def _backward(loss: Tensor, replicas: Replicas | None, last: bool) -> float:
 
 
 def meta_loss(
-    learner: Learner, tasks: TaskBatch, batches: list[tuple[Tensor, Tensor]], **objective: Any
+    learner: Learner,
+    tasks: TaskBatch,
+    batches: list[tuple[Tensor, Tensor]],
+    *,
+    objective: str = "greedy",
+    truncation: int = 4,
+    chunk: int = 8,
+    loss_scale: str = "linear",
+    replicas: Replicas | None = None,
 ) -> float:
-    """Backpropagate one task batch's meta-objective into the learner's ``.grad``; return its value.
-
-    ``objective`` holds :func:`loss_parts`' options (``objective``, ``truncation``, ``chunk``,
-    ``loss_scale``); this is what one iteration of :func:`train` does in a single process.
+    """Backpropagate one task batch's meta-objective into the learner's ``.grad``, part by part
+    (:func:`loss_parts`), and return its value: one iteration of :func:`train` before the optimizer
+    step. With ``replicas`` of a distributed run, ``tasks`` is this rank's slice, each part runs
+    through DDP and the last one's backward averages the gradients across ranks.
     """
-    return sum(_backward(loss, None, last) for loss, last in loss_parts(learner, tasks, batches, **objective))
+    forward = _direct if replicas is None else replicas.forward
+    options = {"objective": objective, "truncation": truncation, "chunk": chunk, "loss_scale": loss_scale}
+    parts = loss_parts(learner, tasks, batches, **options, forward=forward)
+    return sum(_backward(loss, replicas, last) for loss, last in parts)
 
 
 class _NonFiniteLoss(Exception):
@@ -617,7 +627,7 @@ def _train(
             optimizer.zero_grad(set_to_none=True)
             try:
                 with replicas.guard(f"meta-training iteration {iteration + 1}"):
-                    parts = loss_parts(
+                    loss = meta_loss(
                         learner,
                         tasks,
                         batches,
@@ -625,9 +635,9 @@ def _train(
                         truncation=config.truncation,
                         chunk=config.chunk,
                         loss_scale=config.loss_scale,
-                        forward=replicas.forward,
+                        replicas=replicas,
                     )
-                    loss = replicas.mean(sum(_backward(part, replicas, last) for part, last in parts))
+                    loss = replicas.mean(loss)
                 if not math.isfinite(loss):
                     raise _NonFiniteLoss
                 grad_norm = torch.nn.utils.clip_grad_norm_(learner.parameters(), config.grad_clip)

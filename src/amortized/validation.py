@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
+import os
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -58,19 +60,29 @@ def check_int_list(name: str, values: object) -> list[int]:
     return sorted(checked)
 
 
+def _listed(values: object) -> list[Any] | None:
+    """``values`` as a list if it is a collection of values (not a string or a table), else ``None``."""
+    if isinstance(values, str | bytes | Mapping) or not isinstance(values, Iterable):
+        return None
+    return list(values)
+
+
 def check_real_list(name: str, values: object, **bounds: Any) -> list[float]:
-    """A non-empty list of finite numbers, each within ``bounds`` (:func:`check_real`'s), in order."""
-    if isinstance(values, str) or not isinstance(values, Sequence) or not values:
+    """A non-empty list (any iterable: a numpy array...) of finite numbers, each within ``bounds``
+    (:func:`check_real`'s), in order."""
+    listed = _listed(values)
+    if not listed:
         raise ConfigError(f"{name} must be a non-empty list of numbers, got {values!r}")
-    return [check_real(name, value, **bounds) for value in values]
+    return [check_real(name, value, **bounds) for value in listed]
 
 
 def check_widths(name: str, values: object, *, allow_empty: bool = True) -> tuple[int, ...]:
     """Layer widths: a list of positive integers in the order given (empty: no hidden layer)."""
-    if isinstance(values, str) or not isinstance(values, Sequence) or (not values and not allow_empty):
+    listed = _listed(values)
+    if listed is None or (not listed and not allow_empty):
         least = "" if allow_empty else " (at least one)"
         raise ConfigError(f"{name} must be a list of layer widths{least}, e.g. [64], got {values!r}")
-    return tuple(check_positive_int(f"{name} entry", value) for value in values)
+    return tuple(check_positive_int(f"{name} entry", value) for value in listed)
 
 
 def check_int_or_range(name: str, value: object) -> int | tuple[int, int]:
@@ -89,7 +101,8 @@ def check_seed(name: str, value: object, *, bits: int = 63) -> int:
     """Return ``value`` as an int if it is a seed, an integer in ``[0, 2**bits)`` (torch takes 63 bits;
     numpy's legacy and scikit-learn's ``random_state`` 32)."""
     seed = check_int(name, value, low=0)
-    if seed >= min(MAX_SEED, 2**bits):
+    bits = min(bits, MAX_SEED.bit_length() - 1)
+    if seed >= 2**bits:
         raise ConfigError(f"{name} must be < 2**{bits}, got {seed}")
     return seed
 
@@ -99,6 +112,13 @@ def check_str(name: str, value: object) -> str:
     if not isinstance(value, str):
         raise ConfigError(f"{name} must be a string, got {type(value).__name__} {value!r}")
     return value
+
+
+def check_path(name: str, value: object) -> Path:
+    """``value`` as a :class:`~pathlib.Path` if it is a string or path-like (a file or folder)."""
+    if not isinstance(value, str | os.PathLike):
+        raise ConfigError(f"{name} must be a path (a string), got {type(value).__name__} {value!r}")
+    return Path(value)
 
 
 def check_keys(

@@ -47,7 +47,7 @@ def test_classification_uses_only_the_first_c_labels():
 
 
 def test_bad_options_raise():
-    with pytest.raises(ConfigError, match="min_dim must be <= "):
+    with pytest.raises(ConfigError, match="min_dim must be <= max_dim"):
         MixtureRegression(max_dim=2, min_dim=3)
     with pytest.raises(ConfigError, match="max_classes must be >= 2"):
         MixtureClassification(max_classes=1)

@@ -306,7 +306,7 @@ def adaptation(
     """The library's one adaptation loop: the state after each mini-batch, from ``init_state`` on.
 
     The data are checked once, when the first state is asked for; each state is checked for NaN.
-    :func:`adapt` keeps the last state; evaluation scores the states it wants along the way.
+    :func:`adapt` keeps the last state; the learning-rate tuner adapts with it.
     One-shot amortization is ``batch_size >= points``. Implicit learners need ``query_x``, the
     points to predict. Runs without building a graph.
     """
@@ -324,7 +324,8 @@ def refinements(learner: Learner, state: State, batches: Iterable[tuple[Tensor, 
 
     The batches are taken as checked (:meth:`Learner.check_data`: the caller's boundary, once);
     each new state is checked for NaN. :func:`adaptation` runs it over the mini-batches of tensors,
-    the estimators over rows streamed from an array, the cost curve over fixed batches. Call it
+    the evaluation's curves over the mini-batches of tasks they checked, the estimators over rows
+    streamed from an array, the cost curve over fixed batches. Call it
     under ``torch.no_grad()`` (as they do) unless the states should keep a graph.
     """
     for batch_x, batch_y in batches:

@@ -215,7 +215,7 @@ class GaussianMixtureFit(_Collector):
         config = plain_arguments(locals())
         super().__init__(input_dim, capacity)
         self.max_components = check_positive_int("max_components", max_components)
-        self.seed = check_seed("seed (scikit-learn's GaussianMixture takes 32 bits)", seed, bits=32)
+        self.seed = check_seed("seed", seed, bits=32)  # scikit-learn's GaussianMixture takes 32 bits
         self.config = config
 
     def _fit(self, points: np.ndarray):

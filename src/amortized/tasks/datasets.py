@@ -27,7 +27,7 @@ from amortized.errors import ConfigError, DataError, DTypeError, NonFiniteError,
 from amortized.memory import check_memory
 from amortized.statistics import safe_scale, streaming_moments
 from amortized.tasks.base import TaskBatch, TaskFamily
-from amortized.validation import check_choice, check_int, check_positive_int, check_seed
+from amortized.validation import check_choice, check_int, check_path, check_positive_int, check_seed
 
 IMAGES_MAGIC = 2051
 LABELS_MAGIC = 2049
@@ -279,7 +279,7 @@ def MNIST1D(
         from mnist1d.data import get_dataset_args, make_dataset
     except ImportError as error:
         raise ImportError('MNIST1D needs the mnist1d package: pip install "amortized[data]"') from error
-    check_int("num_samples (at least one per class)", num_samples, low=10)
+    check_int("num_samples", num_samples, low=10)  # one per class at least
     check_seed("seed", seed)
     args = get_dataset_args()
     args.num_samples, args.seed = num_samples, seed
@@ -310,7 +310,7 @@ def read_idx(path: str | os.PathLike, *, magic: int | None = None) -> np.ndarray
     at most one byte more is then read, so a small ``.gz`` that inflates far beyond what its header
     declares is refused without being decompressed.
     """
-    path = Path(path)
+    path = check_path("path", path)
     if not path.is_file():
         raise DataError(f"IDX file {path} does not exist")
     try:
@@ -376,7 +376,7 @@ def IDXDataset(
     flattened to ``rows * cols`` features scaled to [0, 1] before standardising.
     """
     check_choice("split", split, ("train", "test", "all"))
-    root = Path(root)
+    root = check_path("root", root)
     if not root.is_dir():
         raise DataError(f"{name} directory {root} does not exist or is not a directory")
     prefixes = {"train": ["train"], "test": ["t10k"], "all": ["train", "t10k"]}[split]
@@ -545,7 +545,9 @@ def FeaturesFile(
 
     Only the rows tasks draw are copied. ``name`` defaults to the file's stem.
     """
-    path = Path(path)
+    path = check_path("path", path)
+    if labels_path is not None:
+        labels_path = check_path("labels_path", labels_path)
     if not path.is_file():
         raise DataError(f"features file {path} does not exist")
     suffix = path.suffix.lower()
@@ -557,7 +559,7 @@ def FeaturesFile(
                 f"{path} is a single .npy array: pass labels_path, the .npy file of its labels "
                 "(or save both in one .npz)"
             )
-        features, labels = _npy_array(path), _npy_array(Path(labels_path))
+        features, labels = _npy_array(path), _npy_array(labels_path)
     elif suffix == ".npz":
         features, labels = _npz_arrays(path, features_key, labels_key)
     elif suffix in (".pt", ".pth"):

@@ -23,6 +23,7 @@ import math
 import torch
 from torch import Tensor
 
+from amortized.errors import ConfigError
 from amortized.memory import FLOAT_BYTES
 from amortized.tasks import _sampling as draw
 from amortized.tasks.base import TaskBatch, TaskFamily
@@ -52,7 +53,9 @@ class _TabularPrior(TaskFamily):
         correlation: float,
     ) -> None:
         self.max_dim = check_positive_int("max_dim", max_dim)
-        self.min_dim = check_int("min_dim", min_dim, low=1, high=self.max_dim)
+        self.min_dim = check_positive_int("min_dim", min_dim)
+        if self.min_dim > self.max_dim:
+            raise ConfigError(f"min_dim must be <= max_dim, got min_dim={min_dim}, max_dim={max_dim}")
         self.linear_share = check_real("linear_share", linear_share, low=0, high=1)
         self.hidden = check_widths("hidden", hidden)
         self.correlation = check_real("correlation", correlation, low=0, high=MAX_MAGNITUDE)

@@ -83,16 +83,10 @@ class RunningCurvature:
         direction = torch.linalg.solve(system, grad[..., None])[..., 0]
         floor = self.mean + (scale * DAMPING)[:, None, None] * identity
         indefinite = torch.linalg.cholesky_ex(floor).info > 0
-        if grad.device.type != "cpu":  # each task's saddle-free direction: the step never waits on the device
-            return torch.where(indefinite[:, None], self._saddle_free(grad, damping, slice(None)), direction)
-        if not bool(indefinite.any()):  # on the CPU the check is free and usually skips the eigensolver
+        if not bool(indefinite.any()):
             return direction
-        rows = indefinite.nonzero()[:, 0]
-        return direction.index_put((rows,), self._saddle_free(grad, damping, rows))
-
-    def _saddle_free(self, grad: Tensor, damping: Tensor, rows: slice | Tensor) -> Tensor:
-        """``(|H̄| + δ I)^{-1} g`` for the tasks ``rows``."""
-        values, vectors = torch.linalg.eigh(self.mean[rows])
-        inverse = 1 / (values.abs() + damping[rows, None])
-        rotated = (vectors.transpose(1, 2) @ grad[rows, :, None])[..., 0]
-        return (vectors @ (inverse * rotated)[..., None])[..., 0]
+        values, vectors = torch.linalg.eigh(self.mean[indefinite])
+        inverse = 1 / (values.abs() + damping[indefinite, None])
+        rotated = (vectors.transpose(1, 2) @ grad[indefinite, :, None])[..., 0]
+        saddle_free = (vectors @ (inverse * rotated)[..., None])[..., 0]
+        return direction.index_put((indefinite.nonzero()[:, 0],), saddle_free)

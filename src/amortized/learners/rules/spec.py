@@ -50,7 +50,7 @@ class RuleSpec:
             try:
                 return cls(**options)
             except ConfigError as error:
-                raise ConfigError(f"rule: {error}") from None
+                raise ConfigError(f"rule.{error}") from None
         raise ConfigError(f"rule must be a {cls.__name__} or a table of its options, got {value!r}")
 
     def as_dict(self) -> dict[str, Any]:

@@ -38,6 +38,7 @@ The current value and momentum see one step; this shows whether a longer traject
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 import torch
@@ -98,11 +99,11 @@ class TransformerUpdate(RuleSpec):
         if self.momentum is None:
             object.__setattr__(self, "momentum", isinstance(self.refinements, int) and self.refinements > 1)
         if self.inputs is not None:
-            inputs = (self.inputs,) if isinstance(self.inputs, str) else self.inputs
-            inputs = tuple(inputs) if isinstance(inputs, list | tuple) else (inputs,)
+            given = self.inputs
+            inputs = tuple(given) if isinstance(given, Iterable) and not isinstance(given, str) else (given,)
             unknown = [name for name in inputs if name not in INPUT_CHOICES]
             if unknown or not inputs:
-                raise ConfigError(f"inputs must be a non-empty subset of {INPUT_CHOICES}, got {inputs!r}")
+                raise ConfigError(f"inputs must be a non-empty subset of {INPUT_CHOICES}, got {given!r}")
             if inputs == ("newton",):
                 raise ConfigError("inputs 'newton' needs 'gradients' or 'observations' too")
             object.__setattr__(self, "inputs", tuple(name for name in INPUT_CHOICES if name in inputs))
@@ -181,8 +182,8 @@ def pushed(history: Tensor, value: Tensor) -> Tensor:
 
 def refinement_counts(state: State, batch_points: int, refinements: int, taper: bool) -> tuple[Tensor, int]:
     """Transformer passes per task ``[tasks]`` for a step, all or tapered by the batch's share, and
-    the most of them. Untapered, that is ``refinements`` and the step never waits on the device;
-    tapered, it is read from the counts (a step's one host sync, the price of skipping passes)."""
+    the most of them: ``refinements`` untapered, else read back from the device (the price of
+    skipping passes)."""
     if not taper:
         return torch.full(state.num_seen.shape, refinements, device=state.num_seen.device), refinements
     counts = torch.ceil(refinements * state.share(batch_points) - 1e-6).long().clamp(min=1)
