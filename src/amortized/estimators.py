@@ -241,7 +241,10 @@ class _Amortized(BaseEstimator):
     def _standardise(self, rows: np.ndarray) -> np.ndarray:
         """Standardised features; a missing value (NaN) at its column's mean, 0."""
         z = (rows - self.mean_) / self.scale_
-        return np.where(np.isnan(z), 0.0, z)
+        missing = np.isnan(z)
+        if missing.any():
+            z[missing] = 0.0
+        return z
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
