@@ -77,7 +77,6 @@ FIXED_BASELINES = ("GaussianMixtureFit", "EmpiricalSamples", "RandomOrder", "Var
 """References with nothing to learn or tune (of generative and causal tasks): run as they are."""
 PREDICTORS = {"linear": Linear, "mlp": MLP}
 TRAIN_KEYS = tuple(field.name for field in dataclasses.fields(TrainConfig))
-EVALUATION_KEYS = tuple(field.name for field in dataclasses.fields(EvaluationConfig))
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -324,10 +323,7 @@ def _learner_spec(index: int, entry: Any, shared: dict[str, Any]) -> LearnerSpec
     options = {**shared, **overrides}
     if one_shot and "num_steps" not in overrides:
         options["num_steps"] = 1
-    try:
-        train_config = TrainConfig.from_dict(options)
-    except ConfigError as error:
-        raise ConfigError(f"{where}.train: {error}") from None
+    train_config = _construct(f"{where}.train", TrainConfig, options)
     return LearnerSpec(name, entry["class"], kwargs, train_config, one_shot)
 
 
@@ -387,9 +383,10 @@ class Experiment:
         if "root" in data:
             check_str("data.root", data["root"])
         train_table = check_keys("train", config.get("train", {}), TRAIN_KEYS)
-        evaluation_table = check_keys("evaluation", config.get("evaluation", {}), EVALUATION_KEYS)
-        evaluation = EvaluationConfig.from_dict(evaluation_table)  # its messages name evaluation.KEY
-        shared = asdict(_construct("train", TrainConfig.from_dict, {"values": train_table}))
+        evaluation = EvaluationConfig.from_dict(
+            config.get("evaluation", {})
+        )  # its messages name evaluation.KEY
+        shared = asdict(_construct("train", TrainConfig, train_table))
         learners = [
             _learner_spec(i, e, train_table) for i, e in enumerate(_entries("learners", config["learners"]))
         ]
