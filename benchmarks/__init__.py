@@ -1,5 +1,5 @@
 """Benchmarks of ``amortized`` (not part of the test suite): regimes, paper, quality, iterative, cost, speed,
-estimators.
+estimators, real_data.
 
 Each benchmark is a module here with ``main(out_dir: Path) -> dict`` returning plain data (saved as
 JSON). It may also take ``quick: bool`` (toy sizes, a smoke run in seconds), define
@@ -9,4 +9,4 @@ name figures it wrote into ``out_dir`` under the result's ``"plot"`` or ``"plots
 ``benchmarks/README.md``.
 """
 
-BENCHMARKS = ("regimes", "paper", "quality", "iterative", "cost", "speed", "estimators")
+BENCHMARKS = ("regimes", "paper", "quality", "iterative", "cost", "speed", "estimators", "real_data")

@@ -104,9 +104,14 @@ def _describe_machine(info: dict[str, Any]) -> str:
     )
 
 
+def _title(name: str) -> str:
+    """A benchmark's README heading: ``real_data`` reads "Real data"."""
+    return f"## {name.replace('_', ' ').capitalize()}"
+
+
 def _section(name: str, out_dir: Path, readme: Path, current: dict[str, Any]) -> list[str]:
     """The README section of one benchmark, from its JSON (or why there is none)."""
-    lines = [f"## {name.capitalize()}", ""]
+    lines = [_title(name), ""]
     path = out_dir / f"{name}.json"
     if not (HERE / f"{name}.py").exists():
         return [*lines, f"Not written yet (`benchmarks/{name}.py`).", ""]
@@ -157,7 +162,7 @@ def write_readme(readme: Path, out_dir: Path) -> None:
             lines += _section(name, out_dir, readme, current)
         except Exception as error:
             traceback.print_exc()
-            lines += [f"## {name.capitalize()}", "", f"Could not render `{name}.json`: {error!r}.", ""]
+            lines += [_title(name), "", f"Could not render `{name}.json`: {error!r}.", ""]
     readme.write_text("\n".join(lines).rstrip() + "\n")
 
 

@@ -201,3 +201,56 @@ def test_regimes_job_names_are_parsed_with_errors_that_name_the_part():
     ]:
         with pytest.raises(ValueError, match=part):
             parse_job(name)
+
+
+def test_real_data_tables_are_prepared_into_numbers_with_missing_values_kept():
+    import numpy as np
+    import pandas as pd
+
+    from benchmarks.real_data import DataSet, prepare
+
+    frame = pd.DataFrame(
+        {
+            "rownames": [1, 2, 3, 4],
+            "id": [10, 11, 12, 13],
+            "size": [1.0, np.nan, 3.0, 4.0],
+            "colour": ["red", "blue", None, "red"],
+            "constant": ["a", "a", "a", "a"],
+            "kind": ["x", "y", None, "x"],
+            "sex": ["F", "M", "F", "M"],
+        }
+    )
+    X, y = prepare(frame, DataSet("p", "t", ("kind", "sex"), "classification", drop=("id",)))
+    assert y.tolist() == ["xF", "yM", "xM"]  # the row without a target is gone; the columns joined
+    # size and colour one-hot (blue, red); the constant column and the unused missing level dropped
+    assert X.shape == (3, 3)
+    assert np.isnan(X[1, 0]) and X[:, 1:].sum(axis=1).tolist() == [1.0, 1.0, 1.0]
+    X, y = prepare(frame, DataSet("p", "t", "size", "regression", drop=("id", "kind")))
+    assert y.dtype == np.float64 and y.tolist() == [1.0, 3.0, 4.0]
+
+
+def test_real_data_summary_ranks_models_and_names_the_sets_behind_the_linear_one():
+    from benchmarks.real_data import _ranks, summarise
+
+    assert _ranks({"a": 0.9, "b": 0.8, "c": 0.9}) == {"a": 1.5, "b": 3, "c": 1.5}
+
+    def row(amortized, logistic, std=0.01):
+        models = {
+            "Amortized": {
+                "score_mean": amortized,
+                "score_std": std,
+                "log_loss_mean": 0.3,
+                "seconds_mean": 1.0,
+            },
+            "Logistic": {"score_mean": logistic, "score_std": std, "log_loss_mean": 0.4, "seconds_mean": 0.1},
+        }
+        return {"task": "classification", "models": models}
+
+    # 0.03 behind with std 0.01: behind; 0.015 behind: within 0.02; 0.03 behind with std 0.05: within
+    results = {"far": row(0.80, 0.83), "near": row(0.80, 0.815), "noisy": row(0.80, 0.83, std=0.05)}
+    summary = summarise(results, "classification")
+    assert summary["behind_linear"] == ["far"]
+    assert summary["mean_rank"] == {"Amortized": 2.0, "Logistic": 1.0}
+    assert summary["log_loss_at_most_logistic"] == 3
+    assert summary["median_seconds"] == {"Amortized": 1.0, "Logistic": 0.1}
+    assert summarise(results, "regression") == {}
