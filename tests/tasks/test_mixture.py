@@ -59,3 +59,60 @@ def test_bad_options_raise():
         MixtureRegression(correlation=float("nan"))
     with pytest.raises(ConfigError, match="imbalance must be <= 1e"):
         MixtureClassification(imbalance=1e300)
+
+
+def _informative_columns(batch):
+    dims = batch.params["dims"].long().tolist()
+    return [(task, column) for task, dim in enumerate(dims) for column in range(dim)]
+
+
+def test_irrelevant_features_are_ignored_by_the_target():
+    def ignored(irrelevant):
+        family = MixtureRegression(max_dim=6, linear_share=1.0, noise=(1e-3, 1e-3), irrelevant=irrelevant)
+        batch = family.sample(64, 200, 10, torch.Generator().manual_seed(3))
+        x = torch.cat([batch.x_train, torch.ones_like(batch.x_train[..., :1])], -1)
+        weights = torch.linalg.lstsq(x, batch.y_train).solution
+        return sum(abs(weights[task, column, 0]) < 1e-3 for task, column in _informative_columns(batch))
+
+    assert ignored(0.0) == 0
+    assert ignored(1.0) > 20  # of about 180 informative columns, a uniform [0, 1] share ignored
+
+
+def test_transformed_features_are_skewed_heavy_tailed_or_discrete():
+    def reshaped(transformed):
+        family = MixtureClassification(max_dim=6, max_classes=3, transformed=transformed)
+        batch = family.sample(64, 300, 10, torch.Generator().manual_seed(4))
+        discrete = skewed = 0
+        for task, column in _informative_columns(batch):
+            values = batch.x_train[task, :, column]
+            discrete += len(values.unique()) <= 5
+            skewed += values.pow(3).mean().abs() > 1.5  # standardised: the third moment
+        return discrete, skewed
+
+    assert reshaped(0.0) == (0, 0)
+    discrete, skewed = reshaped(1.0)
+    assert discrete > 10 and skewed > 10
+
+
+def test_missing_entries_read_as_the_mean_and_tasks_stay_learnable():
+    family = MixtureClassification(max_dim=4, max_classes=3, missing=0.6, linear_share=1.0)
+    batch = family.sample(128, 400, 400, torch.Generator().manual_seed(5))
+    zeros = [
+        float((batch.x_train[task, :, column] == 0).float().mean())
+        for task, column in _informative_columns(batch)
+    ]
+    assert 0.2 < sum(zeros) / len(zeros) < 0.4 and max(zeros) > 0.45  # shares uniform in [0, 0.6]
+    accuracy = (batch.f_query.argmax(-1) == batch.y_query).float().mean()
+    assert accuracy > 0.6
+    complete = MixtureClassification(max_dim=4, max_classes=3).sample(
+        8, 50, 5, torch.Generator().manual_seed(5)
+    )
+    assert (complete.x_train[:, :, 0] != 0).all()
+
+
+@pytest.mark.parametrize("option", ["irrelevant", "transformed", "missing"])
+def test_shares_of_real_table_features_must_be_between_0_and_1(option):
+    with pytest.raises(ConfigError, match=f"{option} must be <= 1"):
+        MixtureRegression(**{option: 1.5})
+    with pytest.raises(ConfigError, match=option):
+        MixtureClassification(**{option: "half"})

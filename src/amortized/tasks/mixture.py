@@ -10,6 +10,12 @@ meta-trained on. Each task looks like a standardised table the estimator would b
 - a target that is linear in the features for a share ``linear_share`` of the tasks and a random
   MLP of them otherwise.
 
+Three options, off by default, make the tables look more like real ones: ``irrelevant`` features the
+target ignores, ``transformed`` features observed through a skewing, heavy-tailing or discretising map
+of the latent the target reads (so a linear target is no longer linear in what the learner sees), and
+``missing`` entries, set to the column's mean as the estimators impute NaN. Each is a task's share,
+drawn uniformly from ``[0, option]``.
+
 Regression targets are scaled to unit signal variance plus noise of a random level, then
 standardised with the training split's statistics (as the estimator standardises ``y``).
 Classification tasks have a random number of classes ``C`` in ``[2, max_classes]``; labels occupy
@@ -51,6 +57,9 @@ class _TabularPrior(TaskFamily):
         linear_share: float,
         hidden: tuple[int, ...],
         correlation: float,
+        irrelevant: float,
+        transformed: float,
+        missing: float,
     ) -> None:
         self.max_dim = check_positive_int("max_dim", max_dim)
         self.min_dim = check_positive_int("min_dim", min_dim)
@@ -59,15 +68,20 @@ class _TabularPrior(TaskFamily):
         self.linear_share = check_real("linear_share", linear_share, low=0, high=1)
         self.hidden = check_widths("hidden", hidden)
         self.correlation = check_real("correlation", correlation, low=0, high=MAX_MAGNITUDE)
+        self.irrelevant = check_real("irrelevant", irrelevant, low=0, high=1)
+        self.transformed = check_real("transformed", transformed, low=0, high=1)
+        self.missing = check_real("missing", missing, low=0, high=1)
         self.input_dim = max_dim
 
     def sample_bytes(self, num_tasks: int, num_points: int) -> int:
         """The data, plus each task's mixing matrix, random MLP and its activations."""
         widths = [self.max_dim, *self.hidden, self.output_dim]
         mixing = num_tasks * self.max_dim**2 * FLOAT_BYTES
+        reshaped = (self.transformed > 0) * 4 * num_tasks * num_points * self.max_dim * FLOAT_BYTES
         return (
             super().sample_bytes(num_tasks, num_points)
             + mixing
+            + reshaped
             + draw.random_mlp_bytes(num_tasks, num_points, widths)
         )
 
@@ -82,15 +96,54 @@ class _TabularPrior(TaskFamily):
         x = latent @ (torch.eye(self.max_dim) + strength * mixing)
         return x * mask, mask
 
-    def _function(self, x: Tensor, mask: Tensor, num_outputs: int, generator) -> Tensor:
-        """Per-task functions of ``x``: linear for a share of tasks, a random MLP for the others.
+    def _relevant(self, mask: Tensor, generator) -> Tensor:
+        """The informative columns the target reads: each is ignored with a task's probability, uniform
+        in ``[0, irrelevant]``; the first is always read."""
+        if not self.irrelevant:
+            return mask
+        share = draw.uniform((mask.shape[0], 1, 1), 0.0, self.irrelevant, generator)
+        read = draw.uniform(mask.shape, 0.0, 1.0, generator) >= share
+        read[..., 0] = True
+        return mask * read
 
-        The MLP reads ``x`` rescaled by ``sqrt(max_dim / d)``, so its hidden units are as nonlinear
-        for a task with few informative features as for one with many.
+    def _observed(self, x: Tensor, generator) -> Tensor:
+        """The columns as the learner sees them: a task's share (uniform in ``[0, transformed]``) of
+        them through a random map of the (unit-scaled) latent: ``exp(a·z)`` (skewed), ``sinh(b·z) / b``
+        (heavy-tailed), or one of 2 to 5 levels cut at random thresholds (ordinal or binary)."""
+        if not self.transformed:
+            return x
+        num_tasks, _, width = x.shape
+        z = x / x.std(1, keepdim=True).clamp_min(1e-6)
+        share = draw.uniform((num_tasks, 1, 1), 0.0, self.transformed, generator)
+        chosen = draw.uniform((num_tasks, 1, width), 0.0, 1.0, generator) < share
+        kind = torch.randint(3, (num_tasks, 1, width), generator=generator)
+        skewed = torch.exp(draw.uniform((num_tasks, 1, width), 0.5, 1.5, generator) * z)
+        strength = draw.uniform((num_tasks, 1, width), 1.0, 2.5, generator)
+        heavy = torch.sinh(strength * z) / strength
+        cuts = draw.normal((num_tasks, 1, width, 4), generator)
+        used = torch.arange(4) < torch.randint(1, 5, (num_tasks, 1, width, 1), generator=generator)
+        levels = ((z[..., None] > cuts) & used).sum(-1).to(x.dtype)
+        mapped = torch.where(kind == 0, skewed, torch.where(kind == 1, heavy, levels))
+        return torch.where(chosen, mapped, x)
+
+    def _with_missing(self, x: Tensor, generator) -> Tensor:
+        """Standardised columns with a task's share (uniform in ``[0, missing]``) of entries set to 0,
+        the column's mean: what the estimators read for NaN."""
+        if not self.missing:
+            return x
+        share = draw.uniform((x.shape[0], 1, 1), 0.0, self.missing, generator)
+        return x.masked_fill(draw.uniform(x.shape, 0.0, 1.0, generator) < share, 0.0)
+
+    def _function(self, x: Tensor, read: Tensor, num_outputs: int, generator) -> Tensor:
+        """Per-task functions of the columns of ``x`` that ``read`` marks: linear for a share of
+        tasks, a random MLP for the others.
+
+        The MLP reads ``x`` rescaled by ``sqrt(max_dim / d)`` (``d`` columns read), so its hidden
+        units are as nonlinear for a task with few informative features as for one with many.
         """
-        num_tasks = x.shape[0]
+        num_tasks, x = x.shape[0], x * read
         params = draw.random_mlp(num_tasks, [self.max_dim, *self.hidden, num_outputs], "tanh", generator)
-        widen = (self.max_dim / mask.sum(-1, keepdim=True)).sqrt()
+        widen = (self.max_dim / read.sum(-1, keepdim=True)).sqrt()
         nonlinear = draw.apply_mlp(params, x * widen, "tanh")
         weights = draw.normal((num_tasks, self.max_dim, num_outputs), generator)
         linear = x @ weights
@@ -119,17 +172,23 @@ class MixtureRegression(_TabularPrior):
         hidden: tuple[int, ...] = (32,),
         correlation: float = 1.0,
         noise: tuple[float, float] = (0.05, 1.0),
+        irrelevant: float = 0.0,
+        transformed: float = 0.0,
+        missing: float = 0.0,
     ) -> None:
-        super().__init__(max_dim, min_dim, linear_share, hidden, correlation)
+        super().__init__(
+            max_dim, min_dim, linear_share, hidden, correlation, irrelevant, transformed, missing
+        )
         self.noise = check_range("noise", noise, high=MAX_MAGNITUDE)
         self.output_dim = 1
 
     def _sample(self, num_tasks, num_train, num_query, generator):
         x, mask = self._inputs(num_tasks, num_train + num_query, generator)
-        f = self._function(x, mask, 1, generator)
+        f = self._function(x, self._relevant(mask, generator), 1, generator)
         noise = _log_uniform((num_tasks, 1, 1), *self.noise, generator)
         y = f + noise * draw.normal(f.shape, generator)
-        x, _, _ = draw.standardise_by_train(x, num_train)
+        x, _, _ = draw.standardise_by_train(self._observed(x, generator), num_train)
+        x = self._with_missing(x, generator)
         y, mean, scale = draw.standardise_by_train(y, num_train)
         f = (f - mean) / scale
         return TaskBatch(
@@ -162,8 +221,13 @@ class MixtureClassification(_TabularPrior):
         correlation: float = 1.0,
         sharpness: tuple[float, float] = (1.0, 10.0),
         imbalance: float = 0.5,
+        irrelevant: float = 0.0,
+        transformed: float = 0.0,
+        missing: float = 0.0,
     ) -> None:
-        super().__init__(max_dim, min_dim, linear_share, hidden, correlation)
+        super().__init__(
+            max_dim, min_dim, linear_share, hidden, correlation, irrelevant, transformed, missing
+        )
         self.max_classes = check_int("max_classes", max_classes, low=2)
         self.sharpness = check_range("sharpness", sharpness, high=MAX_MAGNITUDE)
         self.imbalance = check_real("imbalance", imbalance, low=0, high=MAX_MAGNITUDE)
@@ -176,12 +240,13 @@ class MixtureClassification(_TabularPrior):
         present = torch.arange(self.max_classes) < classes[:, None]
         sharpness = _log_uniform((num_tasks, 1, 1), *self.sharpness, generator)
         bias = self.imbalance * draw.normal((num_tasks, 1, self.max_classes), generator)
-        logits = self._function(x, mask, self.max_classes, generator) * sharpness + bias
+        logits = self._function(x, self._relevant(mask, generator), self.max_classes, generator)
+        logits = logits * sharpness + bias
         logits = logits.masked_fill(~present[:, None, :], -math.inf)
         probs = torch.softmax(logits, -1).reshape(-1, self.max_classes)
         y = torch.multinomial(probs, 1, generator=generator).view(num_tasks, num_points)
-        x, _, _ = draw.standardise_by_train(x, num_train)
-        x = x * mask
+        x, _, _ = draw.standardise_by_train(self._observed(x, generator), num_train)
+        x = self._with_missing(x * mask, generator)
         return TaskBatch(
             x_train=x[:, :num_train],
             y_train=y[:, :num_train],
