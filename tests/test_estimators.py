@@ -470,3 +470,36 @@ def test_the_pretrained_classifier_separates_32_classes_one_against_the_rest():
     X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.3, random_state=0, stratify=y)
     accuracy = AmortizedClassifier(random_state=0).fit(X_train, y_train).score(X_test, y_test)
     assert accuracy > 0.7, accuracy  # chance 0.031; logistic regression 0.83
+
+
+def test_whitening_decorrelates_the_inputs_and_drops_directions_without_spread():
+    generator = np.random.default_rng(2)
+    X = generator.normal(size=(200, WIDTH)).astype(np.float32)
+    X[:, 3] = X[:, 0] + X[:, 1] * np.float32(0.7)  # collinear up to float32 rounding
+    model = AmortizedClassifier(tiny_learner(), random_state=0).fit(X, generator.integers(0, 2, size=200))
+    inputs = model._inputs(X)[0].double()
+    covariance = inputs.T @ inputs / len(X)
+    rank = np.linalg.matrix_rank(X - X.mean(0))
+    assert rank < WIDTH
+    expected = torch.diag(torch.tensor([1.0] * rank + [0.0] * (WIDTH - rank), dtype=torch.float64))
+    assert torch.allclose(covariance, expected, atol=1e-5)  # no rounding noise blown up to unit scale
+    plain = AmortizedClassifier(tiny_learner(), whiten=False, random_state=0).fit(X, np.arange(200) % 2)
+    assert plain.projection_ is None
+
+
+def test_whitening_lifts_the_pretrained_classifier_where_a_small_contrast_separates_the_classes():
+    """Five measurements of one size, the classes apart along a low-variance contrast (as the species
+    of crabs): gradient steps crawl along it unless the inputs are whitened."""
+    generator = np.random.default_rng(0)
+    size = generator.normal(size=(400, 1)) * 3
+    labels = generator.integers(0, 2, size=400)
+    contrast = (2 * labels - 1)[:, None] * 0.25 + generator.normal(size=(400, 1)) * 0.25
+    X = size @ [[1.0, 0.9, 1.1, 0.95, 1.05]] + contrast @ [[1.0, -1.0, 0.5, -0.5, 0.0]]
+    X += generator.normal(size=X.shape) * 0.05
+    scores = {
+        whiten: AmortizedClassifier(whiten=whiten, random_state=0)
+        .fit(X[:280], labels[:280])
+        .score(X[280:], labels[280:])
+        for whiten in (False, True)
+    }
+    assert scores[True] > scores[False] + 0.05, scores

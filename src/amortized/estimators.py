@@ -32,6 +32,12 @@ Preprocessing, computed from ``X`` in a streaming pass:
   missing value (NaN) is left out of its column's statistics and read as the column's mean, 0 once
   standardised, which adds nothing to ``f(x; θ)`` (the prior has no missing values, so the learner
   is not told which values were imputed);
+- the standardised features are whitened (``whiten``, on by default): rotated onto their principal
+  directions and scaled to unit variance, directions with no spread dropped. The bundled learners
+  read the loss gradient and take few steps; on correlated features (sizes of the same body, say)
+  the direction that separates the classes can have a small variance, where gradient steps crawl.
+  Whitening makes every direction equally easy, as it makes the loss's curvature isotropic for a
+  linear model;
 - inputs narrower than the learner's width are padded with zero columns. A zero column contributes
   nothing to ``f(x; θ)`` whatever ``θ`` is, and the bundled learners were meta-trained on tasks with
   a random number of informative features, the rest zero, so padding is exactly the case they saw;
@@ -90,6 +96,10 @@ WIDE_INPUTS = ("project", "pca", "error")
 AUTO_BATCH_SIZES = (64, 4096)
 DEFAULT_HORIZON = 32
 PROJECTION_SEED = 0
+NO_VARIANCE = 1e-6
+"""A projected column whose standard deviation is below this share of the largest one's is dropped
+(set to 0): collinear columns, such as every level of a one-hot encoding, leave directions whose
+spread is rounding noise, which whitening would blow up to unit variance."""
 PREDICT_CHUNK_ROWS = 4096
 CALIBRATION_SHARE, CALIBRATION_ROWS, MIN_CALIBRATION_ROWS = 0.2, 4096, 20
 """The share of rows (at most ``CALIBRATION_ROWS``) the temperature is fitted on, held out of an
@@ -179,6 +189,7 @@ class _Amortized(BaseEstimator):
         num_passes: int | str = "auto",
         horizon: int | None = DEFAULT_HORIZON,
         wide_inputs: str = "pca",
+        whiten: bool = True,
         n_threads: int | None = 1,
         random_state: int | np.random.RandomState | None = None,
     ) -> None:
@@ -187,6 +198,7 @@ class _Amortized(BaseEstimator):
         self.num_passes = num_passes
         self.horizon = horizon
         self.wide_inputs = wide_inputs
+        self.whiten = whiten
         self.n_threads = n_threads
         self.random_state = random_state
 
@@ -199,6 +211,7 @@ class _Amortized(BaseEstimator):
         if self.n_threads is not None:
             check_positive_int("n_threads", self.n_threads)
         check_choice("wide_inputs", self.wide_inputs, WIDE_INPUTS)
+        check_bool("whiten", self.whiten)
 
     def _schedule(self, num_rows: int) -> tuple[int, int]:
         """The mini-batch size and number of passes, resolving ``"auto"`` (see the module docstring)."""
@@ -214,26 +227,29 @@ class _Amortized(BaseEstimator):
         return batch_size, num_passes
 
     def _fit_inputs(self, X: np.ndarray) -> None:
-        """Standardisation, and the projection to the learner's width if ``X`` is wider."""
+        """Standardisation, then whitening or the reduction to the learner's width if ``X`` is wider."""
         width = self.learner_.input_dim
         self.mean_, std = streaming_moments(X)
         self.scale_ = _unit_scale(std, self.mean_)
         self.projection_ = self.projection_offset_ = None
-        if self.n_features_in_ <= width:
-            return
-        if self.wide_inputs == "error":
+        wide = self.n_features_in_ > width
+        if wide and self.wide_inputs == "error":
             raise ShapeError(
                 f"X has {self.n_features_in_} features but the learner reads at most {width}; "
                 "set wide_inputs='project' or 'pca' to reduce them, or use a wider learner"
             )
-        if self.wide_inputs == "project":
+        if wide and self.wide_inputs == "project":
             generator = np.random.default_rng(PROJECTION_SEED)
             projection = generator.standard_normal((self.n_features_in_, width)) / np.sqrt(
                 self.n_features_in_
             )
+        elif wide or self.whiten:
+            projection = principal_directions(X, min(width, self.n_features_in_), self._standardise)
         else:
-            projection = principal_directions(X, width, self._standardise)
+            return
         mean, std = streaming_moments(X, lambda chunk: self._standardise(chunk) @ projection)
+        flat = std <= NO_VARIANCE * std.max()  # a direction the columns span only through rounding
+        projection[:, flat], mean[flat], std[flat] = 0.0, 0.0, 1.0
         scale = _unit_scale(std, mean)
         self.projection_ = projection / scale
         self.projection_offset_ = mean / scale
@@ -353,6 +369,11 @@ class AmortizedClassifier(ClassifierMixin, _Amortized):
         (32 for the bundled learners); ``None`` refines one state over everything.
     wide_inputs : {"pca", "project", "error"}
         What to do with more features than the learner reads (see the module docstring).
+    whiten : bool
+        Rotate the standardised features onto their principal directions, scaled to unit variance,
+        before the learner reads them (see the module docstring); ``"pca"`` for wide inputs always
+        does. On 24 real data sets (``python -m benchmarks real_data``) it lifted crabs from 0.887 to
+        0.940 accuracy and diamonds from 0.853 to 0.921 R², and changed the others little.
     calibrate : bool
         Fit a temperature dividing the logits so that ``predict_proba`` is calibrated: on 20% of the
         rows (at most 4096) after adapting to the other 80%, before adapting to all of them (about
@@ -386,6 +407,7 @@ class AmortizedClassifier(ClassifierMixin, _Amortized):
         num_passes: int | str = "auto",
         horizon: int | None = DEFAULT_HORIZON,
         wide_inputs: str = "pca",
+        whiten: bool = True,
         calibrate: bool = False,
         n_threads: int | None = 1,
         random_state: int | np.random.RandomState | None = None,
@@ -396,6 +418,7 @@ class AmortizedClassifier(ClassifierMixin, _Amortized):
             num_passes=num_passes,
             horizon=horizon,
             wide_inputs=wide_inputs,
+            whiten=whiten,
             n_threads=n_threads,
             random_state=random_state,
         )
