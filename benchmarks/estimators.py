@@ -4,7 +4,8 @@ Accuracy: breast_cancer, wine, iris and digits, 5 stratified 70/30 splits each (
 ``AmortizedClassifier`` (bundled learner; with its defaults, and reading each row once in
 mini-batches of 64) against ``LogisticRegression`` (standardised inputs, ``max_iter=1000``) and
 ``RandomForestClassifier`` (100 trees); digits (64 features) also with ``wide_inputs="project"``
-instead of the default PCA. Time is fit + predict on the split, in this process.
+instead of the default PCA; always and never whitening (the default ``whiten="auto"`` chooses).
+Time is fit + predict on the split, in this process.
 
 Calibration: the same splits, test log loss of ``AmortizedClassifier`` with and without
 ``calibrate=True`` against ``LogisticRegression``.
@@ -65,6 +66,10 @@ def _classifiers() -> dict[str, Any]:
         ),
         "AmortizedClassifier (random projection)": lambda seed: AmortizedClassifier(
             wide_inputs="project", random_state=seed
+        ),
+        "AmortizedClassifier (whiten=True)": lambda seed: AmortizedClassifier(whiten=True, random_state=seed),
+        "AmortizedClassifier (whiten=False)": lambda seed: AmortizedClassifier(
+            whiten=False, random_state=seed
         ),
         "LogisticRegression": lambda seed: make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)),
         "RandomForestClassifier": lambda seed: RandomForestClassifier(n_estimators=100, random_state=seed),

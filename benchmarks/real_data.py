@@ -12,6 +12,8 @@ unless said: ``AmortizedClassifier`` / ``AmortizedRegressor`` (the bundled learn
 ``HistGradientBoosting*`` (NaN native) and ``RandomForest*`` with 200 trees (NaN native). Per set and
 model: test accuracy or R², test log loss (classification), fit + predict seconds, in this process.
 Ranks are per set by the mean score (1 is best; ties share the mean rank), averaged over the sets.
+The amortized models are also scored always and never whitening their inputs (``whiten=True`` /
+``False``; the default ``"auto"`` chooses on held-out rows), outside the ranks.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from typing import Any
 import numpy as np
 
 SPLITS = 5
+WHITENED, UNWHITENED = "Amortized (whiten=True)", "Amortized (whiten=False)"
+"""The default ``whiten="auto"`` against always and never whitening: scored, but not ranked."""
 TEST_SHARE = 0.3
 QUICK = {"splits": 2, "datasets": ("MASS/crabs", "MASS/Boston")}
 
@@ -121,6 +125,8 @@ def _models(task: str) -> dict[str, Callable[[int], Any]]:
     if task == "classification":
         return {
             "Amortized": lambda seed: AmortizedClassifier(random_state=seed),
+            WHITENED: lambda seed: AmortizedClassifier(whiten=True, random_state=seed),
+            UNWHITENED: lambda seed: AmortizedClassifier(whiten=False, random_state=seed),
             "Logistic": lambda seed: scaled(linear_model.LogisticRegression(max_iter=2000)),
             "HistGB": lambda seed: ensemble.HistGradientBoostingClassifier(random_state=seed),
             "Forest": lambda seed: ensemble.RandomForestClassifier(n_estimators=200, random_state=seed),
@@ -128,6 +134,8 @@ def _models(task: str) -> dict[str, Callable[[int], Any]]:
         }
     return {
         "Amortized": lambda seed: AmortizedRegressor(random_state=seed),
+        WHITENED: lambda seed: AmortizedRegressor(whiten=True, random_state=seed),
+        UNWHITENED: lambda seed: AmortizedRegressor(whiten=False, random_state=seed),
         "Ridge": lambda seed: scaled(linear_model.Ridge()),
         "HistGB": lambda seed: ensemble.HistGradientBoostingRegressor(random_state=seed),
         "Forest": lambda seed: ensemble.RandomForestRegressor(n_estimators=200, random_state=seed),
@@ -199,7 +207,7 @@ def summarise(results: dict[str, Any], task: str) -> dict[str, Any]:
     ranks: dict[str, list[float]] = {}
     behind = []
     for name, row in sets.items():
-        models = row["models"]
+        models = {label: m for label, m in row["models"].items() if label not in (WHITENED, UNWHITENED)}
         for label, rank in _ranks({label: m["score_mean"] for label, m in models.items()}).items():
             ranks.setdefault(label, []).append(rank)
         gap = models[linear]["score_mean"] - models["Amortized"]["score_mean"]
@@ -245,7 +253,7 @@ def report(result: dict[str, Any]) -> str:
         if not sets:
             continue
         summary = result["summary"][task]
-        models = list(next(iter(sets.values()))["models"])
+        models = [m for m in next(iter(sets.values()))["models"] if m not in (WHITENED, UNWHITENED)]
         metric = "accuracy" if task == "classification" else "R²"
         lines += [
             f"{task.capitalize()}: test {metric}, mean ± std over {result['splits']} splits"
@@ -277,6 +285,25 @@ def report(result: dict[str, Any]) -> str:
             f"linear model: {', '.join(summary['behind_linear']) or 'none'}.",
             "",
         ]
+        variants = ["Amortized", WHITENED, UNWHITENED]
+        if all(v in row["models"] for row in sets.values() for v in variants):
+            lines += [
+                f'Whitening: test {metric} of the default (`whiten="auto"`: chosen on held-out rows) '
+                "against always and never whitening",
+                "",
+                "| data set | " + " | ".join(variants) + " |",
+                "| --- |" + " --- |" * len(variants),
+            ]
+            for name, row in sets.items():
+                lines.append(
+                    f"| {name} | "
+                    + " | ".join(f"{row['models'][v]['score_mean']:.3f}" for v in variants)
+                    + " |"
+                )
+            means = [
+                statistics.mean(row["models"][v]["score_mean"] for row in sets.values()) for v in variants
+            ]
+            lines += ["| mean | " + " | ".join(f"{m:.3f}" for m in means) + " |", ""]
         if task == "classification":
             lines += [
                 f"Test log loss, mean over {result['splits']} splits (Amortized at or below Logistic on "

@@ -7,7 +7,6 @@ import torch
 import amortized
 from amortized.checkpoints import checkpoint_identity, load_checkpoint, previous_path, save_checkpoint
 from amortized.errors import CheckpointError
-from amortized.estimators import pretrained_path
 from amortized.learners import InContext, LatentSGD, LearnedInit, LearnedUpdate
 from amortized.models import MLP, Linear
 from amortized.tasks import LinearRegression
@@ -164,11 +163,6 @@ def test_checkpoints_without_a_digest_still_load(tmp_path):
     old = {"format": "amortized-checkpoint", "version": 1}
     torch.save({**old, "learner": learner.describe(), "weights": learner.state_dict()}, tmp_path / "old.pt")
     assert_same_weights(learner, amortized.load(tmp_path / "old.pt"))
-    for task in ("classification", "regression"):
-        bundled = pretrained_path(task)
-        payload = torch.load(bundled, weights_only=True)
-        assert payload["version"] == 1 and "sha256" not in payload
-        assert type(amortized.load(bundled)).__name__ == payload["learner"]["class"]
 
 
 def test_a_damaged_checkpoint_falls_back_to_the_previous_one_of_the_same_learner(tmp_path):

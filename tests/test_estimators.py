@@ -167,12 +167,16 @@ def test_memory_is_bounded_by_the_mini_batch(monkeypatch, blobs):
 
     monkeypatch.setattr(estimators._Amortized, "_inputs", spy)
     monkeypatch.setattr(estimators, "PREDICT_CHUNK_ROWS", 100)
-    model = AmortizedClassifier(tiny_learner(), batch_size=32, num_passes=2, random_state=0).fit(X, y)
+    model = AmortizedClassifier(tiny_learner(), batch_size=32, num_passes=2, whiten=True, random_state=0)
+    model.fit(X, y)
     assert (model.n_steps_, model.n_runs_) == (2 * 19, 2)  # 38 steps: two runs of 19
     assert max(sizes) == 32 and sum(sizes) == 2 * 600
     sizes.clear()
     model.predict(X)
     assert max(sizes) == 100 and sum(sizes) == 600
+    sizes.clear()  # choosing whether to whiten adapts twice to 480 rows, predicts 120 held out in chunks
+    AmortizedClassifier(tiny_learner(), batch_size=32, num_passes=2, random_state=0).fit(X, y)
+    assert max(sizes) == 100 and sum(sizes) == 2 * (2 * 480 + 120) + 2 * 600
 
 
 @pytest.mark.parametrize(
@@ -393,7 +397,7 @@ def test_calibration_lowers_the_log_loss_on_digits_and_keeps_the_classes():
         log_loss(y_test, raw.predict_proba(X_test)),
         log_loss(y_test, calibrated.predict_proba(X_test)),
     )
-    assert after < before - 0.02, (before, after)  # measured: 0.28 -> 0.23
+    assert after < before - 0.01, (before, after)  # measured: 0.300 -> 0.283
     with pytest.raises(ConfigError, match="calibrate"):
         AmortizedClassifier(calibrate="yes").fit(X_train[:30], y_train[:30])
 
@@ -476,7 +480,8 @@ def test_whitening_decorrelates_the_inputs_and_drops_directions_without_spread()
     generator = np.random.default_rng(2)
     X = generator.normal(size=(200, WIDTH)).astype(np.float32)
     X[:, 3] = X[:, 0] + X[:, 1] * np.float32(0.7)  # collinear up to float32 rounding
-    model = AmortizedClassifier(tiny_learner(), random_state=0).fit(X, generator.integers(0, 2, size=200))
+    model = AmortizedClassifier(tiny_learner(), whiten=True, random_state=0)
+    model.fit(X, generator.integers(0, 2, size=200))
     inputs = model._inputs(X)[0].double()
     covariance = inputs.T @ inputs / len(X)
     rank = np.linalg.matrix_rank(X - X.mean(0))
@@ -487,19 +492,30 @@ def test_whitening_decorrelates_the_inputs_and_drops_directions_without_spread()
     assert plain.projection_ is None
 
 
-def test_whitening_lifts_the_pretrained_classifier_where_a_small_contrast_separates_the_classes():
+def test_whitening_is_chosen_where_it_lowers_the_held_out_loss():
     """Five measurements of one size, the classes apart along a low-variance contrast (as the species
-    of crabs): gradient steps crawl along it unless the inputs are whitened."""
+    of crabs): gradient steps crawl along it unless the inputs are whitened. On breast cancer,
+    whitening scales noisy directions up to unit variance and hurts; ``"auto"`` tells them apart."""
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.model_selection import train_test_split
+
     generator = np.random.default_rng(0)
     size = generator.normal(size=(400, 1)) * 3
     labels = generator.integers(0, 2, size=400)
     contrast = (2 * labels - 1)[:, None] * 0.25 + generator.normal(size=(400, 1)) * 0.25
     X = size @ [[1.0, 0.9, 1.1, 0.95, 1.05]] + contrast @ [[1.0, -1.0, 0.5, -0.5, 0.0]]
     X += generator.normal(size=X.shape) * 0.05
-    scores = {
-        whiten: AmortizedClassifier(whiten=whiten, random_state=0)
-        .fit(X[:280], labels[:280])
-        .score(X[280:], labels[280:])
-        for whiten in (False, True)
-    }
-    assert scores[True] > scores[False] + 0.05, scores
+    cancer = train_test_split(*load_breast_cancer(return_X_y=True), test_size=0.3, random_state=0)
+    for (X_train, X_test, y_train, y_test), whitened in [
+        ((X[:280], X[280:], labels[:280], labels[280:]), True),
+        (cancer, False),
+    ]:
+        scores = {
+            whiten: AmortizedClassifier(whiten=whiten, random_state=0)
+            .fit(X_train, y_train)
+            .score(X_test, y_test)
+            for whiten in (False, True)
+        }
+        assert abs(scores[True] - scores[False]) > 0.015, scores  # measured: 0.808 / 0.900, 0.977 / 0.942
+        auto = AmortizedClassifier(random_state=0).fit(X_train, y_train)
+        assert auto.whitened_ is whitened and auto.score(X_test, y_test) == scores[whitened]
