@@ -205,7 +205,8 @@ def test_regimes_job_names_are_parsed_with_errors_that_name_the_part():
 
 def test_real_data_tables_are_prepared_into_numbers_with_missing_values_kept():
     import numpy as np
-    import pandas as pd
+
+    pd = pytest.importorskip("pandas")  # installed with the benchmarks' extra, not the test suite's
 
     from benchmarks.real_data import DataSet, prepare
 
