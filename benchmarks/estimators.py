@@ -86,18 +86,21 @@ def accuracy(splits: int) -> dict[str, Any]:
         X, y = getattr(datasets, f"load_{name}")(return_X_y=True)
         results[name] = {"rows": len(X), "features": X.shape[1], "classes": len(np.unique(y))}
         for label, make in _classifiers().items():
-            scores, seconds = [], []
+            scores, seconds, whitened = [], [], 0
             for seed in range(splits):
                 X_train, X_test, y_train, y_test = train_test_split(
                     X, y, test_size=0.3, random_state=seed, stratify=y
                 )
                 began = time.perf_counter()
-                predicted = make(seed).fit(X_train, y_train).predict(X_test)
+                model = make(seed).fit(X_train, y_train)
+                predicted = model.predict(X_test)
                 seconds.append(time.perf_counter() - began)
                 scores.append(float(np.mean(predicted == y_test)))
+                whitened += bool(getattr(model, "whitened_", False))
             results[name][label] = {
                 "accuracy_mean": round(statistics.mean(scores), 4),
                 "accuracy_std": round(statistics.pstdev(scores), 4),
+                "splits_whitened": whitened,
                 "seconds_mean": round(statistics.mean(seconds), 4),
             }
     return results

@@ -2,10 +2,10 @@
 
 ``python scripts/pretrain.py`` rebuilds both; ``--only classifier`` one of them; ``--out DIR`` writes
 elsewhere (to compare with the bundled ones before replacing them). Training checkpoints go to
-``<out>/<name>-training/`` until the checkpoint is written, so a stopped run continues where it
-stopped. Seeds are fixed: the learner's initialisation, the tasks and the mini-batch order come
-from ``SEED``. Float reductions may differ across machines and thread counts, so a rerun matches the
-bundled weights closely, not bit for bit.
+``<out>/<name>-<model>[-tables]-training/`` until the checkpoint is written, so a stopped run
+continues where it stopped. Seeds are fixed: the learner's initialisation, the tasks and the
+mini-batch order come from ``SEED``. Float reductions may differ across machines and thread counts,
+so a rerun matches the bundled weights closely, not bit for bit.
 
 Each checkpoint ``<name>.pt`` gets a card ``<name>.json``: the learner's description, the task prior
 (class and arguments), the training settings, the CPU and wall time it took, and an evaluation on
@@ -99,7 +99,7 @@ def model_and_prior(name: str, kind: str, tables: bool) -> tuple[Predictor, type
     spec = SPECS[name]
     prior_class, prior_args = spec["prior"]
     model = Linear(WIDTH, spec["outputs"]) if kind == "linear" else MLP(WIDTH, spec["outputs"], hidden=HIDDEN)
-    return model, prior_class, {**prior_args, **TABLES, **spec["tables"]} if tables else prior_args
+    return model, prior_class, ({**prior_args, **TABLES, **spec["tables"]} if tables else prior_args)
 
 
 def evaluate_on_datasets(name: str, path: Path) -> dict[str, float]:
@@ -131,7 +131,8 @@ def pretrain(
     config = TrainConfig.from_dict({**TRAINING, "iterations": iterations or spec["iterations"]})
     print(f"{name}: meta-training {learner.describe()} on {family!r} for {config.iterations} iterations")
     torch.manual_seed(SEED)
-    training = out / f"{name}-training"  # checkpoints: a stopped run continues where it stopped
+    # checkpoints: a stopped run continues where it stopped (of the same model and prior only)
+    training = out / f"{name}-{kind}{'-tables' if tables else ''}-training"
     result = amortized.train(learner, family, config, out_dir=training, resume=True, progress=name)
     cpu, wall = result.train_cpu_seconds, result.train_seconds
     path = amortized.save(learner, out / f"{name}.pt")

@@ -21,6 +21,7 @@ import copy
 import json
 import shutil
 import tempfile
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -519,3 +520,36 @@ def test_whitening_is_chosen_where_it_lowers_the_held_out_loss():
         assert abs(scores[True] - scores[False]) > 0.015, scores  # measured: 0.808 / 0.900, 0.977 / 0.942
         auto = AmortizedClassifier(random_state=0).fit(X_train, y_train)
         assert auto.whitened_ is whitened and auto.score(X_test, y_test) == scores[whitened]
+
+
+def test_whiten_options_are_checked_and_wide_inputs_are_not_judged_twice(monkeypatch):
+    generator = np.random.default_rng(3)
+    X, y = generator.normal(size=(60, 3)), np.arange(60) % 2
+    for bad in ("yes", 1, None):
+        with pytest.raises(ConfigError, match="whiten must be True, False or 'auto'"):
+            AmortizedClassifier(tiny_learner(), whiten=bad).fit(X, y)
+    judged = []
+    original = estimators._Amortized._whitening_helps
+    monkeypatch.setattr(
+        estimators._Amortized, "_whitening_helps", lambda self, *a: judged.append(1) or original(self, *a)
+    )
+    wide = generator.normal(size=(60, WIDTH + 3))
+    for wide_inputs, whitened in (("pca", True), ("project", False)):
+        model = AmortizedClassifier(tiny_learner(), wide_inputs=wide_inputs, random_state=0).fit(wide, y)
+        assert model.whitened_ is whitened
+    assert not judged  # a reduction to the learner's width decides it
+    assert AmortizedClassifier(tiny_learner(), random_state=0).fit(X, y).whitened_ in (True, False)
+    assert judged == [1]
+    assert AmortizedClassifier(tiny_learner(), random_state=0).fit(X[:, :1], y).whitened_ is False
+
+
+def test_fitting_a_data_frame_with_auto_whitening_and_calibration_warns_of_nothing():
+    pd = pytest.importorskip("pandas")
+    generator = np.random.default_rng(4)
+    X = pd.DataFrame(generator.normal(size=(80, 3)), columns=["a", "b", "c"])
+    y = (X["a"] > 0).astype(int)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = AmortizedClassifier(tiny_learner(), calibrate=True, random_state=0).fit(X, y)
+        AmortizedRegressor(tiny_learner("regression"), random_state=0).fit(X, X["b"])
+    assert model.predict(X).shape == (80,)

@@ -108,8 +108,9 @@ class _TabularPrior(TaskFamily):
 
     def _observed(self, x: Tensor, generator) -> Tensor:
         """The columns as the learner sees them: a task's share (uniform in ``[0, transformed]``) of
-        them through a random map of the (unit-scaled) latent: ``exp(a·z)`` (skewed), ``sinh(b·z) / b``
-        (heavy-tailed), or one of 2 to 5 levels cut at random thresholds (ordinal or binary)."""
+        them through a random map of the column ``z`` the target reads (scaled to unit variance):
+        ``exp(a·z)`` (skewed), ``sinh(b·z) / b`` (heavy-tailed), or one of 2 to 5 levels cut at random
+        thresholds (ordinal or binary)."""
         if not self.transformed:
             return x
         num_tasks, _, width = x.shape
