@@ -9,9 +9,9 @@ the learner's outputs), and any number of rows can be read.
 
 Which learner: a parametric learner (``LearnedUpdate`` over a small ``MLP``, as bundled; or over a
 ``Linear`` model) ends adaptation with a state ``θ`` that predicts at any new point in one cheap
-forward pass. An implicit
-(``InContext``) learner's state is its predictions at query points fixed before adaptation, so
-``predict`` on new rows would need the training data again; those learners are rejected.
+forward pass. An implicit (``InContext``) learner's state is its predictions at query points fixed
+before adaptation, so ``predict`` on new rows would need the training data again; those learners
+are rejected.
 
 How the rows are read. A learner is meta-trained to refine its state for a limited number of steps
 (the bundled ones: 1 to 32), and past that it may drift (the bundled classifier holds its level: on
