@@ -553,3 +553,18 @@ def test_fitting_a_data_frame_with_auto_whitening_and_calibration_warns_of_nothi
         model = AmortizedClassifier(tiny_learner(), calibrate=True, random_state=0).fit(X, y)
         AmortizedRegressor(tiny_learner("regression"), random_state=0).fit(X, X["b"])
     assert model.predict(X).shape == (80,)
+
+
+def test_a_held_out_row_far_from_the_others_is_left_out_of_the_choices_not_an_error():
+    """Row 7 is held out of the adaptations that choose whitening and the temperature (seed 0); once
+    standardised by the other rows it overflows float32. The choices leave it out; the final
+    adaptation reads it with the others, whose statistics then include it."""
+    X = np.random.default_rng(0).normal(size=(200, 3))
+    X[7] = 1e39
+    y = np.arange(200) % 2
+    model = AmortizedClassifier(tiny_learner(), calibrate=True, random_state=0)
+    held_out, _ = model._held_out_split(len(X))
+    assert 7 in held_out
+    model.fit(X, y)
+    assert np.isfinite(model.temperature_) and np.isfinite(model.predict_proba(X)).all()
+    AmortizedRegressor(tiny_learner("regression"), random_state=0).fit(X, X[:, 0].clip(-3, 3))

@@ -173,6 +173,12 @@ def _unit_scale(std: np.ndarray, mean: np.ndarray) -> np.ndarray:
     return safe_scale(std, np.maximum(np.abs(mean), 1.0))
 
 
+def _finite_mean(losses: np.ndarray) -> float:
+    """The mean of the finite losses, infinite if there are none."""
+    finite = losses[np.isfinite(losses)]
+    return float(finite.mean()) if len(finite) else float("inf")
+
+
 def _refuse_nonfinite_rows(finite: np.ndarray, first: int, problem: str) -> None:
     """Raise :class:`NonFiniteError` naming the rows of ``X`` whose flag in ``finite`` ``[rows]`` is
     false (``first`` is the index in ``X`` of the first row)."""
@@ -370,13 +376,15 @@ class _Amortized(BaseEstimator):
     def _targets(self, rows: np.ndarray) -> torch.Tensor:
         raise NotImplementedError
 
-    def _outputs(self, X: Any, validated: bool = False) -> np.ndarray:
-        """The learner's outputs (means or logits) at the rows of ``X``, computed chunk by chunk;
-        ``validated``: ``X`` is rows of the array ``fit`` validated (held out during ``fit``).
+    def _outputs(self, X: Any, held_out: bool = False) -> np.ndarray:
+        """The learner's outputs (means or logits) at the rows of ``X``, computed chunk by chunk.
 
-        Rows where they are NaN or infinite are a :class:`NonFiniteError` naming them.
+        Rows where they are NaN or infinite are a :class:`NonFiniteError` naming them. With
+        ``held_out``, ``X`` is rows ``fit`` validated and held out of an adaptation: they are not
+        validated again, and a row too far from the rows adapted to comes back non-finite for the
+        caller to leave out (the final adaptation reads it with the others).
         """
-        if not validated:
+        if not held_out:
             check_is_fitted(self, "state_")
             X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32], **ALLOW_NAN)
         outputs = None
@@ -386,11 +394,14 @@ class _Amortized(BaseEstimator):
                 rows = X[start : start + chunk_rows]
                 inputs = self._inputs(rows)
                 finite = torch.isfinite(inputs[0]).all(1).numpy()
-                _refuse_nonfinite_rows(finite, start, f"overflow {inputs.dtype} once standardised")
-                inputs = inputs.expand(self.state_.num_tasks, -1, -1)
+                if not held_out:
+                    _refuse_nonfinite_rows(finite, start, f"overflow {inputs.dtype} once standardised")
+                inputs = inputs.nan_to_num(posinf=0.0, neginf=0.0).expand(self.state_.num_tasks, -1, -1)
                 predicted = self.learner_.predict(self.state_, inputs, check_finite=False)
                 chunk = self._combine(predicted.double().numpy())
-                _refuse_nonfinite_rows(np.isfinite(chunk).all(1), start, "give NaN or infinite outputs")
+                chunk[~finite] = np.nan
+                if not held_out:
+                    _refuse_nonfinite_rows(np.isfinite(chunk).all(1), start, "give NaN or infinite outputs")
                 if outputs is None:
                     outputs = np.empty((len(X), chunk.shape[1]), dtype=np.float64)
                 outputs[start : start + len(rows)] = chunk
@@ -507,10 +518,11 @@ class AmortizedClassifier(ClassifierMixin, _Amortized):
         self._adapt_classes(X, targets)
 
     def _held_out_loss(self, X: np.ndarray, targets: np.ndarray) -> float:
-        """The mean negative log-likelihood of the labels ``targets`` (``0..C-1``)."""
-        logits = self._logits(X, validated=True)
-        log_normaliser = np.log(np.exp(logits).sum(1))
-        return float(np.mean(log_normaliser - logits[np.arange(len(X)), targets]))
+        """The mean negative log-likelihood of the labels ``targets`` (``0..C-1``) on the rows it is
+        finite for (infinite if none)."""
+        logits = self._logits(X, held_out=True)
+        losses = np.log(np.exp(logits).sum(1)) - logits[np.arange(len(X)), targets]
+        return _finite_mean(losses)
 
     def _adapt_classes(self, X: np.ndarray, labels: np.ndarray) -> None:
         """Adapt to the labels, or with more classes than the learner has outputs, to each class
@@ -534,7 +546,9 @@ class AmortizedClassifier(ClassifierMixin, _Amortized):
         """
         held_out, kept = self._held_out_split(len(X))
         self._adapt_classes(X[kept], labels[kept])
-        return fit_temperature(self._logits(X[held_out], validated=True), labels[held_out])
+        logits = self._logits(X[held_out], held_out=True)
+        finite = np.isfinite(logits).all(1)
+        return fit_temperature(logits[finite], labels[held_out][finite]) if finite.any() else 1.0
 
     def _targets(self, rows: np.ndarray) -> torch.Tensor:
         """Labels ``[1, rows]``, or one binary task per column ``[classes, rows]``."""
@@ -557,10 +571,10 @@ class AmortizedClassifier(ClassifierMixin, _Amortized):
         best = self._logits(X).argmax(1)
         return self.classes_[best]
 
-    def _logits(self, X: Any, validated: bool = False) -> np.ndarray:
+    def _logits(self, X: Any, held_out: bool = False) -> np.ndarray:
         """The logits of the fitted classes only, divided by the temperature, largest per row 0."""
         check_is_fitted(self, "state_")
-        outputs = self._outputs(X, validated)
+        outputs = self._outputs(X, held_out)
         logits = outputs[:, : len(self.classes_)] / getattr(self, "temperature_", 1.0)
         return logits - logits.max(1, keepdims=True)
 
@@ -636,7 +650,7 @@ class AmortizedRegressor(RegressorMixin, _Amortized):
     def _held_out_loss(self, X: np.ndarray, targets: np.ndarray) -> float:
         """The mean squared error on the standardised scale of ``y``."""
         standardised = (targets - self.y_mean_) / self.y_scale_
-        return float(np.mean((self._outputs(X, validated=True)[:, 0] - standardised) ** 2))
+        return _finite_mean((self._outputs(X, held_out=True)[:, 0] - standardised) ** 2)
 
     def _targets(self, rows: np.ndarray) -> torch.Tensor:
         standardised = (rows.astype(np.float64) - self.y_mean_) / self.y_scale_
