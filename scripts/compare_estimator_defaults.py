@@ -1,0 +1,65 @@
+"""Old estimator defaults against the current ones, on synthetic data no default was chosen on.
+
+``python scripts/compare_estimator_defaults.py OLD_DIR`` where ``OLD_DIR`` holds ``classifier.pt``
+and ``regressor.pt`` of an earlier release, e.g. extracted with
+``git show 118e0d1:src/amortized/pretrained/classifier.pt > OLD_DIR/classifier.pt`` (and the
+regressor): those are fitted without whitening (the earlier behaviour), the bundled ones with the
+current defaults. Data: scikit-learn's ``make_classification`` (3 classes, 6 or 20 features, 5% or
+20% of labels flipped), ``make_regression`` (12 features, two noise levels) and Friedman #2 and #3,
+1,500 rows, seeds 0-2, one 70/30 split each; the score is accuracy or R² on the test split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from sklearn import datasets
+from sklearn.model_selection import train_test_split
+
+from amortized import AmortizedClassifier, AmortizedRegressor
+
+
+def cases(seed: int) -> list[tuple[str, bool, tuple]]:
+    """``(name, is_classification, (X, y))`` for one seed."""
+    found = []
+    for features, flip in ((6, 0.05), (20, 0.2)):
+        data = datasets.make_classification(
+            n_samples=1500,
+            n_features=features,
+            n_informative=max(2, features // 2),
+            n_classes=3,
+            flip_y=flip,
+            random_state=seed,
+        )
+        found.append((f"make_classification d={features} flip={flip}", True, data))
+    for noise in (5.0, 50.0):
+        data = datasets.make_regression(
+            n_samples=1500, n_features=12, n_informative=6, noise=noise, random_state=seed
+        )
+        found.append((f"make_regression d=12 noise={noise:g}", False, data))
+    found.append(("friedman2", False, datasets.make_friedman2(n_samples=1500, noise=50, random_state=seed)))
+    found.append(("friedman3", False, datasets.make_friedman3(n_samples=1500, noise=0.1, random_state=seed)))
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("old", type=Path, help="folder with the earlier classifier.pt and regressor.pt")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    for seed in (0, 1, 2):
+        for name, is_classification, (X, y) in cases(seed):
+            X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.3, random_state=0)
+            make = AmortizedClassifier if is_classification else AmortizedRegressor
+            old_path = args.old / ("classifier.pt" if is_classification else "regressor.pt")
+            old = make(old_path, whiten=False, random_state=0).fit(X_train, y_train).score(X_test, y_test)
+            new = make(random_state=0).fit(X_train, y_train).score(X_test, y_test)
+            print(f"{name} seed={seed}: earlier {old:.3f}, now {new:.3f} ({new - old:+.3f})", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
