@@ -37,7 +37,7 @@ import torch
 import amortized
 from amortized.learners import SGD, BayesLinearRegression, InContext, LatentUpdate, LearnedUpdate, Learner
 from amortized.models import MLP, Linear
-from amortized.tasks import LinearClassification, LinearRegression, NonlinearRegression, TaskFamily
+from amortized.tasks import LinearClassification, LinearRegression, NonlinearRegression, Sinusoid, TaskFamily
 from amortized.training import evaluate_tasks
 from benchmarks.quality import _logistic_regression, _tuned_curves
 
@@ -74,8 +74,9 @@ FAMILIES: dict[str, tuple[Any, Any]] = {
         lambda: LinearClassification(16, num_classes=3, temperature=1.0),
         lambda: Linear(16, 3),
     ),
+    "sinusoid": (lambda: Sinusoid(), lambda: MLP(1, 1, hidden=(40, 40))),
 }
-"""The benchmark's families; the last four are priors the settings were not chosen on."""
+"""The benchmark's families; the last five are priors the settings were not chosen on."""
 MAIN = "linear-regression"
 PLANNED = (MAIN, "linear-classification")
 """The families ``python -m benchmarks regimes`` runs; the others run as single jobs

@@ -58,6 +58,11 @@ LEARNERS = {
         "greedy",
         3e-3,
     ),
+    "LearnedUpdate over an MLP, gradient base": (
+        lambda: LearnedUpdate(MLP(2, 1, hidden=(32,)), rule={**TINY, "gradient_base": True}),
+        "greedy",
+        3e-3,
+    ),
     "LearnedUpdate/plain": (lambda: LearnedUpdate(Linear(2), rule={**PLAIN, **NO_NEWTON}), "greedy", 3e-3),
     "LearnedUpdate/plain, gradients": (
         lambda: LearnedUpdate(Linear(2), rule={**PLAIN, "inputs": ["gradients"]}),
@@ -155,6 +160,23 @@ def test_learned_update_handles_mlps_with_thousands_of_parameters():
     x, y = torch.randn(2, 16, 4), torch.randn(2, 16, 1)
     state = adapt(learner, x, y, batch_size=8)
     assert state.value.shape == (2, model.num_params)
+
+
+def test_the_gradient_base_starts_as_a_gradient_step_scaled_by_the_gradients_rms():
+    learner = LearnedUpdate(MLP(2, 1, hidden=(32,)), rule={**TINY, "gradient_base": True, "refinements": 1})
+    assert not learner.rule.spec.uses_newton  # 129 parameters: no Newton base by default
+    x, y = torch.randn(3, 8, 2), torch.randn(3, 8, 1)
+    start = learner.init_state(3).value.detach().requires_grad_()
+    (grad,) = torch.autograd.grad(learner.loss_of(x, y)(start).sum(), start)
+    expected = start - 0.01 * grad / grad.square().mean(-1, keepdim=True).sqrt()
+    # Untrained, the transformer's output is zero: the first step is the base step alone.
+    state = learner.step(learner.init_state(3), x, y)
+    torch.testing.assert_close(state.value, expected.detach())
+
+
+def test_the_gradient_base_needs_the_gradients():
+    with pytest.raises(ConfigError, match=r"gradient_base .* add 'gradients' to inputs"):
+        LearnedUpdate(MLP(2, 1, hidden=(32,)), rule={"inputs": ["observations"], "gradient_base": True})
 
 
 def test_learners_classify(tiny_family):

@@ -5,8 +5,8 @@ import dataclasses
 import pytest
 
 from amortized.errors import ConfigError
-from amortized.learners import GradientStep, LearnedInit, LearnedUpdate, TransformerUpdate
-from amortized.models import Linear
+from amortized.learners import GradientStep, InContext, LearnedInit, LearnedUpdate, TransformerUpdate
+from amortized.models import MLP, Linear
 
 
 def test_the_default_is_the_recipe_that_keeps_improving():
@@ -29,6 +29,14 @@ def test_specs_are_frozen_plain_data():
         spec.width = 8
 
 
+def test_the_gradient_base_is_opt_in_and_not_for_in_context():
+    assert not TransformerUpdate().gradient_base  # it helped on tanh networks, hurt on sinusoids
+    learner = LearnedUpdate(MLP(2, 1, hidden=(32,)), rule={"gradient_base": True})
+    assert learner.config["rule"]["gradient_base"]  # recorded, so checkpoints rebuild it
+    with pytest.raises(ConfigError, match="InContext takes no gradient step"):
+        InContext(2, rule={"gradient_base": True})
+
+
 @pytest.mark.parametrize(
     ("options", "match"),
     [
@@ -42,6 +50,7 @@ def test_specs_are_frozen_plain_data():
         ({"history": -1}, "history must be >= 0"),
         ({"history": 1.5}, "history must be an integer"),
         ({"history": True}, "history must be an integer"),
+        ({"gradient_base": "yes"}, "gradient_base must be true or false"),
         ({"depht": 2}, r"unknown key\(s\) rule\.depht; valid: chunk_size, depth"),
     ],
 )

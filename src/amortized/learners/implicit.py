@@ -139,6 +139,10 @@ class InContext(Learner):
             )
         if spec.momentum:
             raise ConfigError("InContext has no momentum (it reads no gradient): set rule.momentum = false")
+        if spec.gradient_base:
+            raise ConfigError(
+                "InContext takes no gradient step (it reads no gradient): set rule.gradient_base = false"
+            )
         super().__init__(input_dim, output_dim, task, None)
         self.spec = spec
         self.linear_head = check_bool("linear_head", linear_head)

@@ -30,6 +30,15 @@ prior, so the learned part starts from the right answer and learns the prior and
 without it, an update that reads one batch at a time cannot recover the curvature of the points read
 before (in high dimension it barely learns at all within a CPU budget: ``python -m benchmarks paper``).
 
+``gradient_base`` adds a gradient step to every step's first refinement, ``-rate · ∇L(B) / rms``,
+where ``rms`` is the running root mean square of the task's gradients (over entries and steps, from
+Adam's second moments), so the step is free of the loss's scale yet shrinks, like SGD's, as the
+gradients do; its rate is learned per entry of the value times a learned function of the state's
+progress (its own schedule, not scaled by the share). It is for values without the Newton base, such
+as an MLP's weights: the transformer reads the gradient normalised, so on later passes it cannot take
+the small, exactly scaled steps that keep fitting a task's network, and a gradient step can. Off by
+default: it helped on random tanh networks and hurt on sinusoids (``benchmarks/README.md``).
+
 ``history`` (an ablation, off by default) lets the update also read the values at the start of the
 last ``h`` steps: each chunk's token reads the same chunk of each of them, kept newest first in the
 carry (zeros before they exist; the progress features gain one flag per entry, 1 once it exists).
@@ -38,6 +47,7 @@ The current value and momentum see one step; this shows whether a longer traject
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
@@ -70,6 +80,12 @@ LEGACY_TRANSFORMER_DEFAULTS = {
 """The defaults before the recipe that keeps improving became the default (checkpoints that list
 options flat were written then, some before these options existed)."""
 ADAM_BETAS = (0.9, 0.999)
+GRADIENT_BASE_RATE = 0.01
+"""The gradient base's rate before meta-training, in units of the gradients' running RMS."""
+RATE_GAIN = 10.0
+"""The gradient base's log rate is ``RATE_GAIN`` times its parameters: meta-training's steps (about
+its learning rate per iteration) can then move the rate by orders of magnitude within a budget, and
+turn the base down where it does not help."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +110,8 @@ class TransformerUpdate(RuleSpec):
     taper_refinements: bool = True
     history: int = 0
     """Values of the last steps the update also reads (0: none, the update sees the current one)."""
+    gradient_base: bool = False
+    """Add a gradient step at a learned rate and schedule to every step's first refinement."""
 
     def __post_init__(self) -> None:
         if self.momentum is None:
@@ -114,7 +132,7 @@ class TransformerUpdate(RuleSpec):
         check_parameters(
             f"memory_tokens={self.memory_tokens}, width={self.width}", self.memory_tokens * self.width
         )
-        for name in ("scale_by_share", "momentum", "taper_refinements"):
+        for name in ("scale_by_share", "momentum", "taper_refinements", "gradient_base"):
             check_bool(name, getattr(self, name))
         check_divisible("width", self.width, "heads", self.heads)
         if self.momentum and self.refinements == 1:
@@ -209,6 +227,10 @@ class TransformerRule(nn.Module):
         refining = spec.refinements > 1
         num_features = (3 if spec.uses_gradients else 1) + refining
         num_features += spec.momentum * (1 + spec.uses_gradients) + spec.history + spec.uses_newton
+        if spec.gradient_base and not spec.uses_gradients:
+            raise ConfigError(
+                "gradient_base scales the step by the gradients' running moments: add 'gradients' to inputs"
+            )
         if spec.uses_newton and target.size > MAX_SIZE:
             raise ConfigError(
                 f"inputs 'newton' keeps a {target.size} × {target.size} curvature matrix per task; it is "
@@ -224,6 +246,18 @@ class TransformerRule(nn.Module):
         self.transformer = Transformer(spec.width, spec.depth, spec.heads)
         if spec.memory_tokens:
             self.memory0 = nn.Parameter(torch.randn(spec.memory_tokens, spec.width) * 0.02)
+        if spec.gradient_base:
+            self.log_rate = nn.Parameter(torch.full((target.size,), math.log(GRADIENT_BASE_RATE) / RATE_GAIN))
+            self.schedule = nn.Linear(5, 1)
+            nn.init.zeros_(self.schedule.weight)
+            nn.init.zeros_(self.schedule.bias)
+
+    def _gradient_step(self, state: State, moments: AdamMoments, grad: Tensor, points: int) -> Tensor:
+        """The gradient base step ``rate · grad / rms`` (see the module docstring)."""
+        second = moments.second / (1 - ADAM_BETAS[1] ** (state.num_steps + 1))[:, None]
+        rms = second.mean(-1, keepdim=True).sqrt()
+        rate = (RATE_GAIN * (self.log_rate + self.schedule(state.progress_features(points)))).exp()
+        return rate * grad / (rms + 1e-12)
 
     def init(self, value: Tensor) -> State:
         carry = TransformerCarry()
@@ -296,7 +330,10 @@ class TransformerRule(nn.Module):
             if spec.uses_newton and refinement == 0:
                 output = output - newton
             last_output = _put(last_output, rows, output)
-            value = _put(value, rows, task_value + scale[rows] * output)
+            update = scale[rows] * output
+            if spec.gradient_base and refinement == 0:
+                update = update - self._gradient_step(state, carry.moments, grad, points)
+            value = _put(value, rows, task_value + update)
         if spec.history:
             carry.history = pushed(carry.history, start)
         return state.advance(value, points, carry)
