@@ -28,7 +28,10 @@ class AdamMoments:
         beta1, beta2 = betas
         first = beta1 * self.first + (1 - beta1) * grad
         second = beta2 * self.second + (1 - beta2) * grad.square()
-        t = (num_steps + 1)[:, None]
-        first_hat = first / (1 - beta1**t)
-        second_hat = second / (1 - beta2**t)
-        return AdamMoments(first, second), first_hat / (second_hat.sqrt() + eps)
+        moments = AdamMoments(first, second)
+        first_hat = first / (1 - beta1 ** (num_steps + 1)[:, None])
+        return moments, first_hat / (moments.second_corrected(num_steps, beta2).sqrt() + eps)
+
+    def second_corrected(self, num_steps: Tensor, beta2: float) -> Tensor:
+        """The bias-corrected second moment ``v̂`` once ``num_steps + 1`` gradients are folded in."""
+        return self.second / (1 - beta2 ** (num_steps + 1)[:, None])

@@ -252,11 +252,10 @@ class TransformerRule(nn.Module):
             nn.init.zeros_(self.schedule.weight)
             nn.init.zeros_(self.schedule.bias)
 
-    def _gradient_step(self, state: State, moments: AdamMoments, grad: Tensor, points: int) -> Tensor:
+    def _gradient_step(self, state: State, moments: AdamMoments, grad: Tensor, progress: Tensor) -> Tensor:
         """The gradient base step ``rate · grad / rms`` (see the module docstring)."""
-        second = moments.second / (1 - ADAM_BETAS[1] ** (state.num_steps + 1))[:, None]
-        rms = second.mean(-1, keepdim=True).sqrt()
-        rate = (RATE_GAIN * (self.log_rate + self.schedule(state.progress_features(points)))).exp()
+        rms = moments.second_corrected(state.num_steps, ADAM_BETAS[1]).mean(-1, keepdim=True).sqrt()
+        rate = (RATE_GAIN * (self.log_rate + self.schedule(progress))).exp()
         return rate * grad / (rms + 1e-12)
 
     def init(self, value: Tensor) -> State:
@@ -277,7 +276,8 @@ class TransformerRule(nn.Module):
         start = value = state.value
         points = x.shape[1]
         scale = state.share(points)[:, None] if spec.scale_by_share else torch.ones_like(value[:, :1])
-        step_progress = state.progress_features(points)
+        progress_features = state.progress_features(points)
+        step_progress = progress_features
         if spec.history:
             step_progress = torch.cat([step_progress, history_flags(state, spec.history)], -1)
         counts, passes = refinement_counts(state, points, spec.refinements, spec.taper_refinements)
@@ -332,7 +332,7 @@ class TransformerRule(nn.Module):
             last_output = _put(last_output, rows, output)
             update = scale[rows] * output
             if spec.gradient_base and refinement == 0:
-                update = update - self._gradient_step(state, carry.moments, grad, points)
+                update = update - self._gradient_step(state, carry.moments, grad, progress_features)
             value = _put(value, rows, task_value + update)
         if spec.history:
             carry.history = pushed(carry.history, start)
