@@ -231,7 +231,7 @@ def test_real_data_tables_are_prepared_into_numbers_with_missing_values_kept():
 
 
 def test_real_data_summary_ranks_models_and_names_the_sets_behind_the_linear_one():
-    from benchmarks.real_data import _ranks, summarise
+    from benchmarks.real_data import CALIBRATED, _ranks, report, summarise
 
     assert _ranks({"a": 0.9, "b": 0.8, "c": 0.9}) == {"a": 1.5, "b": 3, "c": 1.5}
 
@@ -253,5 +253,17 @@ def test_real_data_summary_ranks_models_and_names_the_sets_behind_the_linear_one
     assert summary["behind_linear"] == ["far"]
     assert summary["mean_rank"] == {"Amortized": 2.0, "Logistic": 1.0}
     assert summary["log_loss_at_most_logistic"] == 3
+    assert "calibrated_log_loss_at_most_logistic" not in summary
     assert summary["median_seconds"] == {"Amortized": 1.0, "Logistic": 0.1}
     assert summarise(results, "regression") == {}
+    # A variant of the estimator is scored on log loss but left out of the ranks.
+    for name, log_loss in (("far", 0.5), ("near", 0.3), ("noisy", 0.4)):
+        models = results[name]["models"]
+        models[CALIBRATED] = {**models["Amortized"], "log_loss_mean": log_loss}
+        results[name].update(rows=100, features=4, classes=2, missing_share=0.0)
+    summary = summarise(results, "classification")
+    assert summary["calibrated_log_loss_at_most_logistic"] == 2
+    assert summary["mean_rank"] == {"Amortized": 2.0, "Logistic": 1.0}
+    tables = report({"splits": 5, "datasets": results, "summary": {"classification": summary}})
+    assert "with calibrate=True on 2)" in tables
+    assert "| data set | Amortized | Amortized (calibrate=True) | Logistic |" in tables
