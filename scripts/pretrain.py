@@ -13,7 +13,8 @@ held-out prior tasks and on small scikit-learn data sets through the estimator.
 
 The learner is a ``LearnedUpdate`` that reads the loss gradient (a learned optimizer) for an
 ``MLP`` on 32 inputs with one hidden layer of 32 ReLUs, so it fits nonlinear functions, with the
-library's default rule (share-scaled steps, tapered refinements with momentum), trained on 1 to 32
+library's default rule (share-scaled steps, tapered refinements with momentum) plus its gradient
+base (a plain gradient step at a learned rate under each learned step), trained on 1 to 32
 steps of 64 over 1024 points per task, so it keeps improving when ``fit`` re-reads a small data set.
 Its state is the model's ``θ``, so ``predict`` needs only ``θ``; its step costs the same for any
 mini-batch size (no token per data point), so large batches are cheap. ``--model linear``
@@ -53,9 +54,18 @@ SEED = 0
 WIDTH = 32
 MAX_CLASSES = 10
 OUT = Path(__file__).resolve().parents[1] / "src" / "amortized" / "pretrained"
-UPDATE = {"inputs": ("gradients",), "width": 64, "depth": 2, "heads": 4, "chunk_size": 32}
-"""The learned optimizer's rule; its other options are the library's defaults (the recipe: 8 tapered
-refinements with momentum, steps scaled by the batch's share)."""
+UPDATE = {
+    "inputs": ("gradients",),
+    "width": 64,
+    "depth": 2,
+    "heads": 4,
+    "chunk_size": 32,
+    "gradient_base": True,
+}
+"""The learned optimizer's rule: a gradient step at a learned rate as each step's base (with it, the
+real data sets' mean ranks went from 2.53 to 2.30, classification, and 3.00 to 2.67, regression); its
+other options are the library's defaults (the recipe: 8 tapered refinements with momentum, steps
+scaled by the batch's share)."""
 HIDDEN = (32,)
 THREADS = 1
 TABLES = {"irrelevant": 0.5, "transformed": 0.5, "missing": 0.3}
