@@ -4,9 +4,10 @@
 ".[benchmarks]"``): 15 classification and 9 regression sets, none of them scikit-learn's bundled sets
 (which ``benchmarks/estimators.py`` uses). They were not used to build the learners' priors, but the
 bundled learner (MLP rather than linear, gradient base, no real-table options) and
-``whiten="auto"`` were chosen on this benchmark, so its numbers for them are somewhat optimistic. Each set is
-prepared once: rows with a missing target dropped, identifier and leaking columns dropped, categorical
-columns one-hot encoded (a missing category is its own column), missing numbers left as NaN.
+``whiten="auto"`` were chosen on this benchmark, so its numbers for them are somewhat optimistic.
+Each set is prepared once: rows with a missing target dropped, identifier and leaking columns
+dropped, categorical columns one-hot encoded (a missing category is its own column), missing numbers
+left as NaN.
 
 5 random 70/30 splits each (stratified for classification; seeds 0-4). Models, with their defaults
 unless said: ``AmortizedClassifier`` / ``AmortizedRegressor`` (the bundled learners; NaN read natively),
@@ -318,13 +319,14 @@ def report(result: dict[str, Any]) -> str:
             ]
             lines += ["| mean | " + " | ".join(f"{m:.3f}" for m in means) + " | |", ""]
         if task == "classification":
-            calibrated = "calibrated_log_loss_at_most_logistic" in summary
-            columns = models[:1] + [CALIBRATED] * calibrated + models[1:]
+            columns, calibrated_count = models, ""
+            if "calibrated_log_loss_at_most_logistic" in summary:
+                columns = [*models[:1], CALIBRATED, *models[1:]]
+                count = summary["calibrated_log_loss_at_most_logistic"]
+                calibrated_count = f"; with calibrate=True on {count}"
             lines += [
                 f"Test log loss, mean over {result['splits']} splits (Amortized at or below Logistic on "
-                f"{summary['log_loss_at_most_logistic']} of {summary['sets']} sets"
-                + (f"; with calibrate=True on {summary['calibrated_log_loss_at_most_logistic']}" * calibrated)
-                + ")",
+                f"{summary['log_loss_at_most_logistic']} of {summary['sets']} sets{calibrated_count})",
                 "",
                 "| data set | " + " | ".join(columns) + " |",
                 "| --- |" + " --- |" * len(columns),
