@@ -212,6 +212,14 @@ def test_an_in_context_checkpoint_from_before_the_ridge_readout_is_not_taken_for
     assert _agree(saved, InContext(2, ridge_features=None, rule=rule).describe()["config"])
 
 
+def test_an_in_context_checkpoint_from_before_the_base_gate_agrees_with_the_ungated_default():
+    rule = {"width": 8, "depth": 1, "heads": 2}
+    current = InContext(2, rule=rule).describe()["config"]
+    saved = {k: v for k, v in current.items() if k != "base_gate"}
+    assert _agree(saved, current)
+    assert not _agree(saved, InContext(2, base_gate=True, rule=rule).describe()["config"])
+
+
 def test_learners_are_not_resumed_or_scored_on_a_family_they_were_not_trained_on(finished):
     _, run, _ = finished
     other = Experiment.from_preset("tiny", [*FAST, "family.noise=0.3"])

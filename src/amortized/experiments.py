@@ -162,11 +162,12 @@ ADDED_OPTIONS: dict[str, tuple[Any, ...]] = {
     "state": ("logits", "predictions"),
     "ridge_features": (None,),
     "logistic_base": (False,),
+    "base_gate": (False,),
 }
 """Options added since checkpoints were first written, with the values older checkpoints were built
 with (``state``: ``InContext``'s, which resolves to one of those by task; ``ridge_features``,
 ``logistic_base``: ``InContext`` without the ridge readout or the logistic base, so a run of today's
-default refuses an older checkpoint)."""
+default refuses an older checkpoint; ``base_gate``: ``InContext`` without the gate)."""
 
 
 def _agree(saved: dict[str, Any], current: dict[str, Any]) -> bool:

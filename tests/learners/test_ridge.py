@@ -7,7 +7,7 @@ import amortized
 from amortized.errors import ConfigError
 from amortized.learners import BayesLinearRegression, InContext
 from amortized.learners.rules.ridge import RunningRidge
-from amortized.tasks import LinearRegression
+from amortized.tasks import LinearClassification, LinearRegression
 from amortized.training import evaluate_tasks
 
 from .conftest import TINY
@@ -95,3 +95,77 @@ def test_inputs_too_wide_for_the_readout_are_refused_with_the_way_out():
 
 def test_false_turns_the_readout_off_as_a_preset_writes_it():
     assert InContext(2, ridge_features=False, rule=TINY).ridge_features is None
+
+
+def _gated(bias: float) -> InContext:
+    learner = InContext(2, base_gate=True, rule=TINY)
+    with torch.no_grad():
+        learner.gate.bias.fill_(bias)
+    return learner
+
+
+def test_the_base_gate_decides_how_much_of_the_readout_s_move_the_predictions_follow():
+    """Untrained (head and gate outputs zero) the predictions follow the readout's moves fully: over
+    any number of steps they are the readout. A gate output of ``g - 1`` follows ``g`` of a move: from
+    the initial value (zero), one step with the gate at -1 stays there and at -0.5 goes halfway."""
+    tasks = LinearRegression(2, noise=0.1).sample(3, 24, 5, torch.Generator().manual_seed(0))
+
+    def predictions(learner, num_steps):
+        order = torch.Generator().manual_seed(1)
+        state = amortized.adapt(
+            learner,
+            tasks.x_train,
+            tasks.y_train,
+            batch_size=8,
+            num_steps=num_steps,
+            query_x=tasks.x_query,
+            generator=order,
+        )
+        return learner.predict(state), state.carry.readout
+
+    followed, readout = predictions(_gated(0.0), 3)
+    torch.testing.assert_close(followed, readout)
+    assert readout.abs().min() > 0
+    kept, _ = predictions(_gated(-1.0), 1)
+    torch.testing.assert_close(kept, torch.zeros_like(kept))
+    half, first_readout = predictions(_gated(-0.5), 1)
+    torch.testing.assert_close(half, 0.5 * first_readout, rtol=1e-5, atol=1e-6)
+
+
+def test_configs_without_the_base_gate_rebuild_the_learner_without_it():
+    learner = InContext(2, base_gate=True, rule=TINY)
+    assert learner.config["base_gate"] is True and learner.gate is not None
+    old = {name: value for name, value in learner.config.items() if name != "base_gate"}
+    rebuilt = InContext.from_config(old)
+    assert rebuilt.gate is None
+    assert rebuilt.state_dict().keys() == InContext(2, base_gate=False, rule=TINY).state_dict().keys()
+
+
+def test_the_base_gate_is_opt_in_and_needs_a_base():
+    assert InContext(2, rule=TINY).gate is None
+    assert InContext(2, ridge_features=None, base_gate=True, rule=TINY).base_gate is False
+    classifier = InContext(
+        2, 3, "classification", logistic_base=False, ridge_features=None, base_gate=True, rule=TINY
+    )
+    assert classifier.gate is None
+
+
+def test_an_untrained_gate_follows_the_logistic_base_as_the_ungated_classifier_does():
+    tasks = LinearClassification(2, num_classes=3).sample(3, 24, 5, torch.Generator().manual_seed(0))
+
+    def logits(learner):
+        order = torch.Generator().manual_seed(1)
+        state = amortized.adapt(
+            learner,
+            tasks.x_train,
+            tasks.y_train,
+            batch_size=8,
+            num_steps=3,
+            query_x=tasks.x_query,
+            generator=order,
+        )
+        return learner.predict(state)
+
+    gated = InContext(2, 3, "classification", base_gate=True, rule=TINY)
+    assert gated.gate is not None
+    torch.testing.assert_close(logits(gated), logits(InContext(2, 3, "classification", rule=TINY)))
