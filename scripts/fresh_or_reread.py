@@ -1,0 +1,50 @@
+"""Does a learner get worse with more steps because it re-reads points, or because it takes many steps?
+
+Scores every learner of a finished run folder on held-out tasks of the run's family after each of
+the run's ``evaluation.steps`` in two ways: over the run's evaluation sequence (passes over
+``evaluation.num_train`` points per task, re-read once ``k · batch_size`` exceeds them) and with a
+fresh mini-batch at every step (``max(steps) · batch_size`` points per task). If both curves rise,
+re-reading is not what hurts. Usage::
+
+    python scripts/fresh_or_reread.py RUN_DIR
+
+Tasks drawn with the run's evaluation seed, its batch size; one torch thread.
+"""
+
+import sys
+
+import torch
+
+from amortized.config import Experiment
+from amortized.experiments import RunFolder, load_trained
+from amortized.preset_files import read_toml
+from amortized.training import evaluate_tasks
+
+
+def main(run_dir: str) -> None:
+    """Print each learner's metric after every ``k``, with re-reads and with fresh points."""
+    torch.set_num_threads(1)
+    run = RunFolder(run_dir)
+    experiment = Experiment.from_config(run.path.name, read_toml(run.config_path))
+    settings, family = experiment.evaluation, experiment.family
+    metric = "error" if family.is_classification else "mse"
+    steps = settings.steps
+    sizes = {"re-read": settings.num_train, "fresh": max(steps) * settings.batch_size}
+    print("learner", "points", *(f"k={k}" for k in steps))
+    for name, trained in load_trained(experiment, run).items():
+        for label, num_train in sizes.items():
+            generator = torch.Generator().manual_seed(settings.seed)
+            tasks = family.sample(settings.num_tasks, num_train, settings.num_query, generator)
+            scores = [
+                evaluate_tasks(
+                    trained.learner, tasks, batch_size=settings.batch_size, num_steps=k, seed=settings.seed
+                )[metric]
+                for k in steps
+            ]
+            print(name, label, *(f"{score:.4f}" for score in scores), flush=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    main(sys.argv[1])
