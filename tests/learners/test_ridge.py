@@ -142,11 +142,10 @@ def test_configs_without_the_base_gate_rebuild_the_learner_without_it():
 
 def test_the_base_gate_is_opt_in_and_needs_a_base():
     assert InContext(2, rule=TINY).gate is None
-    assert InContext(2, ridge_features=None, base_gate=True, rule=TINY).base_gate is False
-    classifier = InContext(
-        2, 3, "classification", logistic_base=False, ridge_features=None, base_gate=True, rule=TINY
-    )
-    assert classifier.gate is None
+    with pytest.raises(ConfigError, match=r"base_gate .*\(ridge_features\)"):
+        InContext(2, ridge_features=None, base_gate=True, rule=TINY)
+    with pytest.raises(ConfigError, match="logistic_base"):
+        InContext(2, 3, "classification", logistic_base=False, ridge_features=None, base_gate=True)
 
 
 def test_an_untrained_gate_follows_the_logistic_base_as_the_ungated_classifier_does():

@@ -91,7 +91,7 @@ class InContext(Learner):
     ``g = 1 + gate(out)`` read from the query's output token (1 untrained), which also sees the move.
     Without it, the corrections, a running mean of what earlier steps read against earlier readouts,
     stay where they were while the readout moves on; with it, a step can keep part of the move in
-    the correction instead. Ignored without a base. Off by default: on sinusoids it lowered the error
+    the correction instead. It needs a base. Off by default: on sinusoids it lowered the error
     through the first pass and a half but rose more after it, and on linear regression it was level
     (README, "Every regime, measured").
 
@@ -170,8 +170,12 @@ class InContext(Learner):
         self.state_kind = _state_option(state, self.num_classes)
         self.logistic_base = self._logistic_option(logistic_base)
         width, refining, ridge = spec.width, spec.refinements > 1, ridge_features is not None
-        based = self.logistic_base or (ridge and self.state_kind == "predictions")
-        self.base_gate = check_bool("base_gate", base_gate) and based
+        self.base_gate = check_bool("base_gate", base_gate)
+        if base_gate and not (self.logistic_base or (ridge and self.state_kind == "predictions")):
+            raise ConfigError(
+                "base_gate gates the move of a base, which this InContext lacks: the ridge readout "
+                "(ridge_features) for the 'predictions' state, or logistic_base for 'logits'"
+            )
         read = width if self.state_kind == "latent" else output_dim
         with seeded(seed):
             self.context = ObservationTokens(input_dim, output_dim, self.num_classes, width, ridge)
