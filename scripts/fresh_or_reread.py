@@ -4,7 +4,7 @@ Scores every learner of a finished run folder on held-out tasks of the run's fam
 the run's ``evaluation.steps`` in two ways: over the run's evaluation sequence (passes over
 ``evaluation.num_train`` points per task, re-read once ``k · batch_size`` exceeds them) and with a
 fresh mini-batch at every step (``max(steps) · batch_size`` points per task). If both curves rise,
-re-reading is not what hurts. Usage::
+re-reading is not what hurts. One-shot learners (no steps to take) are left out. Usage::
 
     python scripts/fresh_or_reread.py RUN_DIR
 
@@ -30,8 +30,11 @@ def main(run_dir: str) -> None:
     metric = "error" if family.is_classification else "mse"
     steps = settings.steps
     sizes = {"re-read": settings.num_train, "fresh": max(steps) * settings.batch_size}
+    iterative = {spec.name for spec in experiment.learners if not spec.one_shot}
     print("learner", "points", *(f"k={k}" for k in steps))
     for name, trained in load_trained(experiment, run).items():
+        if name not in iterative:
+            continue
         for label, num_train in sizes.items():
             generator = torch.Generator().manual_seed(settings.seed)
             tasks = family.sample(settings.num_tasks, num_train, settings.num_query, generator)
