@@ -16,9 +16,9 @@ import sys
 import torch
 
 from amortized.config import Experiment
+from amortized.evaluation import step_curve
 from amortized.experiments import RunFolder, load_trained
 from amortized.preset_files import read_toml
-from amortized.training import evaluate_tasks
 
 
 def main(run_dir: str) -> None:
@@ -38,12 +38,10 @@ def main(run_dir: str) -> None:
         for label, num_train in sizes.items():
             generator = torch.Generator().manual_seed(settings.seed)
             tasks = family.sample(settings.num_tasks, num_train, settings.num_query, generator)
-            scores = [
-                evaluate_tasks(
-                    trained.learner, tasks, batch_size=settings.batch_size, num_steps=k, seed=settings.seed
-                )[metric]
-                for k in steps
-            ]
+            curve = step_curve(
+                trained.learner, tasks, steps=steps, batch_size=settings.batch_size, seed=settings.seed
+            )
+            scores = [point[metric] for point in curve]
             print(name, label, *(f"{score:.4f}" for score in scores), flush=True)
 
 
