@@ -17,7 +17,7 @@ from amortized.experiments import (
     load_trained,
     train_learners,
 )
-from amortized.learners import InContext, LearnedUpdate
+from amortized.learners import InContext, LatentUpdate, LearnedUpdate
 from amortized.models import Linear
 
 from .conftest import FAST, SILENT
@@ -218,6 +218,14 @@ def test_an_in_context_checkpoint_from_before_the_base_gate_agrees_with_the_unga
     saved = {k: v for k, v in current.items() if k != "base_gate"}
     assert _agree(saved, current)
     assert not _agree(saved, InContext(2, base_gate=True, rule=rule).describe()["config"])
+
+
+def test_a_latent_checkpoint_from_before_skip_features_agrees_with_the_plain_skip():
+    current = LatentUpdate(2, latent_dim=4, decoder_hidden=(8,), rule={"width": 8}).describe()["config"]
+    saved = {k: v for k, v in current.items() if k != "skip_features"}
+    assert _agree(saved, current)
+    wider = LatentUpdate(2, latent_dim=4, decoder_hidden=(8,), skip_features=4, rule={"width": 8})
+    assert not _agree(saved, wider.describe()["config"])
 
 
 def test_learners_are_not_resumed_or_scored_on_a_family_they_were_not_trained_on(finished):

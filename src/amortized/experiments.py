@@ -163,11 +163,13 @@ ADDED_OPTIONS: dict[str, tuple[Any, ...]] = {
     "ridge_features": (None,),
     "logistic_base": (False,),
     "base_gate": (False,),
+    "skip_features": (0,),
 }
 """Options added since checkpoints were first written, with the values older checkpoints were built
 with (``state``: ``InContext``'s, which resolves to one of those by task; ``ridge_features``,
 ``logistic_base``: ``InContext`` without the ridge readout or the logistic base, so a run of today's
-default refuses an older checkpoint; ``base_gate``: ``InContext`` without the gate)."""
+default refuses an older checkpoint; ``base_gate``: ``InContext`` without the gate; ``skip_features``:
+``LatentUpdate`` whose skip reads ``[x, 1]`` only)."""
 
 
 def _agree(saved: dict[str, Any], current: dict[str, Any]) -> bool:

@@ -84,6 +84,13 @@ LEARNERS = {
         "greedy",
         3e-3,
     ),
+    "LatentUpdate, skip features": (
+        lambda: LatentUpdate(
+            2, latent_dim=8, decoder_hidden=(32,), skip_features=8, rule={**TINY, **NO_NEWTON}
+        ),
+        "greedy",
+        3e-3,
+    ),
     "LatentUpdate/plain, no skip": (
         lambda: LatentUpdate(
             2, latent_dim=8, decoder_hidden=(32,), linear_skip=False, rule={**PLAIN, **NO_NEWTON}

@@ -40,6 +40,31 @@ def test_any_linear_model_is_one_latent_away():
     torch.testing.assert_close(decoder(z, x), expected, atol=1e-4, rtol=1e-4)
 
 
+def test_skip_features_make_the_skip_a_linear_model_on_learned_features():
+    """With ``skip_features`` the untrained decoder is ``[x, 1, tanh(g(x))] · A z``: affine in z (so
+    a Newton step on z is a least-squares fit on the features) and no longer linear in x."""
+    torch.manual_seed(0)
+    decoder = LatentDecoder(3, 6, 2, (16,), linear_skip=True, skip_features=5)
+    x, z1, z2 = torch.randn(4, 7, 3), torch.randn(4, 6), torch.randn(4, 6)
+    zero = decoder(torch.zeros(4, 6), x)
+    torch.testing.assert_close(decoder(z1 + z2, x) - zero, decoder(z1, x) - zero + decoder(z2, x) - zero)
+    a, b = torch.randn(4, 5, 3), torch.randn(4, 5, 3)
+    offset = decoder(z1, a) + decoder(z1, b) - decoder(z1, a + b)
+    assert (offset - offset[:, :1]).abs().max() > 1e-3
+    features = torch.tanh(decoder.features(x))
+    assert features.shape == (4, 7, 5)
+    keys = torch.cat([x, torch.ones_like(x[..., :1]), features], -1)
+    weights = decoder.skip(z1).view(4, 9, 2)
+    torch.testing.assert_close(decoder(z1, x), keys @ weights)
+
+
+def test_skip_features_need_the_linear_skip():
+    with pytest.raises(ConfigError, match="skip_features widens the decoder's linear skip"):
+        Latent(2, 1, 4, (8,), linear_skip=False, skip_features=4)
+    with pytest.raises(ConfigError, match="skip_features"):
+        Latent(2, 1, 4, (8,), linear_skip=True, skip_features=-1)
+
+
 @pytest.mark.parametrize(
     ("hidden", "match"), [((), r"layer widths \(at least one\)"), ((0,), "decoder_hidden")]
 )

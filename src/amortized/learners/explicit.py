@@ -48,6 +48,7 @@ class LatentUpdate(ComposedLearner):
         latent_dim: int = 32,
         decoder_hidden: tuple[int, ...] | list[int] = (64, 64),
         linear_skip: bool = True,
+        skip_features: int = 0,
         rule: TransformerUpdate | dict[str, Any] | None = None,
         seed: int = 0,
     ) -> None:
@@ -57,7 +58,9 @@ class LatentUpdate(ComposedLearner):
             spec = replace(spec, inputs=DEFAULT_INPUTS)
         super().__init__(input_dim, output_dim, task, None)
         with seeded(seed):
-            self.representation = Latent(input_dim, output_dim, latent_dim, decoder_hidden, linear_skip)
+            self.representation = Latent(
+                input_dim, output_dim, latent_dim, decoder_hidden, linear_skip, skip_features
+            )
             self.rule = spec.build(self)
         self.config = {**config, "rule": self.rule.spec.as_dict()}
 

@@ -14,8 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from amortized.errors import ConfigError
 from amortized.memory import check_parameters
 from amortized.models.predictors import Predictor
+from amortized.nn import mlp
 from amortized.validation import check_bool, check_positive_int, check_seed, check_widths
 
 
@@ -47,6 +49,11 @@ class LatentDecoder(nn.Module):
     linear model exactly, so the explicit solution class contains the parametric one, and a linear
     task needs no precision from the MLP. The MLP's output layer then starts at zero: the decoder
     starts as a linear model and learns departures from it.
+
+    ``skip_features`` (with ``linear_skip``) widens the skip's inputs to ``[x, 1, tanh(g(x))]``, ``g``
+    a learned map to that many features: the skip is then a linear model on learned features whose
+    weights are linear in ``z``, so a Newton step on ``z`` is a least-squares fit on those features,
+    the explicit counterpart of :class:`~amortized.learners.implicit.InContext`'s ridge readout.
     """
 
     def __init__(
@@ -56,19 +63,22 @@ class LatentDecoder(nn.Module):
         output_dim: int,
         hidden: tuple[int, ...],
         linear_skip: bool = False,
+        skip_features: int = 0,
     ) -> None:
         super().__init__()
         widths = [input_dim, *hidden]
+        keys = input_dim + 1 + skip_features
         count = sum((a + 1) * b for a, b in itertools.pairwise([*widths, output_dim]))
         count += sum((latent_dim + 1) * 2 * width for width in hidden)
-        count += (latent_dim + 1) * (input_dim + 1) * output_dim if linear_skip else 0
+        count += (latent_dim + 1) * keys * output_dim if linear_skip else 0
         check_parameters(f"latent_dim={latent_dim}, decoder_hidden={list(hidden)}", count)
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(widths))
         self.films = nn.ModuleList(nn.Linear(latent_dim, 2 * width) for width in hidden)
         self.out = nn.Linear(widths[-1], output_dim)
+        self.features = mlp(input_dim, hidden[0], skip_features) if skip_features else None
         self.skip = None
         if linear_skip:
-            self.skip = nn.Linear(latent_dim, (input_dim + 1) * output_dim)
+            self.skip = nn.Linear(latent_dim, keys * output_dim)
             nn.init.zeros_(self.out.weight)
             nn.init.zeros_(self.out.bias)
 
@@ -79,8 +89,11 @@ class LatentDecoder(nn.Module):
             h = F.gelu(layer(h) * (1 + scale) + shift)
         out = self.out(h)
         if self.skip is not None:
-            weights = self.skip(z).view(z.shape[0], x.shape[-1] + 1, out.shape[-1])
-            out = out + torch.cat([x, torch.ones_like(x[..., :1])], -1) @ weights
+            keys = [x, torch.ones_like(x[..., :1])]
+            if self.features is not None:
+                keys.append(torch.tanh(self.features(x)))
+            keys = torch.cat(keys, -1)
+            out = out + keys @ self.skip(z).view(z.shape[0], keys.shape[-1], out.shape[-1])
         return out
 
 
@@ -94,12 +107,18 @@ class Latent(nn.Module):
         latent_dim: int,
         decoder_hidden: tuple[int, ...],
         linear_skip: bool = False,
+        skip_features: int = 0,
     ) -> None:
         super().__init__()
         check_positive_int("latent_dim", latent_dim)
         check_bool("linear_skip", linear_skip)
+        check_positive_int("skip_features", skip_features, allow_zero=True)
+        if skip_features and not linear_skip:
+            raise ConfigError("skip_features widens the decoder's linear skip: set linear_skip = true")
         decoder_hidden = check_widths("decoder_hidden", decoder_hidden, allow_empty=False)
-        self.decoder = LatentDecoder(input_dim, latent_dim, output_dim, decoder_hidden, linear_skip)
+        self.decoder = LatentDecoder(
+            input_dim, latent_dim, output_dim, decoder_hidden, linear_skip, skip_features
+        )
         self.z0 = nn.Parameter(torch.zeros(latent_dim))
 
     @property
