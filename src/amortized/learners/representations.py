@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from amortized.errors import ConfigError
+from amortized.learners.rules.logistic import with_intercept
 from amortized.memory import check_parameters
 from amortized.models.predictors import Predictor
 from amortized.nn import mlp
@@ -89,10 +90,9 @@ class LatentDecoder(nn.Module):
             h = F.gelu(layer(h) * (1 + scale) + shift)
         out = self.out(h)
         if self.skip is not None:
-            keys = [x, torch.ones_like(x[..., :1])]
+            keys = with_intercept(x)
             if self.features is not None:
-                keys.append(torch.tanh(self.features(x)))
-            keys = torch.cat(keys, -1)
+                keys = torch.cat([keys, torch.tanh(self.features(x))], -1)
             out = out + keys @ self.skip(z).view(z.shape[0], keys.shape[-1], out.shape[-1])
         return out
 
