@@ -1,4 +1,4 @@
-"""Excess error of the bundled (or given) checkpoints on held-out prior tasks after 1 to 128 steps.
+"""Excess error of the bundled (or given) checkpoints on held-out prior tasks after 1 to 256 steps.
 
 Shows whether a pretrained learner keeps improving past the 32 steps it was trained on. Usage::
 
@@ -18,7 +18,7 @@ from amortized.estimators import pretrained_path
 from amortized.tasks.mixture import MixtureClassification, MixtureRegression
 from amortized.training import evaluate_tasks
 
-STEPS = (1, 8, 32, 64, 128)
+STEPS = (1, 8, 32, 64, 128, 256)
 PRIORS = {
     "classifier": (MixtureClassification(max_dim=32, max_classes=10), "excess_error"),
     "regressor": (MixtureRegression(max_dim=32), "excess_mse"),
