@@ -110,6 +110,11 @@ LEARNERS = {
         "full",
         3e-3,
     ),
+    "LatentSGD, skip features": (
+        lambda: LatentSGD(2, latent_dim=8, decoder_hidden=(32,), skip_features=8, rule={"inner_lr": 0.3}),
+        "full",
+        3e-3,
+    ),
     "InContext (the default: share-scaled, linear head)": (
         lambda: InContext(2, **NO_RIDGE, rule=TINY),
         "greedy",

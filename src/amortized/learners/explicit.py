@@ -68,7 +68,8 @@ class LatentUpdate(ComposedLearner):
 class LatentSGD(ComposedLearner):
     """CAVIA: ``z ← z - α ∂L/∂z`` through the learned decoder, from a learned ``z_0``.
 
-    The rule is a :class:`GradientStep`, with ``inner_lr`` 0.1 unless given.
+    The rule is a :class:`GradientStep`, with ``inner_lr`` 0.1 unless given. The decoder takes the
+    same options as :class:`LatentUpdate`'s (``linear_skip``, ``skip_features``).
     """
 
     regime = "explicit"
@@ -84,6 +85,7 @@ class LatentSGD(ComposedLearner):
         latent_dim: int = 32,
         decoder_hidden: tuple[int, ...] | list[int] = (64, 64),
         linear_skip: bool = True,
+        skip_features: int = 0,
         rule: GradientStep | dict[str, Any] | None = None,
         seed: int = 0,
     ) -> None:
@@ -93,6 +95,8 @@ class LatentSGD(ComposedLearner):
         spec = GradientStep.from_value(rule)
         super().__init__(input_dim, output_dim, task, None)
         with seeded(seed):
-            self.representation = Latent(input_dim, output_dim, latent_dim, decoder_hidden, linear_skip)
+            self.representation = Latent(
+                input_dim, output_dim, latent_dim, decoder_hidden, linear_skip, skip_features
+            )
         self.rule = spec.build(self)
         self.config = {**config, "rule": spec.as_dict()}
