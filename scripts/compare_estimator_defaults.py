@@ -4,14 +4,19 @@
 and ``regressor.pt`` of an earlier release, e.g. extracted with
 ``git show 118e0d1:src/amortized/pretrained/classifier.pt > OLD_DIR/classifier.pt`` (and the
 regressor): those are fitted without whitening (the earlier behaviour), the bundled ones with the
-current defaults. Data: scikit-learn's ``make_classification`` (3 classes, 6 or 20 features, 5% or
-20% of labels flipped), ``make_regression`` (12 features, two noise levels) and Friedman #2 and #3,
-1,500 rows, seeds 0-2, one 70/30 split each; the score is accuracy or R² on the test split.
+current defaults. ``--old-options JSON`` fits the earlier side with those estimator options
+instead, and without ``OLD_DIR`` it uses the bundled checkpoints: ``--old-options '{"num_steps":
+32}'`` compares the earlier 32-step schedule with the current one.
+
+Data: scikit-learn's ``make_classification`` (3 classes, 6 or 20 features, 5% or 20% of labels
+flipped), ``make_regression`` (12 features, two noise levels) and Friedman #2 and #3, 1,500 rows,
+seeds 0-2, one 70/30 split each; the score is accuracy or R² on the test split.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -47,15 +52,27 @@ def cases(seed: int) -> list[tuple[str, bool, tuple]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("old", type=Path, help="folder with the earlier classifier.pt and regressor.pt")
+    parser.add_argument(
+        "old",
+        type=Path,
+        nargs="?",
+        help="folder with the earlier classifier.pt and regressor.pt (default: bundled)",
+    )
+    parser.add_argument(
+        "--old-options",
+        type=json.loads,
+        default={"whiten": False},
+        help='estimator options of the earlier side, as JSON (default: {"whiten": false})',
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     for seed in (0, 1, 2):
         for name, is_classification, (X, y) in cases(seed):
             X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.3, random_state=0)
             make = AmortizedClassifier if is_classification else AmortizedRegressor
-            old_path = args.old / ("classifier.pt" if is_classification else "regressor.pt")
-            old = make(old_path, whiten=False, random_state=0).fit(X_train, y_train).score(X_test, y_test)
+            old_path = args.old and args.old / ("classifier.pt" if is_classification else "regressor.pt")
+            old_model = make(old_path, random_state=0, **args.old_options)
+            old = old_model.fit(X_train, y_train).score(X_test, y_test)
             new = make(random_state=0).fit(X_train, y_train).score(X_test, y_test)
             print(f"{name} seed={seed}: earlier {old:.3f}, now {new:.3f} ({new - old:+.3f})", flush=True)
     return 0
