@@ -410,6 +410,36 @@ def test_fit_temperature_recovers_the_scale_of_overconfident_logits():
     assert estimators.fit_temperature(np.array([[5.0, 0.0], [0.0, 5.0]]), np.array([0, 1])) > 0.3
 
 
+def test_reading_256_steps_beats_the_earlier_32_step_schedule():
+    """The classifier's eight averaged runs lower its log loss; the regressor's one long state fits a
+    nonlinear target further (measured: 0.348 -> 0.275 on digits, R² 0.579 -> 0.708 on Friedman #3)."""
+    from sklearn.datasets import load_digits, make_friedman3
+    from sklearn.metrics import log_loss
+    from sklearn.model_selection import train_test_split
+
+    X, y = load_digits(return_X_y=True)
+    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.3, random_state=0, stratify=y)
+    losses = {
+        num_steps: log_loss(
+            y_test,
+            AmortizedClassifier(num_steps=num_steps, random_state=0)
+            .fit(X_train, y_train)
+            .predict_proba(X_test),
+        )
+        for num_steps in (32, 256)
+    }
+    assert losses[256] < losses[32] - 0.03, losses
+    X, y = make_friedman3(n_samples=1500, noise=0.1, random_state=0)
+    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.3, random_state=0)
+    scores = {
+        num_steps: AmortizedRegressor(num_steps=num_steps, random_state=0)
+        .fit(X_train, y_train)
+        .score(X_test, y_test)
+        for num_steps in (32, 256)
+    }
+    assert scores[256] > scores[32] + 0.05, scores
+
+
 def test_calibration_lowers_the_log_loss_on_digits_and_keeps_the_classes():
     from sklearn.datasets import load_digits
     from sklearn.metrics import log_loss
