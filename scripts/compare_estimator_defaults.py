@@ -10,7 +10,9 @@ instead, and without ``OLD_DIR`` it uses the bundled checkpoints: ``--old-option
 
 Data: scikit-learn's ``make_classification`` (3 classes, 6 or 20 features, 5% or 20% of labels
 flipped), ``make_regression`` (12 features, two noise levels) and Friedman #2 and #3, 1,500 rows,
-seeds 0-2, one 70/30 split each; the score is accuracy or R² on the test split.
+and two small noisy sets of 100 rows (``make_classification``, 2 classes, 10% of labels flipped;
+``make_regression``, noise 30), seeds 0-2, one 70/30 split each; the score is accuracy or R² on the
+test split.
 """
 
 from __future__ import annotations
@@ -47,6 +49,14 @@ def cases(seed: int) -> list[tuple[str, bool, tuple]]:
         found.append((f"make_regression d=12 noise={noise:g}", False, data))
     found.append(("friedman2", False, datasets.make_friedman2(n_samples=1500, noise=50, random_state=seed)))
     found.append(("friedman3", False, datasets.make_friedman3(n_samples=1500, noise=0.1, random_state=seed)))
+    small = datasets.make_classification(
+        n_samples=100, n_features=8, n_informative=4, flip_y=0.1, random_state=seed
+    )
+    found.append(("make_classification d=8 n=100 flip=0.1", True, small))
+    small = datasets.make_regression(
+        n_samples=100, n_features=8, n_informative=4, noise=30.0, random_state=seed
+    )
+    found.append(("make_regression d=8 n=100 noise=30", False, small))
     return found
 
 
