@@ -6,7 +6,8 @@ and ``regressor.pt`` of an earlier release, e.g. extracted with
 regressor): those are fitted without whitening (the earlier behaviour), the bundled ones with the
 current defaults. ``--old-options JSON`` fits the earlier side with those estimator options
 instead, and without ``OLD_DIR`` it uses the bundled checkpoints: ``--old-options '{"num_steps":
-32}'`` compares the earlier 32-step schedule with the current one.
+32}'`` compares the earlier 32-step schedule with the current one; ``--new-options JSON`` fits
+the current side with options other than the defaults (a candidate default).
 
 Data: scikit-learn's ``make_classification`` (3 classes, 6 or 20 features, 5% or 20% of labels
 flipped), ``make_regression`` (12 features, two noise levels) and Friedman #2 and #3, 1,500 rows,
@@ -74,6 +75,12 @@ def main(argv: list[str] | None = None) -> int:
         default={"whiten": False},
         help='estimator options of the earlier side, as JSON (default: {"whiten": false})',
     )
+    parser.add_argument(
+        "--new-options",
+        type=json.loads,
+        default={},
+        help="estimator options of the current side, as JSON (default: {}, the defaults)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     for seed in (0, 1, 2):
@@ -83,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             old_path = args.old and args.old / ("classifier.pt" if is_classification else "regressor.pt")
             old_model = make(old_path, random_state=0, **args.old_options)
             old = old_model.fit(X_train, y_train).score(X_test, y_test)
-            new = make(random_state=0).fit(X_train, y_train).score(X_test, y_test)
+            new = make(random_state=0, **args.new_options).fit(X_train, y_train).score(X_test, y_test)
             print(f"{name} seed={seed}: earlier {old:.3f}, now {new:.3f} ({new - old:+.3f})", flush=True)
     return 0
 

@@ -124,11 +124,14 @@ def test_probabilities_are_a_softmax_over_the_present_classes_only():
         learner.representation.theta0
     )  # the untrained update leaves θ at θ_0: make all logits differ
     X, y = np.random.default_rng(0).normal(size=(40, WIDTH)), np.arange(40) % 3
-    model = AmortizedClassifier(learner).fit(X, y)
-    logits = model._outputs(X)
-    assert logits.shape == (40, 10)
-    expected = np.exp(logits[:, :3]) / np.exp(logits[:, :3]).sum(1, keepdims=True)
-    assert np.allclose(model.predict_proba(X), expected)
+    model = AmortizedClassifier(learner, random_state=0).fit(X, y)
+    with torch.no_grad():
+        inputs = model._inputs(X).expand(model.n_members_, -1, -1)
+        logits = learner.predict(model.state_, inputs).double().numpy()
+    assert model.n_members_ > 1 and logits.shape == (model.n_members_, 40, 10)
+    # each member's softmax over the 3 classes present, averaged over the members
+    members = np.exp(logits[..., :3]) / np.exp(logits[..., :3]).sum(-1, keepdims=True)
+    assert np.allclose(model.predict_proba(X), members.mean(0))
 
 
 def test_narrow_inputs_are_padded_with_zero_columns(blobs):
@@ -177,41 +180,64 @@ def test_memory_is_bounded_by_the_mini_batch(monkeypatch, blobs):
     monkeypatch.setattr(estimators, "PREDICT_CHUNK_ROWS", 100)
     model = AmortizedClassifier(tiny_learner(), batch_size=32, num_passes=2, whiten=True, random_state=0)
     model.fit(X, y)
-    assert (model.n_steps_, model.n_runs_) == (2 * 19, 2)  # 38 steps: two runs of 19
-    assert max(sizes) == 32 and sum(sizes) == 2 * 600
+    # 2 passes over 600 rows in batches of 32: 38 steps (the last runs into a third pass), two runs
+    # of 19 adapted side by side, so a step reads two batches
+    assert (model.n_steps_, model.n_runs_, model.n_members_) == (38, 2, 2)
+    assert max(sizes) == 2 * 32 and sum(sizes) == 19 * 2 * 32
     sizes.clear()
     model.predict(X)
-    assert max(sizes) == 100 and sum(sizes) == 600
+    assert max(sizes) == 100 // 2 and sum(sizes) == 600  # chunks shrink with the states read
     sizes.clear()  # choosing whether to whiten adapts twice to 480 rows, predicts 120 held out in chunks
     AmortizedClassifier(tiny_learner(), batch_size=32, num_passes=2, random_state=0).fit(X, y)
-    assert max(sizes) == 100 and sum(sizes) == 2 * (2 * 480 + 120) + 2 * 600
+    assert max(sizes) == 100 and sum(sizes) == 2 * (30 * 32 + 120) + 19 * 2 * 32
 
 
 @pytest.mark.parametrize(
-    ("rows", "batch_size", "num_passes"),
-    [(20, 20, 256), (105, 64, 128), (1_000, 64, 16), (5_000, 64, 3), (10**6, 3907, 1), (2 * 10**6, 4096, 1)],
+    ("rows", "batch_size", "num_steps"),
+    [
+        (20, 20, 256),
+        (105, 64, 256),
+        (1_000, 64, 256),
+        (5_000, 64, 256),
+        (10**6, 3907, 256),
+        (2 * 10**6, 4096, 489),  # one pass needs more steps
+    ],
 )
-def test_auto_schedule_aims_at_num_steps_and_caps_the_batch(rows, batch_size, num_passes):
-    assert AmortizedClassifier()._schedule(rows) == (batch_size, num_passes)
-    assert AmortizedRegressor()._schedule(rows) == (batch_size, num_passes)
-    assert AmortizedClassifier(batch_size=10, num_passes=3)._schedule(rows) == (min(10, rows), 3)
+def test_auto_schedule_aims_at_num_steps_and_caps_the_batch(rows, batch_size, num_steps):
+    assert AmortizedClassifier()._schedule(rows) == (batch_size, num_steps)
+    assert AmortizedRegressor()._schedule(rows) == (batch_size, num_steps)
+    three_passes = AmortizedClassifier(batch_size=10, num_passes=3)._schedule(rows)
+    assert three_passes == (min(10, rows), -(-3 * rows // min(10, rows)))
 
 
 def test_auto_schedule_aims_at_fewer_steps_when_asked():
-    assert AmortizedClassifier(num_steps=32)._schedule(1_000) == (64, 2)
-    assert AmortizedRegressor(num_steps=32)._schedule(5_000) == (157, 1)
+    assert AmortizedClassifier(num_steps=32)._schedule(1_000) == (64, 32)
+    assert AmortizedRegressor(num_steps=32)._schedule(5_000) == (157, 32)
 
 
-def test_runs_restart_from_the_initial_state_and_are_averaged():
+def test_runs_are_members_adapted_side_by_side_from_the_initial_state():
     X, y = load_iris(return_X_y=True)
     full_batch = {"batch_size": len(X), "random_state": 0}
     two_runs = AmortizedClassifier(horizon=4, num_passes=8, **full_batch).fit(X, y)
     one_run = AmortizedClassifier(horizon=None, num_passes=4, **full_batch).fit(X, y)
     longer = AmortizedClassifier(horizon=None, num_passes=8, **full_batch).fit(X, y)
-    assert (two_runs.n_runs_, two_runs.n_steps_, one_run.n_runs_) == (2, 8, 1)
-    # every step reads all rows, so both runs equal the one 4-step run, and so does their average
-    assert torch.allclose(two_runs.state_.value, one_run.state_.value, atol=1e-5)
-    assert not torch.allclose(two_runs.state_.value, longer.state_.value, atol=1e-3)
+    assert (two_runs.n_runs_, two_runs.n_members_, two_runs.n_steps_, one_run.n_members_) == (2, 2, 8, 1)
+    # every step reads all rows, so both members equal the one 4-step run, and so does their ensemble
+    assert torch.allclose(two_runs.state_.value, one_run.state_.value.expand(2, -1), atol=1e-5)
+    assert np.allclose(two_runs.predict_proba(X), one_run.predict_proba(X), atol=1e-5)
+    assert not torch.allclose(two_runs.state_.value[:1], longer.state_.value, atol=1e-3)
+
+
+def test_runs_beyond_the_most_members_are_averaged_within_each(monkeypatch):
+    X, y = load_iris(return_X_y=True)
+    monkeypatch.setattr(estimators, "MAX_MEMBERS", 2)
+    full_batch = {"batch_size": len(X), "random_state": 0}
+    four_runs = AmortizedClassifier(horizon=2, num_passes=8, **full_batch).fit(X, y)
+    one_run = AmortizedClassifier(horizon=None, num_passes=2, **full_batch).fit(X, y)
+    assert (four_runs.n_runs_, four_runs.n_members_, four_runs.n_steps_) == (4, 2, 8)
+    assert four_runs.state_.num_tasks == 2
+    # each member's two 2-step runs read all rows at every step: their average is the one 2-step run
+    assert torch.allclose(four_runs.state_.value, one_run.state_.value.expand(2, -1), atol=1e-5)
 
 
 def test_torch_threads_are_set_during_fit_and_restored(monkeypatch, blobs):
@@ -411,8 +437,8 @@ def test_fit_temperature_recovers_the_scale_of_overconfident_logits():
 
 
 def test_reading_256_steps_beats_the_earlier_32_step_schedule():
-    """The classifier's eight averaged runs lower its log loss; the regressor's one long state fits a
-    nonlinear target further (measured: 0.348 -> 0.275 on digits, R² 0.579 -> 0.708 on Friedman #3)."""
+    """The classifier's eight runs lower its log loss; the regressor's one long state fits a
+    nonlinear target further (measured: 0.297 -> 0.281 on digits, R² 0.609 -> 0.709 on Friedman #3)."""
     from sklearn.datasets import load_digits, make_friedman3
     from sklearn.metrics import log_loss
     from sklearn.model_selection import train_test_split
@@ -428,7 +454,7 @@ def test_reading_256_steps_beats_the_earlier_32_step_schedule():
         )
         for num_steps in (32, 256)
     }
-    assert losses[256] < losses[32] - 0.03, losses
+    assert losses[256] < losses[32] - 0.01, losses
     X, y = make_friedman3(n_samples=1500, noise=0.1, random_state=0)
     X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.3, random_state=0)
     scores = {
@@ -564,7 +590,7 @@ def test_choosing_whether_to_whiten_reads_at_most_32_steps_each_way(monkeypatch,
     monkeypatch.setattr(estimators._Amortized, "_adapt", spy)
     model = AmortizedRegressor(tiny_learner("regression"), num_steps=128, random_state=0)
     model.fit(X, y.astype(float))
-    assert steps == [32, 32, 128]  # whitened and not on 96 rows (2 steps a pass), then all 120
+    assert steps == [32, 32, 128]  # whitened and not on 96 rows, then all 120
 
 
 def test_whitening_is_chosen_where_it_lowers_the_held_out_loss():

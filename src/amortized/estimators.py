@@ -2,10 +2,11 @@
 
 ``AmortizedClassifier().fit(X, y).predict(X_new)`` adapts a meta-trained learner to ``(X, y)``:
 the learner's state (``θ`` of a fixed model) is refined over mini-batches of the rows, with no
-gradient step on the network itself. Rows are streamed from the numpy array one mini-batch at a time,
-so memory beyond ``X`` is bounded by the mini-batch (plus one int64 per row for the shuffling order
-and, for classifiers, the mapped labels: one byte per row and class when there are more classes than
-the learner's outputs), and any number of rows can be read.
+gradient step on the network itself. Rows are streamed from the numpy array one step's mini-batches
+at a time, so memory beyond ``X`` is bounded by those mini-batches (at most ``MAX_MEMBERS`` of them,
+see below), plus the shuffled order of the rows read (four bytes per row and pass) and, for
+classifiers, the mapped labels (one byte per row and class when there are more classes than the
+learner's outputs); any number of rows can be read.
 
 Which learner: a parametric learner (``LearnedUpdate`` over a small ``MLP``, as bundled; or over a
 ``Linear`` model) ends adaptation with a state ``θ`` that predicts at any new point in one cheap
@@ -13,23 +14,24 @@ forward pass. An implicit (``InContext``) learner's state is its predictions at 
 before adaptation, so ``predict`` on new rows would need the training data again; those learners
 are rejected.
 
-How the rows are read. ``fit`` reads the rows in mini-batches for about ``num_steps`` steps (256),
-split into consecutive runs of at most ``horizon`` steps; each run starts from the learner's initial
-state, and the runs' states are averaged, weighted by the rows each read. The bundled learners were
-meta-trained to refine a state for 1 to 32 steps and keep improving well past that on held-out prior
-tasks (``python scripts/pretrained_horizon.py``). The regressor, whose MLP keeps fitting a
-nonlinear target, refines one state for all 256 steps (``horizon=256``; Friedman #1 R²
-0.740 after 32 steps, 0.772 after 256), while the classifier averages eight runs of 32 steps
-(``horizon=32``), whose average is better calibrated than one run (on the real data sets of
-``python -m benchmarks real_data``, log loss at or below logistic regression's on 9 of 15 sets
-against 6 after one run of 32 steps). For a model linear in ``θ``, averaging ``θ`` averages the
-runs' logits; for the bundled MLP it is an approximation that holds because every run starts from
-the same learned ``θ_0``. With the defaults (``"auto"``):
+How the rows are read. ``fit`` reads ``num_steps`` mini-batches (256), or one pass if the rows
+need more: the rows are shuffled, pass after pass, and cut into mini-batches of equal size. That
+stream is split into runs of at most ``horizon`` steps, each refined from the learner's initial
+state. The runs are adapted side by side as a batch of states (one mini-batch each per step: one
+step of the network serves them all) and are the members of an ensemble: the classifier averages
+their predicted probabilities, the regressor their predictions. The bundled learners were
+meta-trained to refine a state for 1 to 32 steps and keep improving well past that on held-out
+prior tasks (``python scripts/pretrained_horizon.py``). The regressor, whose MLP keeps fitting a
+nonlinear target, refines one state for all 256 steps (``horizon=256``; Friedman #1 R² 0.740
+after 32 steps, 0.772 after 256), while the classifier averages eight runs of 32 steps
+(``horizon=32``), whose average is better calibrated than one run. Beyond ``MAX_MEMBERS`` runs
+(16; huge data sets), each member reads several runs one after another and averages their
+states. With the defaults (``"auto"``):
 
-- up to ``64 · num_steps`` rows: batches of 64, and as many passes as fit in ``num_steps`` steps
-  (iris: 128 passes of 2 steps), since small data sets gain from re-reading;
+- up to ``64 · num_steps`` rows: ``num_steps`` batches of 64, re-reading the rows as many times
+  as that takes (iris: each of 150 rows about 109 times), since small data sets gain from re-reading;
 - up to ``4096 · num_steps`` rows: one pass in ``num_steps`` steps of ``rows / num_steps`` rows each;
-- beyond that: one pass in batches of 4096, in runs of ``horizon`` steps, averaged.
+- beyond that: one pass in batches of 4096, in runs of ``horizon`` steps.
 
 Preprocessing, computed from ``X`` in a streaming pass:
 
@@ -66,7 +68,6 @@ from __future__ import annotations
 import copy
 import itertools
 import os
-from collections.abc import Iterator
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
@@ -113,6 +114,9 @@ CALIBRATION_SHARE, CALIBRATION_ROWS, MIN_CALIBRATION_ROWS = 0.2, 4096, 20
 """The share of rows (at most ``CALIBRATION_ROWS``) the temperature is fitted on, and whitening is
 judged on, held out of an adaptation to the others; data sets smaller than ``MIN_CALIBRATION_ROWS``
 are not calibrated (and with ``whiten="auto"`` are whitened)."""
+MAX_MEMBERS = 16
+"""The most runs adapted side by side, whose predictions are averaged: a step reads this many
+mini-batches at most, and ``predict`` evaluates this many states per task at most."""
 SELECTION_ROWS, SELECTION_STEPS = 16_384, 32
 """The most rows ``whiten="auto"`` adapts to for each choice (the rest of a larger data set is not
 needed to tell them apart), and the most steps it reads them in (one run of the bundled learners'
@@ -177,6 +181,22 @@ def _unit_scale(std: np.ndarray, mean: np.ndarray) -> np.ndarray:
     return safe_scale(std, np.maximum(np.abs(mean), 1.0))
 
 
+def _log_sum_exp(logits: np.ndarray) -> np.ndarray:
+    """``log Σ exp`` over the last axis, kept as an axis of size 1."""
+    peak = logits.max(-1, keepdims=True)
+    return peak + np.log(np.exp(logits - peak).sum(-1, keepdims=True))
+
+
+def _shuffled_stream(num_rows: int, length: int, rng: np.random.RandomState) -> np.ndarray:
+    """``length`` row indices: shuffled passes over ``num_rows`` rows, one after another (int32
+    when that holds them: the order of every row read is kept)."""
+    dtype = np.int32 if num_rows <= np.iinfo(np.int32).max else np.int64
+    stream = np.empty(-(-length // num_rows) * num_rows, dtype=dtype)
+    for start in range(0, len(stream), num_rows):
+        stream[start : start + num_rows] = rng.permutation(num_rows)
+    return stream[:length]
+
+
 def _finite_mean(losses: np.ndarray) -> float:
     """The mean of the finite losses, infinite if there are none."""
     finite = losses[np.isfinite(losses)]
@@ -239,18 +259,18 @@ class _Amortized(BaseEstimator):
             )
 
     def _schedule(self, num_rows: int, num_steps: int | None = None) -> tuple[int, int]:
-        """The mini-batch size and number of passes, resolving ``"auto"`` to aim at ``num_steps``
-        (by default ``self.num_steps``; see the module docstring)."""
+        """The mini-batch size and the number of steps: ``"auto"`` aims at ``num_steps`` (by default
+        ``self.num_steps``; see the module docstring), given passes read them that many times."""
         num_steps = num_steps or self.num_steps
         batch_size = self.batch_size
         if batch_size == "auto":
             smallest, largest = AUTO_BATCH_SIZES
             batch_size = min(max(-(-num_rows // num_steps), smallest), largest)
         batch_size = min(batch_size, num_rows)
-        num_passes = self.num_passes
-        if num_passes == "auto":
-            num_passes = max(1, num_steps // -(-num_rows // batch_size))
-        return batch_size, num_passes
+        one_pass = -(-num_rows // batch_size)
+        if self.num_passes == "auto":
+            return batch_size, max(num_steps, one_pass)
+        return batch_size, -(-self.num_passes * num_rows // batch_size)
 
     def _fit_preprocessing(self, X: np.ndarray, targets: np.ndarray) -> None:
         """Standardisation and whitening (with ``"auto"``, if it lowers the loss on held-out rows)."""
@@ -348,40 +368,43 @@ class _Amortized(BaseEstimator):
     def _adapt(self, X: np.ndarray, targets: np.ndarray, num_steps: int | None = None) -> None:
         """Refine the learner's state over shuffled passes of mini-batches, in runs of ``horizon`` steps.
 
-        The runs' states are averaged, weighted by rows read; run lengths are as equal as possible.
+        The runs are adapted side by side as a batch of states, one mini-batch each per step (at
+        most ``MAX_MEMBERS``; further runs follow within each member, their states averaged).
         ``targets`` ``[rows, T]`` are ``T`` tasks on the same rows, adapted together (a state each).
         ``num_steps`` replaces ``self.num_steps`` as what an ``"auto"`` schedule aims at.
         """
         num_tasks = 1 if targets.ndim == 1 else targets.shape[1]
-        rng = check_random_state(self.random_state)
-        batch_size, num_passes = self._schedule(len(X), num_steps)
-        total_steps = num_passes * -(-len(X) // batch_size)
+        batch_size, total_steps = self._schedule(len(X), num_steps)
         num_runs = 1 if self.horizon is None else -(-total_steps // self.horizon)
-        bounds = [round(i * total_steps / num_runs) for i in range(num_runs + 1)]
-
-        def steps() -> Iterator[np.ndarray]:
-            for _ in range(num_passes):
-                order = rng.permutation(len(X))
-                for start in range(0, len(X), batch_size):
-                    yield np.sort(order[start : start + batch_size])
-
-        rows_of_steps = steps()
-        value_sum, rows_read = 0.0, 0
+        num_members = min(num_runs, MAX_MEMBERS)
+        member_steps = -(-total_steps // num_members)
+        runs_per_member = -(-num_runs // num_members)
+        bounds = [round(i * member_steps / runs_per_member) for i in range(runs_per_member + 1)]
+        rng = check_random_state(self.random_state)
+        order = _shuffled_stream(len(X), num_members * member_steps * batch_size, rng)
+        order = order.reshape(num_members, member_steps, batch_size)
+        value_sum = 0.0
         for first, stop in itertools.pairwise(bounds):
-            run = itertools.islice(rows_of_steps, stop - first)
-            batches = (
-                (self._inputs(X[rows]).expand(num_tasks, -1, -1), self._targets(targets[rows]))
-                for rows in run
-            )
-            initial = self.learner_.init_state(num_tasks)
+            batches = (self._batch(X, targets, order[:, step], num_tasks) for step in range(first, stop))
+            initial = self.learner_.init_state(num_members * num_tasks)
             state = last_state(refinements(self.learner_, initial, batches))
-            run_rows = int(state.num_seen[0])
-            value_sum, rows_read = value_sum + run_rows * state.value, rows_read + run_rows
-        if num_runs > 1:
-            state = replace(state, value=value_sum / rows_read)
+            value_sum = value_sum + (stop - first) * state.value
+        if runs_per_member > 1:
+            state = replace(state, value=value_sum / member_steps)
         self.state_: State = state
-        self.batch_size_, self.num_passes_ = batch_size, num_passes
-        self.n_steps_, self.n_runs_ = total_steps, num_runs
+        self.n_steps_, self.n_runs_ = num_members * member_steps, num_members * runs_per_member
+        self.batch_size_, self.num_passes_ = batch_size, self.n_steps_ * batch_size / len(X)
+        self.n_members_ = num_members
+
+    def _batch(
+        self, X: np.ndarray, targets: np.ndarray, rows: np.ndarray, num_tasks: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step's inputs and targets for every member's state: ``rows`` ``[members, B]``."""
+        num_members, batch_size = rows.shape
+        rows = np.sort(rows, axis=1)  # reading X in row order
+        inputs = self._inputs(X[rows.ravel()]).reshape(num_members, batch_size, -1)
+        member_targets = torch.cat([self._targets(targets[member_rows]) for member_rows in rows])
+        return inputs.repeat_interleave(num_tasks, 0), member_targets
 
     def _targets(self, rows: np.ndarray) -> torch.Tensor:
         raise NotImplementedError
@@ -418,8 +441,8 @@ class _Amortized(BaseEstimator):
         return outputs
 
     def _combine(self, outputs: np.ndarray) -> np.ndarray:
-        """The outputs ``[rows, ·]`` from the learner's ``[states, rows, outputs]`` (one state here)."""
-        return outputs[0]
+        """The members' mean output ``[rows, ·]`` from the learner's ``[members, rows, outputs]``."""
+        return outputs.mean(0)
 
 
 class AmortizedClassifier(ClassifierMixin, _Amortized):
@@ -436,13 +459,14 @@ class AmortizedClassifier(ClassifierMixin, _Amortized):
         Rows per adaptation step (the bundled learner was meta-trained on 64); ``"auto"``: see the
         module docstring.
     num_passes : int or "auto"
-        Passes over the rows; each pass reads them in a new random order.
+        Passes over the rows, each in a new random order; ``"auto"`` reads ``num_steps`` mini-batches
+        (at least one pass).
     num_steps : int
         The number of steps ``"auto"`` batch sizes and passes aim at (see the module docstring).
     horizon : int or None
         Most steps one state is refined for; longer reading is split into runs from the initial
-        state whose states are averaged (32 for the classifier, 256 for the regressor: see the
-        module docstring); ``None`` refines one state over everything.
+        state, adapted side by side, whose predictions are averaged (32 for the classifier, 256 for
+        the regressor: see the module docstring); ``None`` refines one state over everything.
     wide_inputs : {"pca", "project", "error"}
         What to do with more features than the learner reads (see the module docstring).
     whiten : bool or "auto"
@@ -475,7 +499,8 @@ class AmortizedClassifier(ClassifierMixin, _Amortized):
     classes_ : the class labels, sorted; ``learner_`` : the learner adapted; ``state_`` : its
     adapted state; ``mean_``, ``scale_`` : the feature standardisation; ``projection_``,
     ``projection_offset_`` : the reduction of wide inputs (``None`` if not needed);
-    ``batch_size_``, ``num_passes_``, ``n_steps_``, ``n_runs_`` : how the rows were read;
+    ``batch_size_``, ``num_passes_`` (a fraction of the last pass counts), ``n_steps_``, ``n_runs_``,
+    ``n_members_`` : how the rows were read (``state_`` holds a state per member);
     ``one_vs_rest_`` : whether there were more classes than the learner's outputs, so that each was
     fitted against the rest (``state_`` then holds a state per class).
     """
@@ -548,10 +573,18 @@ class AmortizedClassifier(ClassifierMixin, _Amortized):
         self._adapt(X, labels, num_steps)
 
     def _combine(self, outputs: np.ndarray) -> np.ndarray:
-        """One state's logits; one against the rest, each class's margin over the rest ``[rows, C]``."""
-        if not getattr(self, "one_vs_rest_", False):
-            return outputs[0]
-        return (outputs[..., 1] - outputs[..., 0]).T
+        """The log of the members' mean probabilities ``[rows, C]`` from the learner's logits
+        ``[members · tasks, rows, outputs]``; one against the rest, each class's margin over the rest.
+        """
+        one_vs_rest = getattr(self, "one_vs_rest_", False)
+        num_classes = 2 if one_vs_rest else len(self.classes_)
+        logits = outputs[..., :num_classes].reshape(self.n_members_, -1, outputs.shape[1], num_classes)
+        log_probabilities = logits - _log_sum_exp(logits)
+        peak = log_probabilities.max(0)
+        mean = peak + np.log(np.exp(log_probabilities - peak).mean(0))
+        if not one_vs_rest:
+            return mean[0]
+        return (mean[..., 1] - mean[..., 0]).T
 
     def _held_out_temperature(self, X: np.ndarray, labels: np.ndarray) -> float:
         """The temperature fitted on rows held out of an adaptation to the others.
