@@ -19,7 +19,8 @@ Regression: diabetes and Friedman #1 (2,000 rows, noise 1), 5 random 70/30 split
 ``AmortizedRegressor`` against ``LinearRegression`` and ``RandomForestRegressor``; R² on the test split.
 
 Horizon: digits (5 splits) read in mini-batches of 64 for 1, 2, 5 and 10 passes (20 steps a pass),
-refining one state throughout (``horizon=None``) or in runs of 32 steps averaged (the default).
+refining one state throughout (``horizon=None``) or in runs of 32 steps side by side, their
+predictions averaged (the default).
 
 Scale: synthetic 3-class data with 20 features (labels from a random linear softmax) of 10^4, 10^5
 and 10^6 training rows. Each size runs in its own subprocess so its peak RSS is its own: the data is
@@ -210,7 +211,7 @@ def regression(splits: int) -> dict[str, Any]:
 
 
 def horizon(splits: int, passes: tuple[int, ...] = (1, 2, 5, 10)) -> list[dict[str, Any]]:
-    """Digits accuracy against the number of steps, with one state or runs of 32 steps averaged."""
+    """Digits accuracy against the number of steps, with one state or an ensemble of runs of 32 steps."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -390,7 +391,7 @@ def report(result: dict[str, Any]) -> str:
         lines.append(f"| {name} ({row['rows']}×{row['features']}) | {cells} |")
     lines += [
         "",
-        "Digits accuracy against steps read in batches of 64: one state, or runs of 32 steps averaged",
+        "Digits accuracy against steps read in batches of 64: one state, or an ensemble of runs of 32 steps",
         "",
         "| passes | steps | one state | runs of 32 |",
         "| --- | --- | --- | --- |",
