@@ -23,7 +23,7 @@ their predicted probabilities, the regressor their predictions. The bundled lear
 meta-trained to refine a state for 1 to 32 steps and keep improving well past that on held-out
 prior tasks (``python scripts/pretrained_horizon.py``). The regressor, whose MLP keeps fitting a
 nonlinear target, refines one state for all 256 steps (``horizon=256``; Friedman #1 R² 0.740
-after 32 steps, 0.772 after 256), while the classifier averages eight runs of 32 steps
+after 32 steps in the earlier release, 0.773 after 256), while the classifier averages eight runs of 32 steps
 (``horizon=32``), whose average is better calibrated than one run. Beyond ``MAX_MEMBERS`` runs
 (16; huge data sets), each member reads several runs one after another and averages their
 states. With the defaults (``"auto"``):
@@ -473,17 +473,17 @@ class AmortizedClassifier(ClassifierMixin, _Amortized):
         Rotate the standardised features onto their principal directions, scaled to unit variance,
         before the learner reads them; ``"auto"`` does it if that lowers the loss on held-out rows
         (see the module docstring); ``"pca"`` for wide inputs always does. On the data sets of
-        ``python -m benchmarks real_data estimators``, always whitening lifted crabs from 0.857 to
-        0.940 accuracy and diamonds from 0.952 to 0.960 R², but dropped breast cancer from 0.971 to
-        0.950 and wine from 0.993 to 0.978; ``"auto"`` scored 0.940, 0.954, 0.971 and 0.982.
+        ``python -m benchmarks real_data estimators``, always whitening lifted crabs from 0.870 to
+        0.947 accuracy and diamonds from 0.953 to 0.960 R², but dropped breast cancer from 0.970 to
+        0.950 and wine from 0.993 to 0.978; ``"auto"`` scored 0.947, 0.955, 0.970 and 0.982.
     calibrate : bool
         Fit a temperature dividing the logits so that ``predict_proba`` is calibrated: on 20% of the
         rows (at most 4096) after adapting to the other 80%, before adapting to all of them (one more
         adaptation); predicted classes do not change. Skipped below 20 rows. Off by default: on digits
-        and iris it lowered the log loss (0.268 to 0.220, 0.143 to 0.123; ``python -m benchmarks
-        estimators``), on breast cancer it raised it (0.098 to 0.110), on the real data sets of
+        and iris it lowered the log loss (0.267 to 0.215, 0.149 to 0.128; ``python -m benchmarks
+        estimators``), on breast cancer it raised it (0.097 to 0.111), on the real data sets of
         ``python -m benchmarks real_data`` it left the log loss at or below logistic regression's on
-        7 of 15 sets against 9 without, and the bundled learner's probabilities are already
+        8 of 15 sets against 11 without, and the bundled learner's probabilities are already
         calibrated on data like its prior (fitted temperatures near 1).
     n_threads : int or None
         Torch threads during ``fit`` and ``predict`` (restored afterwards); ``None`` keeps torch's.
