@@ -27,7 +27,6 @@ else:
     import tomli as tomllib
 
 DATA_PRESETS = ("mnist", "fashion-mnist", "embeddings")
-QUICK = {"mnist1d": ["family.num_samples=600", "train.num_train=32", "evaluation.num_train=32"]}
 
 
 def tiny(*overrides):
@@ -52,7 +51,8 @@ def test_presets_ship_inside_the_package_with_descriptions():
 
 @pytest.mark.parametrize("name", [n for n in preset_names() if n not in DATA_PRESETS])
 def test_every_preset_builds(name):
-    experiment = Experiment.from_preset(name, QUICK.get(name, []))
+    """As shipped: every task a run samples, up to the cost curve's largest, fits the family's data."""
+    experiment = Experiment.from_preset(name)
     assert experiment.learners and experiment.family.input_dim > 0
     for spec in experiment.learners:
         learner = spec.build(experiment.family)
@@ -71,11 +71,26 @@ def test_file_based_presets_say_how_to_give_the_data(name, option, tmp_path):
         Experiment.from_preset(name, [f"{key}={tmp_path / 'missing'}"])
 
 
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("evaluation.cost_sizes=[4096]", "evaluation.cost_tasks=8 with cost_sizes up to 4096"),
+        ("evaluation.sizes=[8, 1024]", "evaluation: num_train=1024 and num_query=64"),
+        ("train.num_train=1024", "learners.LearnedUpdate.train"),
+    ],
+)
+def test_tasks_larger_than_a_datasets_classes_are_refused_before_training(override, named):
+    with pytest.raises(DataError, match=rf"{re.escape(named)}.*: digits-train: .* hold only"):
+        Experiment.from_preset("digits", [override])
+
+
 def test_embeddings_hold_out_classes_and_read_a_second_file_out_of_distribution(tmp_path):
     generator = np.random.default_rng(0)
-    np.savez(tmp_path / "imagenet.npz", features=generator.normal(size=(600, 24)), labels=np.arange(600) % 20)
-    np.save(tmp_path / "cifar.npy", generator.normal(size=(300, 24)).astype(np.float32))
-    np.save(tmp_path / "cifar-labels.npy", np.arange(300) % 10)
+    # Enough examples per class for the preset's largest tasks (the cost curve's 2,048 points).
+    imagenet = generator.normal(size=(9000, 24))
+    np.savez(tmp_path / "imagenet.npz", features=imagenet, labels=np.arange(9000) % 20)
+    np.save(tmp_path / "cifar.npy", generator.normal(size=(1000, 24)).astype(np.float32))
+    np.save(tmp_path / "cifar-labels.npy", np.arange(1000) % 10)
     experiment = Experiment.from_preset(
         "embeddings",
         [

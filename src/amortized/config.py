@@ -226,6 +226,8 @@ def _check_sizes(
         held=f"the evaluation tasks ({len(held)} batches of {type(family).__name__})",
         remedy="use fewer tasks or points",
     )
+    for source, points in held:
+        source.check_sample_size(f"evaluation: num_train={points} and num_query={query}", 1, points + query)
     family.check_sample_size(
         f"evaluation.cost_tasks={evaluation.cost_tasks} with cost_sizes up to "
         f"{max(evaluation.cost_sizes)} and num_query={query}",

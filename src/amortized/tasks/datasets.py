@@ -204,13 +204,15 @@ class LabelledDataset(TaskFamily):
                 )
         return self._subset(kept, f"{self.name}-train"), self._subset(held_out, f"{self.name}-test")
 
-    def _check_task_size(self, num_points: int) -> None:
-        """Raise if even the largest classes cannot fill a task, rather than failing at random."""
+    def check_sample_size(self, what: str, num_tasks: int, num_points: int) -> None:
+        """Also refuse (a ``DataError`` naming ``what``) tasks that the smallest classes cannot fill,
+        so a configuration asking for more points than the data holds fails before any training."""
+        super().check_sample_size(what, num_tasks, num_points)
         smallest = torch.argsort(self._counts)[: self.num_ways]
         if int(self._counts[smallest].sum()) < num_points:
             sizes = {int(self._class_ids[i]): int(self._counts[i]) for i in smallest}
             raise DataError(
-                f"{self.name}: a {self.num_ways}-way task needs num_train + num_query = "
+                f"{what}: {self.name}: a {self.num_ways}-way task needs num_train + num_query = "
                 f"{num_points} examples, but classes {list(sizes)} hold only "
                 f"{list(sizes.values())} examples ({sum(sizes.values())} in all); use fewer "
                 "points per task or classes with more examples"
@@ -226,7 +228,6 @@ class LabelledDataset(TaskFamily):
 
     def _sample(self, num_tasks, num_train, num_query, generator):
         num_points = num_train + num_query
-        self._check_task_size(num_points)
         indices, ys, picked = [], [], []
         for _ in range(num_tasks):
             # The first num_ways of a permutation: distinct classes in a random label order.
