@@ -1,10 +1,14 @@
 """Smoke test: the benchmark runner and the cost and speed benchmarks work at toy sizes."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
+from amortized.config import Experiment
+from amortized.errors import DataError
+from amortized.preset_files import read_preset
 from benchmarks import cost
 from benchmarks.__main__ import main, run_benchmark
 
@@ -267,3 +271,19 @@ def test_real_data_summary_ranks_models_and_names_the_sets_behind_the_linear_one
     tables = report({"splits": 5, "datasets": results, "summary": {"classification": summary}})
     assert "with calibrate=True on 2)" in tables
     assert "| data set | Amortized | Amortized (calibrate=True) | Logistic |" in tables
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted((Path(__file__).parents[1] / "benchmarks" / "presets").glob("*.toml")),
+    ids=lambda p: p.stem,
+)
+def test_benchmark_presets_build_or_ask_for_their_data(path):
+    """The TOML files the README's commands run: they build as shipped, or name the data they need."""
+    name, config = read_preset(str(path))
+    if config.get("data", {}).get("root") == "":
+        with pytest.raises(DataError, match=r"--set data\.root=DIR"):
+            Experiment.from_config(name, config)
+        return
+    experiment = Experiment.from_config(name, config)
+    assert [spec.build(experiment.family).regime for spec in experiment.learners]
