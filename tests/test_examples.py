@@ -32,6 +32,9 @@ def tiny():
 '''
 
 
+IMAGES_PER_CLASS = 32
+
+
 def test_extract_features_embeds_an_image_folder_for_the_embeddings_preset(tmp_path):
     import numpy as np
     import torch
@@ -42,8 +45,8 @@ def test_extract_features_embeds_an_image_folder_for_the_embeddings_preset(tmp_p
     generator = np.random.default_rng(0)
     for label, name in enumerate(["ant", "bee", "cat", "dog", "eel", "fox"]):
         (tmp_path / "images" / name).mkdir(parents=True)
-        for index in range(4):
-            pixels = (generator.random((20 + index, 16, 3)) * 40 + 35 * label).astype(np.uint8)
+        for index in range(IMAGES_PER_CLASS):
+            pixels = (generator.random((20 + index % 4, 16, 3)) * 40 + 35 * label).astype(np.uint8)
             Image.fromarray(pixels).save(tmp_path / "images" / name / f"{index}.png")
     (tmp_path / "tiny_model.py").write_text(TINY_MODEL)
     torch.save({"encoder.weight": torch.zeros(6, 3)}, tmp_path / "bad.pt")  # not this model's
@@ -56,8 +59,9 @@ def test_extract_features_embeds_an_image_folder_for_the_embeddings_preset(tmp_p
     assert "amortized run embeddings --set family.path=" in run.stdout
     features = np.load(tmp_path / "out" / "features.npy")
     labels = np.load(tmp_path / "out" / "labels.npy")
-    assert features.shape == (24, 6) and features.dtype == np.float32 and np.isfinite(features).all()
-    assert labels.tolist() == [label for label in range(6) for _ in range(4)]
+    assert features.shape == (6 * IMAGES_PER_CLASS, 6) and features.dtype == np.float32
+    assert np.isfinite(features).all()
+    assert labels.tolist() == [label for label in range(6) for _ in range(IMAGES_PER_CLASS)]
     # Brighter classes give different embeddings: the random features still tell classes apart.
     means = np.stack([features[labels == label].mean(0) for label in range(6)])
     assert np.linalg.norm(means[0] - means[5]) > 0.1
@@ -69,6 +73,13 @@ def test_extract_features_embeds_an_image_folder_for_the_embeddings_preset(tmp_p
             "family.num_ways=2",
             "family.holdout_classes=2",
             "family.projection_dim=4",
+            # A small folder: 2-way tasks of at most 2 * 32 examples, sizes the shipped preset exceeds.
+            "train.num_train=48",
+            "train.num_query=16",
+            "evaluation.num_train=48",
+            "evaluation.num_query=16",
+            "evaluation.sizes=[8, 16, 32, 48]",
+            "evaluation.cost_sizes=[16, 32, 48]",
         ],
     )
     assert experiment.family.input_dim == 4 and len(experiment.family.classes) == 4
