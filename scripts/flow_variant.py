@@ -1,10 +1,11 @@
 """Train one FlowMatching variant on Gaussian mixtures and print its energy distance per k.
 
-The exploration behind the generative learner's design: the ``gmm`` preset's family and learner
-widths, horizons of 1 to 64 steps of 32 samples over 512 per task, the energy distance to held-out
-samples on 64 tasks after k steps (one-shot: one step on the same k·32 samples). Usage (options as
-JSON: ``iterations``, ``one_shot``, ``family`` ``"gmm"`` or ``"alphabet"``, ``kwargs`` of
-``FlowMatching`` and ``train`` overrides)::
+The exploration behind the generative learner's design: the ``gmm`` preset's family, learner widths
+and objective, horizons of 1 to 64 steps of 32 samples over 512 per task, the energy distance to
+held-out samples on 64 tasks after k steps (one-shot: one step on the same k·32 samples). Usage
+(options as JSON: ``iterations``, ``one_shot``, ``family`` ``"gmm"`` or ``"alphabet"``, ``seed``
+(the learner's initialisation and the training draws), ``kwargs`` of ``FlowMatching`` and ``train``
+overrides)::
 
     python scripts/flow_variant.py '{"iterations": 600}'
     python scripts/flow_variant.py '{"iterations": 600, "one_shot": true}'
@@ -30,11 +31,13 @@ def main(options: dict) -> dict:
     torch.set_num_threads(1)
     family = {"gmm": GaussianMixture(), "alphabet": Alphabet()}[options.get("family", "gmm")]
     one_shot = options.get("one_shot", False)
-    learner = FlowMatching(2, **{**WIDTHS, **options.get("kwargs", {})})
+    seed = options.get("seed", 0)
+    learner = FlowMatching(2, **{**WIDTHS, "seed": seed, **options.get("kwargs", {})})
     training = {
         "tasks_per_batch": 16,
         "batch_size": (32, 512) if one_shot else 32,
         "num_steps": 1 if one_shot else (1, 64),
+        "objective": "full",
         "num_train": 512,
         "num_query": 128,
         "lr": 1e-3,
@@ -43,7 +46,7 @@ def main(options: dict) -> dict:
         **options.get("train", {}),
     }
     began = time.process_time()
-    amortized.train(learner, family, iterations=options.get("iterations", 600), seed=0, **training)
+    amortized.train(learner, family, iterations=options.get("iterations", 600), seed=seed, **training)
     cpu = time.process_time() - began
     tasks = family.sample(64, 512, 256, torch.Generator().manual_seed(2024))
     energy = {}

@@ -48,8 +48,8 @@ def test_untrained_flow_returns_its_noise_at_the_samples_mean_and_scale(blob_tas
     torch.testing.assert_close(generated, mean + std * blob_tasks.x_query, atol=1e-4, rtol=1e-4)
     # Mini-batches of 16 give the same running moments as one step on all 64 points.
     one_shot = adapt(learner, blob_tasks.x_train, blob_tasks.y_train, batch_size=64)
-    torch.testing.assert_close(state.carry.mean, one_shot.carry.mean)
-    torch.testing.assert_close(state.carry.square, one_shot.carry.square)
+    torch.testing.assert_close(state.carry.moments.mean, one_shot.carry.moments.mean)
+    torch.testing.assert_close(state.carry.moments.square, one_shot.carry.moments.square)
     assert learner.sample(state, 5, torch.Generator().manual_seed(0)).shape == (32, 5, 2)
     with pytest.raises(ConfigError, match="noise"):
         learner.predict(state)
@@ -57,17 +57,39 @@ def test_untrained_flow_returns_its_noise_at_the_samples_mean_and_scale(blob_tas
         learner.predict(state, torch.zeros(32, 5, 3))
 
 
-def test_a_flow_step_reads_the_current_memory_and_moves_it_by_the_batch_share(blob_tasks):
-    """The readout depends on the memory it updates, and the move shrinks with the points seen."""
+def test_a_flow_step_reads_the_current_memory_and_the_batch(blob_tasks):
+    """The new memory depends on the memory it replaces and on the mini-batch's samples."""
     learner = FlowMatching(2, **TINY_FLOW)
     x, y = blob_tasks.x_train[:4, :16], blob_tasks.y_train[:4, :16]
-    fresh = learner.init_state(4)
-    memories = [fresh.value, fresh.value + torch.randn(fresh.value.shape, generator=torch.Generator())]
     with torch.no_grad():
-        moved = [learner.step(fresh.advance(memory, 48), x, y) for memory in memories]
-    # share = 16 / (48 + 16): new = old + share * (readout - old); recover each readout.
-    readouts = [(state.value - 0.75 * memory) / 0.25 for state, memory in zip(moved, memories, strict=True)]
-    assert (readouts[0] - readouts[1]).abs().max() > 1e-3
+        read = learner.step(learner.init_state(4), x, y)
+        moved = read.value + torch.randn(read.value.shape, generator=torch.Generator().manual_seed(0))
+        shifted = dataclasses.replace(read, value=moved)
+        after = learner.step(read, x, y).value
+        assert (learner.step(shifted, x, y).value - after).abs().max() > 1e-3
+        assert (learner.step(read, x, y + 1.0).value - after).abs().max() > 1e-3
+
+
+def test_the_flow_pool_keeps_every_sample_read(blob_tasks):
+    """Mini-batches of 16 pool like one step on all 64 samples once the running moments settle."""
+    learner = FlowMatching(2, **TINY_FLOW)
+    x, y = blob_tasks.x_train, blob_tasks.y_train
+    with torch.no_grad():
+        # Four different batches with the same per-coordinate mean and scale (each coordinate's values
+        # shuffled apart, each point with its reflection), so the standardisation never moves.
+        offsets = y[:, :8] - y[:, :8].mean(1, keepdim=True)
+        generator = torch.Generator().manual_seed(0)
+        batches = []
+        for _ in range(4):
+            orders = [torch.randperm(8, generator=generator) for _ in range(2)]
+            shuffled = torch.stack([offsets[:, order, c] for c, order in enumerate(orders)], -1)
+            batches.append(torch.cat([shuffled, -shuffled], 1))
+        y = y[:, :1] + torch.cat(batches, 1)
+        batched = learner.init_state(len(y))
+        for start in range(0, 64, 16):
+            batched = learner.step(batched, x[:, start : start + 16], y[:, start : start + 16])
+        whole = learner.step(learner.init_state(len(y)), x, y)
+    torch.testing.assert_close(batched.carry.pool.read(), whole.carry.pool.read(), atol=1e-5, rtol=1e-5)
 
 
 def test_flow_matching_beats_a_fitted_gaussian_and_reads_its_context(two_blobs, blob_tasks):

@@ -13,6 +13,7 @@ samples: the floor of the sample metrics).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -20,7 +21,7 @@ from torch import Tensor, nn
 
 from amortized.errors import ConfigError, ShapeError
 from amortized.learners.base import Learner, plain_arguments, seeded
-from amortized.learners.running import RunningMoments, running_average
+from amortized.learners.running import RunningAttention, RunningMoments
 from amortized.learners.state import State
 from amortized.memory import check_parameters
 from amortized.nn import ProgressEmbedding, Transformer, mlp
@@ -43,24 +44,38 @@ def _flow_times(noise: Tensor) -> Tensor:
     return ((steps + offset) / count)[..., None]
 
 
+@dataclass
+class FlowEvidence:
+    """What :class:`FlowMatching` keeps of the samples read besides its memory tokens."""
+
+    moments: RunningMoments
+    """Running mean and mean square of the samples (the data units generated samples return to)."""
+    pool: RunningAttention
+    """Learned queries' attention over every sample read so far, exact over any batch split."""
+
+
 class FlowMatching(Learner):
     """Generates samples of a task from its observations by conditional flow matching.
 
-    The state is ``memory_tokens`` tokens summarising the samples seen, plus their running mean and
-    scale. A step standardises the mini-batch's samples with these moments and embeds each sample as
-    a token; learned latent tokens, with an embedding of the state's progress, read the sample tokens
-    and the current memory through a transformer (a Perceiver readout that sees what the state
-    already holds), and the memory moves towards the readout by the batch's share
-    ``B / (seen + B)``. So a step is a learned update of the task state from the state and the
-    mini-batch, and its moves shrink as evidence accumulates, re-reads included (one step on all
-    points is one-shot amortization). ``predict(state, noise)`` integrates the velocity field
-    ``v(x_t, t | memory)`` (``integration_steps`` midpoint steps from ``t = 0`` to 1) from ``noise``
-    ``[tasks, Q, D]`` and returns the generated samples in data units; it works at any noise, so it
-    is also the learner's sampler (:meth:`sample`). The velocity head starts at zero: untrained, the
-    learner returns its noise, rescaled to the samples' mean and scale.
+    The state is ``memory_tokens`` tokens summarising the samples seen, plus evidence kept as running
+    statistics: the samples' mean and scale, and an attention pool, learned queries' softmax attention
+    over every sample read so far (:class:`~amortized.learners.running.RunningAttention`). Nothing read
+    is forgotten: the pool after any batch split equals one pass over all the samples, exactly once
+    the running moments that standardise each batch have settled (one step on all points is one-shot
+    amortization). A step
+    standardises the mini-batch's samples, adds them to the pool, and computes the new memory with a
+    transformer from learned latents plus the pooled values, an embedding of the state's progress, and
+    the current memory: a learned update of the task state from the state and the mini-batch.
+    ``predict(state, noise)`` integrates the velocity field ``v(x_t, t | memory)``
+    (``integration_steps`` midpoint steps from ``t = 0`` to 1) from ``noise`` ``[tasks, Q, D]`` and
+    returns the generated samples in data units; it works at any noise, so it is also the learner's
+    sampler (:meth:`sample`). The velocity head starts at zero: untrained, the learner returns its
+    noise, rescaled to the samples' mean and scale.
 
     Training regresses ``v`` onto ``x_1 - x_0`` at ``x_t = (1 - t) x_0 + t x_1`` for the query pairs
-    (noise ``x_0``, held-out sample ``x_1``, standardised), through :meth:`query_loss`.
+    (noise ``x_0``, held-out sample ``x_1``, standardised), through :meth:`query_loss`. The pool's
+    queries, keys and values learn best with gradients through every batch's share of the pool
+    (``objective = "full"``; the greedy objective reaches only the last batch's share).
     """
 
     regime = "implicit"
@@ -81,9 +96,14 @@ class FlowMatching(Learner):
         self.integration_steps = check_positive_int("integration_steps", integration_steps)
         width = check_positive_int("width", width)
         check_parameters(f"memory_tokens={memory_tokens}, width={width}", memory_tokens * width)
+        self.heads = check_positive_int("heads", heads)
         with seeded(seed):
             self.samples = mlp(input_dim, width)
             self.latents = nn.Parameter(torch.randn(memory_tokens, width))
+            self.pool_queries = nn.Parameter(torch.randn(memory_tokens, width) / math.sqrt(width))
+            self.pool_norm = nn.LayerNorm(width)
+            self.pool_keys_values = nn.Linear(width, 2 * width)
+            self.pool_out = nn.Linear(width, width)
             self.progress = ProgressEmbedding(5, width)
             self.reader = Transformer(width, depth, heads)
             self.queries = mlp(input_dim + 1 + 2 * len(TIME_FREQUENCIES), width)
@@ -97,19 +117,26 @@ class FlowMatching(Learner):
     def init_state(self, num_tasks: int, query_x: Tensor | None = None) -> State:
         tokens = self.latents.expand(num_tasks, -1, -1)
         zeros = tokens.new_zeros(num_tasks, self.input_dim)
-        return State.initial(tokens, RunningMoments(zeros, torch.ones_like(zeros)))
+        pooled = tokens.new_zeros(num_tasks, self.heads, self.memory_tokens, tokens.shape[-1] // self.heads)
+        evidence = FlowEvidence(RunningMoments(zeros, torch.ones_like(zeros)), RunningAttention.empty(pooled))
+        return State.initial(tokens, evidence)
 
     def _step(self, state: State, x: Tensor, y: Tensor) -> State:
         """Refine the memory from the samples ``y`` of a mini-batch (``x``, their noise, is not read)."""
         batch = y.shape[1]
         share = state.share(batch)
-        moments = state.carry.update(y, share)
+        moments = state.carry.moments.update(y, share)
         tokens = self.samples((y - moments.mean[:, None]) / moments.scale[:, None])
-        latents = self.latents + self.progress(state.progress_features(batch))
-        shared = torch.cat([tokens, state.value], 1)
-        readout = self.reader(torch.cat([shared, latents], 1), num_shared=shared.shape[1])
-        readout = readout[:, shared.shape[1] :]
-        return state.advance(running_average(state.value, readout, share), batch, moments)
+        tasks, _, width = tokens.shape
+        keys_values = self.pool_keys_values(self.pool_norm(tokens)).view(tasks, batch, 2, self.heads, -1)
+        keys, values = keys_values.permute(2, 0, 3, 1, 4)
+        queries = self.pool_queries.view(self.memory_tokens, self.heads, -1).transpose(0, 1)
+        pool = state.carry.pool.update(queries @ keys.transpose(-1, -2), values, share)
+        pooled = self.pool_out(pool.read().transpose(1, 2).reshape(tasks, self.memory_tokens, width))
+        latents = self.latents + pooled + self.progress(state.progress_features(batch))
+        shared = torch.cat([latents, state.value], 1)
+        memory = self.reader(shared, num_shared=shared.shape[1])[:, : self.memory_tokens]
+        return state.advance(memory, batch, FlowEvidence(moments, pool))
 
     def _velocity(self, state: State, points: Tensor, time: Tensor) -> Tensor:
         """``v(x_t, t | memory)`` for standardised points ``[tasks, Q, D]`` at times ``[tasks, Q, 1]``."""
@@ -132,7 +159,7 @@ class FlowMatching(Learner):
             start = torch.full_like(points[..., :1], index * size)
             half = points + 0.5 * size * self._velocity(state, points, start)
             points = points + size * self._velocity(state, half, start + 0.5 * size)
-        moments = state.carry
+        moments = state.carry.moments
         return moments.mean[:, None] + moments.scale[:, None] * points
 
     def sample(self, state: State, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
@@ -144,7 +171,7 @@ class FlowMatching(Learner):
 
     def query_loss(self, state: State, x: Tensor, y: Tensor) -> Tensor:
         """Conditional flow-matching loss per task for noise ``x`` and held-out samples ``y``."""
-        moments = state.carry
+        moments = state.carry.moments
         target_points = (y - moments.mean[:, None]) / moments.scale[:, None]
         time = _flow_times(x)
         between = (1 - time) * x + time * target_points
