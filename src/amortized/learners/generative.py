@@ -62,10 +62,10 @@ class FlowMatching(Learner):
     over every sample read so far (:class:`~amortized.learners.running.RunningAttention`). Nothing read
     is forgotten: the pool after any batch split equals one pass over all the samples, exactly once
     the running moments that standardise each batch have settled (one step on all points is one-shot
-    amortization). A step
-    standardises the mini-batch's samples, adds them to the pool, and computes the new memory with a
-    transformer from learned latents plus the pooled values, an embedding of the state's progress, and
-    the current memory: a learned update of the task state from the state and the mini-batch.
+    amortization). A step standardises the mini-batch's samples, adds them to the pool, and computes
+    the new memory with a transformer from learned latents plus the pooled values, an embedding of the
+    state's progress, and the current memory: a learned update of the task state from the state and
+    the mini-batch.
     ``predict(state, noise)`` integrates the velocity field ``v(x_t, t | memory)``
     (``integration_steps`` midpoint steps from ``t = 0`` to 1) from ``noise`` ``[tasks, Q, D]`` and
     returns the generated samples in data units; it works at any noise, so it is also the learner's

@@ -71,11 +71,11 @@ class RunningAttention:
         # Old statistics are rescaled to the new offset; before any point there are none to keep.
         rescale = torch.where(first, 0.0, torch.exp(self.offset - offset))
         weights = torch.exp(scores - offset[..., None])
-        kept = 1 - share.view(-1, 1, 1)
-        numerator = (kept * rescale)[..., None] * self.numerator + (1 - kept)[..., None] * (
-            weights @ values / scores.shape[-1]
-        )
-        denominator = kept * rescale * self.denominator + (1 - kept) * weights.mean(-1)
+        share = share.view(-1, 1, 1)
+        kept = (1 - share) * rescale
+        batch_mean = weights @ values / scores.shape[-1]
+        numerator = kept[..., None] * self.numerator + share[..., None] * batch_mean
+        denominator = kept * self.denominator + share * weights.mean(-1)
         return RunningAttention(numerator, denominator, offset)
 
     def read(self) -> Tensor:
