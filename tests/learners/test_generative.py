@@ -58,16 +58,21 @@ def test_untrained_flow_returns_its_noise_at_the_samples_mean_and_scale(blob_tas
 
 
 def test_a_flow_step_reads_the_current_memory_and_the_batch(blob_tasks):
-    """The new memory depends on the memory it replaces and on the mini-batch's samples."""
+    """The new memory depends on the memory it replaces and on the mini-batch's samples, and the memory
+    chooses what its own pool attends to."""
     learner = FlowMatching(2, **TINY_FLOW)
     x, y = blob_tasks.x_train[:4, :16], blob_tasks.y_train[:4, :16]
     with torch.no_grad():
         read = learner.step(learner.init_state(4), x, y)
         moved = read.value + torch.randn(read.value.shape, generator=torch.Generator().manual_seed(0))
         shifted = dataclasses.replace(read, value=moved)
-        after = learner.step(read, x, y).value
-        assert (learner.step(shifted, x, y).value - after).abs().max() > 1e-3
-        assert (learner.step(read, x, y + 1.0).value - after).abs().max() > 1e-3
+        after = learner.step(read, x, y)
+        from_shifted = learner.step(shifted, x, y)
+        assert (from_shifted.value - after.value).abs().max() > 1e-3
+        assert (learner.step(read, x, y + 1.0).value - after.value).abs().max() > 1e-3
+        asked = from_shifted.carry.memory_pool.read() - after.carry.memory_pool.read()
+        assert asked.abs().max() > 1e-3
+        torch.testing.assert_close(from_shifted.carry.pool.read(), after.carry.pool.read())
 
 
 def test_the_flow_pool_keeps_every_sample_read(blob_tasks):

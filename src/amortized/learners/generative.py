@@ -52,6 +52,8 @@ class FlowEvidence:
     """Running mean and mean square of the samples (the data units generated samples return to)."""
     pool: RunningAttention
     """Learned queries' attention over every sample read so far, exact over any batch split."""
+    memory_pool: RunningAttention
+    """Attention over every sample read by queries computed from the memory when each batch was read."""
 
 
 class FlowMatching(Learner):
@@ -62,10 +64,11 @@ class FlowMatching(Learner):
     over every sample read so far (:class:`~amortized.learners.running.RunningAttention`). Nothing read
     is forgotten: the pool after any batch split equals one pass over all the samples, exactly once
     the running moments that standardise each batch have settled (one step on all points is one-shot
-    amortization). A step standardises the mini-batch's samples, adds them to the pool, and computes
-    the new memory with a transformer from learned latents plus the pooled values, an embedding of the
-    state's progress, and the current memory: a learned update of the task state from the state and
-    the mini-batch.
+    amortization). A second pool asks what the memory wants to know: its queries are a learned map of
+    the current memory, so each batch is weighed by what the state held when it was read. A step
+    standardises the mini-batch's samples, adds them to both pools, and computes the new memory with a
+    transformer from learned latents plus both pools' readouts, an embedding of the state's progress,
+    and the current memory: a learned update of the task state from the state and the mini-batch.
     ``predict(state, noise)`` integrates the velocity field ``v(x_t, t | memory)``
     (``integration_steps`` midpoint steps from ``t = 0`` to 1) from ``noise`` ``[tasks, Q, D]`` and
     returns the generated samples in data units; it works at any noise, so it is also the learner's
@@ -109,8 +112,11 @@ class FlowMatching(Learner):
             self.queries = mlp(input_dim + 1 + 2 * len(TIME_FREQUENCIES), width)
             self.velocity = Transformer(width, depth, heads)
             self.head = nn.Linear(width, input_dim)
-        nn.init.zeros_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
+            self.memory_queries = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, width))
+            self.memory_pool_out = nn.Linear(width, width)
+        for layer in (self.head, self.memory_pool_out):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
         self.register_buffer("frequencies", torch.tensor(TIME_FREQUENCIES) * math.pi, persistent=False)
         self.config = config
 
@@ -118,7 +124,8 @@ class FlowMatching(Learner):
         tokens = self.latents.expand(num_tasks, -1, -1)
         zeros = tokens.new_zeros(num_tasks, self.input_dim)
         pooled = tokens.new_zeros(num_tasks, self.heads, self.memory_tokens, tokens.shape[-1] // self.heads)
-        evidence = FlowEvidence(RunningMoments(zeros, torch.ones_like(zeros)), RunningAttention.empty(pooled))
+        empty = RunningAttention.empty(pooled)
+        evidence = FlowEvidence(RunningMoments(zeros, torch.ones_like(zeros)), empty, empty)
         return State.initial(tokens, evidence)
 
     def _step(self, state: State, x: Tensor, y: Tensor) -> State:
@@ -132,11 +139,22 @@ class FlowMatching(Learner):
         keys, values = keys_values.permute(2, 0, 3, 1, 4)
         queries = self.pool_queries.view(self.memory_tokens, self.heads, -1).transpose(0, 1)
         pool = state.carry.pool.update(queries @ keys.transpose(-1, -2), values, share)
-        pooled = self.pool_out(pool.read().transpose(1, 2).reshape(tasks, self.memory_tokens, width))
-        latents = self.latents + pooled + self.progress(state.progress_features(batch))
+        asked = (
+            self.memory_queries(state.value).view(tasks, self.memory_tokens, self.heads, -1).transpose(1, 2)
+        )
+        scale = (width // self.heads) ** -0.5
+        memory_pool = state.carry.memory_pool.update(scale * asked @ keys.transpose(-1, -2), values, share)
+        latents = self.latents + self.pool_out(self._heads_joined(pool))
+        latents = latents + self.memory_pool_out(self._heads_joined(memory_pool))
+        latents = latents + self.progress(state.progress_features(batch))
         shared = torch.cat([latents, state.value], 1)
         memory = self.reader(shared, num_shared=shared.shape[1])[:, : self.memory_tokens]
-        return state.advance(memory, batch, FlowEvidence(moments, pool))
+        return state.advance(memory, batch, FlowEvidence(moments, pool, memory_pool))
+
+    def _heads_joined(self, pool: RunningAttention) -> Tensor:
+        """A pool's readout ``[tasks, memory_tokens, width]``, its heads side by side."""
+        pooled = pool.read()
+        return pooled.transpose(1, 2).reshape(pooled.shape[0], self.memory_tokens, -1)
 
     def _velocity(self, state: State, points: Tensor, time: Tensor) -> Tensor:
         """``v(x_t, t | memory)`` for standardised points ``[tasks, Q, D]`` at times ``[tasks, Q, 1]``."""
