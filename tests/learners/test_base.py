@@ -33,6 +33,19 @@ def test_minibatches_default_is_one_pass_and_seed_fixes_order():
     assert all(torch.equal(a[1], b[1]) for a, b in zip(one, two, strict=True))
 
 
+def test_minibatches_without_a_generator_read_the_same_order_in_every_process():
+    x, y = torch.randn(3, 9, 2), torch.randint(0, 3, (3, 9))
+    torch.manual_seed(1)  # the global generator, random per process, plays no part
+    first = list(minibatches(x, y, 4, num_steps=5))
+    torch.manual_seed(2)
+    second = list(minibatches(x, y, 4, num_steps=5))
+    seeded = list(minibatches(x, y, 4, num_steps=5, generator=torch.Generator().manual_seed(0)))
+    assert all(
+        torch.equal(a[0], b[0]) and torch.equal(a[0], c[0])
+        for a, b, c in zip(first, second, seeded, strict=True)
+    )
+
+
 def test_adapt_counts_steps_and_points():
     learner = SGD(Linear(2), lr=0.1)
     x, y = torch.randn(3, 10, 2), torch.randn(3, 10, 1)

@@ -274,8 +274,11 @@ def minibatches(
     """The sequence of mini-batches adaptation reads: passes over the data in a random order.
 
     ``num_steps=None`` is one pass. More steps than batches in a pass start a new pass, in a new
-    order. Each task gets its own order; the same generator gives the same sequence.
+    order. Each task gets its own order; the same generator gives the same sequence, and without
+    one the orders are drawn from seed 0, so the same call reads the same batches in every process.
     """
+    if generator is None:
+        generator = torch.Generator().manual_seed(0)
     num_tasks, num_points = x.shape[:2]
     check_positive_int("batch_size", batch_size)
     batch_size = min(batch_size, num_points)
@@ -345,7 +348,11 @@ def adapt(
     query_x: Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> State:
-    """Adapt ``learner`` to tasks with data ``x``, ``y``: the last state of :func:`adaptation`."""
+    """Adapt ``learner`` to tasks with data ``x``, ``y``: the last state of :func:`adaptation`.
+
+    The mini-batches are read in an order drawn from ``generator`` (:func:`minibatches`; without one,
+    from seed 0), so the same call gives the same state in every process.
+    """
     states = adaptation(
         learner, x, y, batch_size=batch_size, num_steps=num_steps, query_x=query_x, generator=generator
     )
