@@ -2,9 +2,9 @@
 
 The generator reads a task's samples in mini-batches (the implicit regime) and transports standard
 normal noise to new samples of the same distribution. Run: ``python examples/generate_samples.py``
-(about 2.5 min of CPU on one core: 142 s measured; ``--iterations 20`` for a smoke run). Measured
+(about 2.5 min of CPU on one core: 136 s measured; ``--iterations 20`` for a smoke run). Measured
 energy distances on 64 new tasks after 2000 iterations: FlowMatching 0.028; a per-task
-scikit-learn mixture fit 0.006 (with 256 samples per task a fitted mixture is hard to beat; the
+scikit-learn mixture fit 0.009 (with 256 samples per task a fitted mixture is hard to beat; the
 `gmm` preset shows the learner ahead only at 32 samples).
 """
 
