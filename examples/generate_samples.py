@@ -31,7 +31,7 @@ amortized.train(
     tasks_per_batch=16,
     batch_size=32,
     num_steps=(1, 8),
-    objective="full",  # gradients through every batch's share of the generator's attention pool
+    objective="full",  # gradients through every batch's share of the generator's attention pools
     num_train=256,
     num_query=128,
     lr=1e-3,
