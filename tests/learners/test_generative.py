@@ -97,33 +97,8 @@ def test_the_flow_pool_keeps_every_sample_read(blob_tasks):
     torch.testing.assert_close(batched.carry.pool.read(), whole.carry.pool.read(), atol=1e-5, rtol=1e-5)
 
 
-def test_a_first_frame_is_fixed_once_enough_samples_are_read(blob_tasks):
-    """``frame="first"`` standardises by the first 32 samples' moments from then on; ``"running"`` by
-    every sample's."""
-    first = FlowMatching(2, **TINY_FLOW, frame="first")
-    learners = first, FlowMatching(2, **TINY_FLOW)
-    y = blob_tasks.y_train
-    with torch.no_grad():
-        states = [learner.init_state(len(y)) for learner in learners]
-        for start in range(0, 64, 8):
-            batch = (blob_tasks.x_train[:, start : start + 8], y[:, start : start + 8])
-            states = [learner.step(state, *batch) for learner, state in zip(learners, states, strict=True)]
-    torch.testing.assert_close(states[0].carry.moments.mean, y[:, :32].mean(1))
-    torch.testing.assert_close(states[1].carry.moments.mean, y.mean(1))
-    generated = first.predict(states[0], blob_tasks.x_query)  # untrained: the noise in the first frame
-    scale = y[:, :32].std(1, correction=0)[:, None]
-    torch.testing.assert_close(generated, y[:, :32].mean(1)[:, None] + scale * blob_tasks.x_query)
-    with pytest.raises(ConfigError, match="unknown frame 'last'; choose one of 'running', 'first'"):
-        FlowMatching(2, frame="last")
-
-
-@pytest.mark.parametrize(
-    "frame, measured",
-    [("running", "0.13-0.15 vs 0.31 untrained and 0.30-0.32"), ("first", "0.15-0.17 vs 0.34 and 0.33-0.35")],
-)
-def test_flow_matching_beats_a_fitted_gaussian_and_reads_its_context(two_blobs, blob_tasks, frame, measured):
-    """Margins (``measured``: trained vs untrained and vs another task's memory, over seeds 0-2)."""
-    learner = FlowMatching(2, **TINY_FLOW, frame=frame)
+def test_flow_matching_beats_a_fitted_gaussian_and_reads_its_context(two_blobs, blob_tasks):
+    learner = FlowMatching(2, **TINY_FLOW)
     untrained = energy(learner, blob_tasks, batch_size=16, num_steps=4)
     result = amortized.train(
         learner,
@@ -150,8 +125,8 @@ def test_flow_matching_beats_a_fitted_gaussian_and_reads_its_context(two_blobs, 
     true_samples = energy(EmpiricalSamples(2), blob_tasks, batch_size=64)
     # Untrained, the flow is a Gaussian with the samples' mean and scale: far better than N(0, I).
     assert untrained < 0.5 * standard_normal, (untrained, standard_normal)
-    assert trained < 0.7 * untrained, (trained, untrained, measured)
-    assert trained < 0.7 * other_memory, (trained, other_memory, measured)
+    assert trained < 0.7 * untrained, (trained, untrained)  # measured 0.13-0.15 vs 0.31 over 3 seeds
+    assert trained < 0.7 * other_memory, (trained, other_memory)  # measured 0.13-0.15 vs 0.30-0.32
     assert true_samples < 0.2 * trained, (true_samples, trained)
 
 

@@ -25,14 +25,10 @@ from amortized.learners.running import RunningAttention, RunningMoments
 from amortized.learners.state import State
 from amortized.memory import check_parameters
 from amortized.nn import ProgressEmbedding, Transformer, mlp
-from amortized.validation import check_choice, check_positive_int, check_seed
+from amortized.validation import check_positive_int, check_seed
 
 TIME_FREQUENCIES = (1.0, 2.0, 4.0, 8.0)
 """Frequencies (in multiples of π) of the Fourier features of the flow time ``t``."""
-FRAMES = ("running", "first")
-"""How :class:`FlowMatching` standardises samples (its ``frame`` option)."""
-FRAME_POINTS = 32
-"""Samples read before ``frame = "first"`` fixes the frame."""
 
 
 def _flow_times(noise: Tensor) -> Tensor:
@@ -53,8 +49,7 @@ class FlowEvidence:
     """What :class:`FlowMatching` keeps of the samples read besides its memory tokens."""
 
     moments: RunningMoments
-    """Mean and mean square of the samples that set the frame (the data units generated samples
-    return to): every sample read, or the first ones (``frame = "first"``)."""
+    """Running mean and mean square of the samples (the data units generated samples return to)."""
     pool: RunningAttention
     """Learned queries' attention over every sample read so far, exact over any batch split."""
     memory_pool: RunningAttention
@@ -80,12 +75,6 @@ class FlowMatching(Learner):
     sampler (:meth:`sample`). The velocity head starts at zero: untrained, the learner returns its
     noise, rescaled to the samples' mean and scale.
 
-    ``frame`` says which moments standardise the samples. ``"running"`` (the default) uses those of
-    every sample read so far, so the frame settles as data accumulate and each batch is pooled in the
-    frame of its time. ``"first"`` fixes the frame once ``FRAME_POINTS`` (32) samples are read, so
-    every later batch is pooled, and samples are generated, in one frame. Over 1,000 iterations of
-    training, ``"first"`` was the better on Gaussian mixtures and the worse on letters (README).
-
     Training regresses ``v`` onto ``x_1 - x_0`` at ``x_t = (1 - t) x_0 + t x_1`` for the query pairs
     (noise ``x_0``, held-out sample ``x_1``, standardised), through :meth:`query_loss`. The pools'
     queries, keys and values learn best with gradients through every batch's share of the pools
@@ -102,12 +91,10 @@ class FlowMatching(Learner):
         heads: int = 4,
         memory_tokens: int = 16,
         integration_steps: int = 8,
-        frame: str = "running",
         seed: int = 0,
     ) -> None:
         config = plain_arguments(locals())
         super().__init__(input_dim, input_dim, "generative")
-        self.frame = check_choice("frame", frame, FRAMES)
         self.memory_tokens = check_positive_int("memory_tokens", memory_tokens)
         self.integration_steps = check_positive_int("integration_steps", integration_steps)
         width = check_positive_int("width", width)
@@ -145,7 +132,7 @@ class FlowMatching(Learner):
         """Refine the memory from the samples ``y`` of a mini-batch (``x``, their noise, is not read)."""
         batch = y.shape[1]
         share = state.share(batch)
-        moments = self._frame(state, y, share)
+        moments = state.carry.moments.update(y, share)
         tokens = self.samples((y - moments.mean[:, None]) / moments.scale[:, None])
         tasks, _, width = tokens.shape
         keys_values = self.pool_keys_values(self.pool_norm(tokens)).view(tasks, batch, 2, self.heads, -1)
@@ -163,17 +150,6 @@ class FlowMatching(Learner):
         shared = torch.cat([latents, state.value], 1)
         memory = self.reader(shared, num_shared=shared.shape[1])[:, : self.memory_tokens]
         return state.advance(memory, batch, FlowEvidence(moments, pool, memory_pool))
-
-    def _frame(self, state: State, y: Tensor, share: Tensor) -> RunningMoments:
-        """The moments that standardise the batch ``y`` and the samples generated after it."""
-        moments = state.carry.moments.update(y, share)
-        if self.frame == "running":
-            return moments
-        settled = (state.num_seen >= FRAME_POINTS)[:, None]
-        kept = state.carry.moments
-        return RunningMoments(
-            torch.where(settled, kept.mean, moments.mean), torch.where(settled, kept.square, moments.square)
-        )
 
     def _heads_joined(self, pool: RunningAttention) -> Tensor:
         """A pool's readout ``[tasks, memory_tokens, width]``, its heads side by side."""
