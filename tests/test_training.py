@@ -419,9 +419,11 @@ def test_meta_loss_checks_its_mini_batches_once_at_the_boundary():
     assert checks == ["batch", "batch", "query"]  # once per mini-batch, once for the queries
 
 
-@pytest.mark.parametrize(("objective", "expected_parts"), [("greedy", 2), ("truncated", 3), ("full", 1)])
+@pytest.mark.parametrize(
+    ("objective", "expected_parts"), [("greedy", 2), ("truncated", 3), ("full", 1), ("final", 1)]
+)
 def test_an_objective_yields_parts_that_sum_to_it_and_marks_only_the_last(objective, expected_parts):
-    """Greedy with chunk 3 over 6 steps: 2 parts; truncated windows of 2: 3 parts; full: 1."""
+    """Greedy with chunk 3 over 6 steps: 2 parts; truncated windows of 2: 3 parts; full, final: 1."""
     learner = LearnedUpdate(Linear(2), rule=TINY)
     tasks = FAMILY.sample(4, 24, 4, torch.Generator().manual_seed(0))
     batches = list(minibatches(tasks.x_train, tasks.y_train, 4, 6, torch.Generator().manual_seed(1)))
@@ -432,3 +434,18 @@ def test_an_objective_yields_parts_that_sum_to_it_and_marks_only_the_last(object
     total = sum(loss.item() for loss, _ in parts)
     learner.zero_grad()
     assert meta_loss(learner, tasks, batches, **options) == pytest.approx(total, rel=1e-6)
+
+
+def test_the_final_objective_is_the_last_steps_query_loss_with_gradients_through_every_step():
+    learner = LearnedUpdate(Linear(2), rule=TINY)
+    tasks = FAMILY.sample(4, 24, 4, torch.Generator().manual_seed(0))
+    batches = list(minibatches(tasks.x_train, tasks.y_train, 4, 6, torch.Generator().manual_seed(1)))
+    state = learner.init_state(tasks.num_tasks, tasks.x_query)
+    for batch_x, batch_y in batches:
+        state = learner.step(state, batch_x, batch_y)
+    last = learner.query_loss(state, tasks.x_query, tasks.y_query).mean()
+    first_only = meta_loss(learner, tasks, batches[:1], objective="final")
+    learner.zero_grad()
+    assert meta_loss(learner, tasks, batches, objective="final") == pytest.approx(last.item(), rel=1e-5)
+    assert last.item() != pytest.approx(first_only, rel=1e-3)
+    assert learner.representation.theta0.grad.abs().sum() > 0  # reached through all six steps

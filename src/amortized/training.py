@@ -1,13 +1,17 @@
 """Meta-training: fit a learner's rule over a task family so that adaptation works on new tasks.
 
 Each iteration draws a batch of tasks, rolls the learner over ``k`` mini-batches of each task's
-training split and averages the query loss after every step. Objectives:
+training split and averages the query loss after every step (``final``: after the last one).
+Objectives:
 
 - ``greedy``: the state is detached between steps, so each step learns to improve on whatever state
   it is given. States are rolled out without a graph, then the one-step losses of ``chunk`` steps
   at a time are computed in one batched forward: memory does not grow with ``k``.
 - ``truncated``: gradients cross ``truncation`` consecutive steps (windows), then the state is cut.
 - ``full``: gradients cross every step (MAML's meta-gradient through its inner loop).
+- ``final``: gradients cross every step and only the last step's query loss counts. As ``k`` is
+  drawn per iteration every horizon is still trained, a long one as much as a short one, and the
+  query loss (most of a step's cost for a generator) is computed once per iteration.
 
 Every iteration's randomness comes from ``(seed, iteration)``, so a resumed run is identical to an
 uninterrupted one.
@@ -58,7 +62,7 @@ from amortized.validation import (
     check_seed,
 )
 
-OBJECTIVES = ("greedy", "truncated", "full")
+OBJECTIVES = ("greedy", "truncated", "full", "final")
 RESUME_KEYS = ("weights", "optimizer", "iteration", "history", "train_seconds")
 """What training reads from its checkpoint to continue."""
 LOSS_SCALES = ("linear", "log")
@@ -180,12 +184,20 @@ def _step_loss(
 
 
 def _window_loss(
-    learner: Learner, state: State, batches: list, query_loss: _QueryLoss, num_steps: int
+    learner: Learner,
+    state: State,
+    batches: list,
+    query_loss: _QueryLoss,
+    num_steps: int,
+    last_only: bool = False,
 ) -> tuple[Tensor, State]:
-    """Summed query losses (each over ``num_steps``) of the steps from ``state``, and the last state."""
+    """Summed query losses (each over ``num_steps``) of the steps from ``state``, or the last step's
+    alone (``last_only``), and the last state."""
     total = None
-    for batch_x, batch_y in batches:
+    for index, (batch_x, batch_y) in enumerate(batches):
         state = learner._step(state, batch_x, batch_y)
+        if last_only and index < len(batches) - 1:
+            continue
         loss = query_loss(learner, state).mean() / num_steps
         total = loss if total is None else total + loss
     return total, state
@@ -229,10 +241,17 @@ def _greedy(
 
 
 def _windowed(
-    learner: Learner, tasks: TaskBatch, batches: list, window: int, query_loss: _QueryLoss, forward: Forward
+    learner: Learner,
+    tasks: TaskBatch,
+    batches: list,
+    window: int,
+    query_loss: _QueryLoss,
+    forward: Forward,
+    last_only: bool = False,
 ) -> Iterator[tuple[Tensor, bool]]:
-    """Gradients through ``window`` consecutive steps, the state cut between windows: one part each."""
-    num_steps = len(batches)
+    """Gradients through ``window`` consecutive steps, the state cut between windows: one part each.
+    ``last_only`` (one window): the last step's query loss alone."""
+    num_steps = 1 if last_only else len(batches)
     state = learner.init_state(tasks.num_tasks, tasks.x_query)
     for start in range(0, num_steps, window):
         last = start + window >= num_steps
@@ -243,6 +262,7 @@ def _windowed(
             batches[start : start + window],
             query_loss,
             num_steps,
+            last_only,
             last=last,
         )
         yield loss, last
@@ -281,7 +301,7 @@ def loss_parts(
     if objective == "greedy":
         return _greedy(learner, tasks, batches, chunk, query_loss, forward)
     window = truncation if objective == "truncated" else len(batches)
-    return _windowed(learner, tasks, batches, window, query_loss, forward)
+    return _windowed(learner, tasks, batches, window, query_loss, forward, objective == "final")
 
 
 def _backward(loss: Tensor, replicas: Replicas | None, last: bool) -> float:
