@@ -78,7 +78,8 @@ class FlowMatching(Learner):
     Training regresses ``v`` onto ``x_1 - x_0`` at ``x_t = (1 - t) x_0 + t x_1`` for the query pairs
     (noise ``x_0``, held-out sample ``x_1``, standardised), through :meth:`query_loss`. The pools'
     queries, keys and values learn best with gradients through every batch's share of the pools
-    (``objective = "full"``; the greedy objective reaches only the last batch's share).
+    (``objective = "final"`` or ``"full"``; the greedy objective reaches only the last batch's
+    share). ``"final"`` scores the last step alone, so an iteration costs a fraction of ``"full"``'s.
     """
 
     regime = "implicit"
