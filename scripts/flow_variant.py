@@ -37,7 +37,7 @@ def main(options: dict) -> dict:
         "tasks_per_batch": 16,
         "batch_size": (32, 512) if one_shot else 32,
         "num_steps": 1 if one_shot else (1, 64),
-        "objective": "full",
+        "objective": "final",
         "num_train": 512,
         "num_query": 128,
         "lr": 1e-3,
