@@ -251,7 +251,7 @@ def _windowed(
 ) -> Iterator[tuple[Tensor, bool]]:
     """Gradients through ``window`` consecutive steps, the state cut between windows: one part each.
     ``last_only`` (one window): the last step's query loss alone."""
-    num_steps = 1 if last_only else len(batches)
+    num_steps = len(batches)
     state = learner.init_state(tasks.num_tasks, tasks.x_query)
     for start in range(0, num_steps, window):
         last = start + window >= num_steps
@@ -261,7 +261,7 @@ def _windowed(
             state.detach() if start else state,
             batches[start : start + window],
             query_loss,
-            num_steps,
+            1 if last_only else num_steps,
             last_only,
             last=last,
         )
